@@ -1,0 +1,3 @@
+"""LangChain integration of bsc (filled in by the LangChain issue)."""
+
+__all__: list[str] = []

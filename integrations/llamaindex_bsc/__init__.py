@@ -1,0 +1,3 @@
+"""LlamaIndex integration of bsc (filled in by the LlamaIndex issue)."""
+
+__all__: list[str] = []

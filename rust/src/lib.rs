@@ -1,0 +1,22 @@
+//! Rust core of `bsc`: the seeded sign-random-projection encoder and the Hamming scan.
+//!
+//! The plain modules know nothing about Python; `py_*` modules are the thin PyO3 binding layer.
+
+pub mod encoder;
+pub mod error;
+pub mod projection;
+pub mod scan;
+
+#[cfg(feature = "python")]
+mod py_encoder;
+#[cfg(feature = "python")]
+mod py_errors;
+#[cfg(feature = "python")]
+mod py_scan;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+mod _native {
+    #[pymodule_export]
+    use crate::py_encoder::BinaryEncoder;
+}

@@ -1,0 +1,3 @@
+//! Python bindings of the Hamming scan (placeholder until the SIMD kernels land).
+
+use pyo3::prelude::*;
