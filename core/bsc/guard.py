@@ -1,0 +1,579 @@
+"""False-hit guard: cheap lexical checks that veto a semantic cache hit.
+
+Sentence embeddings place "What is 15% of 80?" and "What is 25% of 80?" next to each other (cosine 0.9+),
+so a semantic cache that trusts the embedding alone answers the second prompt with the first prompt's
+answer. The guard looks at the two prompt texts and refuses a hit when they differ in something an
+embedding barely sees but that changes the answer: a number, a unit, the direction of a conversion, a
+negation, an antonym, or the programming language of a code question.
+
+The guard is pure Python (regular expressions and small curated word lists, no model) and costs a few
+tens of microseconds per check, so it can run on every candidate hit. It is meant for semantic hits only:
+two prompts that are identical after whitespace and case normalisation are always compatible.
+
+Each rule is named, can be switched on or off, and earned its place by measurement (see
+``benchmarks/guard_eval.py``): it removes many more false hits than true hits it refuses on a set of
+short LLM-style prompts, without costing much recall on the MSRP news paraphrases.
+
+Example:
+    >>> guard = FalseHitGuard()
+    >>> guard.check("What is 15% of 80?", "What is 25% of 80?")
+    'numbers'
+    >>> guard.check("What is 15% of 80?", "what's 15 percent of 80") is None
+    True
+    >>> guard.check("Convert 100 °F to Celsius", "Convert 100 °C to Fahrenheit")
+    'direction'
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+__all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard"]
+
+# --------------------------------------------------------------------------------------------------------
+# Word lists. Kept small on purpose: every entry is a chance to refuse a true paraphrase. Written as
+# split strings because a list literal of hundreds of quoted words is harder to read and edit.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_UNITS: dict[str, str] = {}
+for _canon, _forms in {
+    "mg": "mg milligram milligrams",
+    "g": "g gram grams gr",
+    "kg": "kg kgs kilogram kilograms kilo kilos",
+    "lb": "lb lbs pound pounds",
+    "oz": "oz ounce ounces",
+    "ton": "ton tons tonne tonnes",
+    "mm": "mm millimeter millimeters millimetre millimetres",
+    "cm": "cm centimeter centimeters centimetre centimetres",
+    "m": "meter meters metre metres",
+    "km": "km kms kilometer kilometers kilometre kilometres",
+    "inch": "inch inches",
+    "ft": "ft foot feet",
+    "yd": "yd yard yards",
+    "mi": "mi mile miles",
+    "ml": "ml milliliter milliliters millilitre millilitres",
+    "l": "liter liters litre litres",
+    "cup": "cup cups",
+    "tbsp": "tbsp tablespoon tablespoons",
+    "tsp": "tsp teaspoon teaspoons",
+    "gal": "gal gallon gallons",
+    "qt": "qt quart quarts",
+    "pt": "pint pints",
+    "C": "celsius centigrade °c",
+    "F": "fahrenheit °f",
+    "K": "kelvin",
+    "mph": "mph",
+    "kmh": "km/h kph kmh",
+    "B": "byte bytes",
+    "KB": "kb kilobyte kilobytes",
+    "MB": "mb megabyte megabytes",
+    "GB": "gb gigabyte gigabytes",
+    "TB": "tb terabyte terabytes",
+    "usd": "usd $ dollar dollars",
+    "eur": "eur € euro euros",
+    "gbp": "gbp £",
+    "jpy": "jpy ¥ yen",
+    "%": "% percent percentage",
+}.items():
+    for _form in _forms.split():
+        _UNITS[_form] = _canon
+
+# Time words are everywhere in ordinary text ("last year", "a day"), so they count as units only right
+# after a number ("90 minutes").
+_TIME_UNITS: dict[str, str] = {}
+for _canon, _forms in {
+    "s": "second seconds sec secs",
+    "min": "minute minutes min mins",
+    "h": "hour hours hr hrs",
+    "day": "day days",
+    "week": "week weeks",
+    "month": "month months",
+    "year": "year years",
+}.items():
+    for _form in _forms.split():
+        _TIME_UNITS[_form] = _canon
+
+_LANGUAGES = _words(
+    "english spanish french german italian portuguese dutch russian chinese mandarin cantonese japanese "
+    "korean arabic hindi turkish polish swedish norwegian danish finnish greek hebrew vietnamese thai "
+    "indonesian ukrainian czech"
+)
+
+_CODE_LANGUAGES: dict[str, str] = {
+    "python": "python",
+    "javascript": "javascript",
+    "js": "javascript",
+    "typescript": "typescript",
+    "ts": "typescript",
+    "node": "node",
+    "node.js": "node",
+    "nodejs": "node",
+    "java": "java",
+    "kotlin": "kotlin",
+    "scala": "scala",
+    "c++": "c++",
+    "cpp": "c++",
+    "c#": "c#",
+    "csharp": "c#",
+    "rust": "rust",
+    "golang": "go",
+    "ruby": "ruby",
+    "php": "php",
+    "swift": "swift",
+    "bash": "bash",
+    "powershell": "powershell",
+    "perl": "perl",
+    "haskell": "haskell",
+    "lua": "lua",
+    "matlab": "matlab",
+    "sql": "sql",
+    "mysql": "mysql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "sqlite": "sqlite",
+    "mongodb": "mongodb",
+    "html": "html",
+    "css": "css",
+    "tailwind": "tailwind",
+    "react": "react",
+    "vue": "vue",
+    "angular": "angular",
+    "django": "django",
+    "flask": "flask",
+    "pandas": "pandas",
+    "excel": "excel",
+}
+# Ambiguous as lowercase English words, so only counted when written capitalised ("in Go", "in C").
+_CODE_LANGUAGES_CASED = {"Go": "go", "C": "c", "R": "r", "Dart": "dart", "Elixir": "elixir"}
+
+# Types and formats: the two ends of "convert a string to an int", "JSON to YAML".
+_FORMATS = _words(
+    "string str integer int float double list tuple dict dictionary array set bytes json yaml xml csv pdf "
+    "docx markdown html timestamp datetime date"
+)
+_FORMAT_ALIASES = {"str": "string", "int": "integer", "dict": "dictionary"}
+
+_NUMBER_WORDS = {
+    "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
+    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+    "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000, "dozen": 12,
+}  # fmt: skip
+# "one" and "first" are left out: "a pound" / "one pound" and "first" as "at first" are ordinary
+# paraphrases far more often than they are a changed quantity.
+_ORDINAL_WORDS = {
+    "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
+    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+    "twentieth": 20,
+}  # fmt: skip
+# "x^2" and "x squared" are the same question; "3 squared" and "3 cubed" are not.
+_POWER_WORDS = {"squared": 2, "cubed": 3}
+_ROMAN = {"II": 2, "III": 3, "IV": 4, "VI": 6, "VII": 7, "VIII": 8, "IX": 9, "XI": 11, "XII": 12}
+
+_NEGATIONS = frozenset({"not", "never", "without", "cannot", "no", "nor", "none", "nothing", "neither"})
+
+# Pairs of word groups with opposite meaning. A hit is refused when one prompt uses only the left group
+# and the other only the right one.
+_ANTONYM_PAIRS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
+    (frozenset(a.split()), frozenset(b.split()))
+    for a, b in (
+        (
+            "start starts started starting begin begins began beginning",
+            "end ends ended ending finish finished",
+        ),
+        ("open opens opened opening", "close closes closed closing"),
+        ("before", "after"),
+        (
+            "increase increases increased raise raised improve boost higher",
+            "decrease decreases decreased lower lowers reduce reduced",
+        ),
+        ("good healthy", "bad unhealthy harmful"),
+        ("enable enabled activate", "disable disabled deactivate"),
+        ("on", "off"),
+        ("add added", "remove removed"),
+        ("import imported", "export exported"),
+        ("encrypt encrypted", "decrypt decrypted"),
+        ("lock locked", "unlock unlocked"),
+        ("upgrade", "downgrade"),
+        ("gain gained", "lose lost"),
+        ("maximum max", "minimum min"),
+        ("largest biggest", "smallest"),
+        ("hottest warmest", "coldest"),
+        ("longest", "shortest"),
+        ("advantages advantage", "disadvantages disadvantage"),
+        ("pros", "cons"),
+        ("ascending", "descending"),
+        ("buy buying", "sell selling"),
+        ("active", "passive"),
+        ("safe", "unsafe"),
+        ("in", "out"),
+        ("upload", "download"),
+        ("above", "below"),
+        ("north", "south"),
+        ("east", "west"),
+        ("left", "right"),
+        ("cheap cheapest", "expensive"),
+        ("fast fastest faster", "slow slowest slower"),
+        ("professional formal", "casual informal"),
+        ("shorten", "expand lengthen"),
+        ("create", "delete"),
+        ("include", "exclude"),
+    )
+)  # fmt: skip
+
+# Task verbs of instructions, grouped by intent; synonyms share a group.
+_INTENTS: dict[str, str] = {}
+for _canon, _forms in {
+    "summarize": "summarize summarise summary tldr condense",
+    "translate": "translate",
+    "proofread": "proofread check correct",
+    "explain": "explain describe define",
+    "optimize": "optimize optimise speed",
+    "write": "write compose draft generate",
+    "fix": "fix debug repair",
+    "document": "document",
+    "rewrite": "rewrite rephrase paraphrase reword",
+    "review": "review critique evaluate",
+    "analyze": "analyze analyse",
+    "reply": "reply respond answer",
+    "cancel": "cancel",
+    "pause": "pause suspend",
+    "change": "change modify update edit",
+    "test": "test tests",
+}.items():
+    for _form in _forms.split():
+        _INTENTS[_form] = _canon
+
+_STOPWORDS = _words(
+    "a an the of in on at to for from and or is are was were be by with what which who how why when where "
+    "do does did can could should would will i you my your me it this that there"
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Text analysis
+# --------------------------------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"c\+\+|c#|f#|node\.js|km/h|°\s?[cf]\b|[$€£¥%]|[a-z0-9]+(?:['\u2019][a-z]+)?")
+_NUMBER_RE = re.compile(r"(?<![a-z0-9.,])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(st|nd|rd|th)?(?![a-z0-9])")
+_NUMBER_UNIT_RE = re.compile(
+    r"(?<![a-z0-9.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*(°\s?[cf]\b|[a-z]+(?:/h)?|%)"
+)
+_CURRENCY_NUMBER_RE = re.compile(r"([$€£¥])\s*\d")
+_ROMAN_RE = re.compile(r"\b(I{2,3}|IV|VI{0,3}|IX|XI{1,2})\b")
+# Spelled-out forms first, so that "WWII" and "World War 2" share numbers and entity words.
+_ALIASES = (
+    (re.compile(r"\bWW\s?(?:II|2)\b"), "World War II"),
+    (re.compile(r"\bWW\s?(?:I|1)\b"), "World War I"),
+)
+_CAPITALISED_RE = re.compile(r"[A-Z][A-Za-z0-9'.+#-]*")
+_SENTENCE_END_RE = re.compile(r"[.!?:;\"“(]\s*$")
+_EDGE_PUNCTUATION = ",.!?;:\"'()\u201c\u201d\u2018\u2019"
+_HOW_MANY = ("how", "many")
+# Words between two terms that make their order meaningful: "miles to km", "London compared to Paris",
+# "Tokyo ahead of Los Angeles", "bigger than".
+_FORWARD = frozenset({"to", "into", "in", "as", "of", "than"})
+_CONNECTORS = _FORWARD | {"from", "is", "are", "does", "how", "many", "have"}
+
+
+def _canonical_number(integer: str, fraction: str | None) -> str:
+    """Return one spelling per value: "1,000" and "1000" -> "1000", "3.0" and "3" -> "3"."""
+    value = float(integer.replace(",", "") + (fraction or ""))
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """One prompt, analysed lazily: each rule only pays for the features it reads."""
+
+    text: str
+
+    @cached_property
+    def lower(self) -> str:
+        return self.text.lower().replace("\u2019", "'")
+
+    @cached_property
+    def tokens(self) -> list[str]:
+        return [t.replace(" ", "") for t in _TOKEN_RE.findall(self.lower)]
+
+    @cached_property
+    def words(self) -> frozenset[str]:
+        # "don't" also counts as "do" + "n't" so that negation and lookups see both parts.
+        out: set[str] = set()
+        for token in self.tokens:
+            out.add(token)
+            if token.endswith("n't"):
+                out.add("n't")
+            elif "'" in token:
+                out.add(token.split("'")[0])
+        return frozenset(out)
+
+    @cached_property
+    def numbers(self) -> frozenset[str]:
+        found = {_canonical_number(m[1], m[2]) for m in _NUMBER_RE.finditer(self.lower)}
+        for token in self.tokens:
+            parts = token.split("-")
+            if token in _NUMBER_WORDS:
+                found.add(str(_NUMBER_WORDS[token]))
+            elif token in _ORDINAL_WORDS:
+                found.add(str(_ORDINAL_WORDS[token]))
+            elif token in _POWER_WORDS:
+                found.add(str(_POWER_WORDS[token]))
+            elif len(parts) == 2 and all(p in _NUMBER_WORDS for p in parts):
+                found.add(str(_NUMBER_WORDS[parts[0]] + _NUMBER_WORDS[parts[1]]))
+        for m in _ROMAN_RE.finditer(self.text):
+            if m[1] in _ROMAN:
+                found.add(str(_ROMAN[m[1]]))
+        return frozenset(found)
+
+    @cached_property
+    def units(self) -> frozenset[str]:
+        """Units used as quantities: after a number ("5 kg", "15%"), before one ("$45"), after
+        "how many", or at either end of a conversion. A bare "cup of tea" is not a quantity."""
+        found: set[str] = set()
+        for m in _NUMBER_UNIT_RE.finditer(self.lower):
+            unit = m[1].replace(" ", "")
+            if unit in _UNITS:
+                found.add(_UNITS[unit])
+            elif unit in _TIME_UNITS:
+                found.add(_TIME_UNITS[unit])
+            elif unit in ("c", "f"):
+                found.add(unit.upper())
+        found.update(_UNITS[m[1]] for m in _CURRENCY_NUMBER_RE.finditer(self.lower))
+        tokens = self.tokens
+        found.update(
+            _UNITS[t]
+            for i, t in enumerate(tokens)
+            if t in _UNITS and tuple(tokens[max(0, i - 2) : i]) == _HOW_MANY
+        )
+        found.update(tag[2:] for pair in self.directions for tag in pair if tag.startswith("u:"))
+        return frozenset(found)
+
+    @cached_property
+    def entities(self) -> list[str]:
+        """Runs of capitalised words that do not start a sentence, lowercased ("new york")."""
+        runs: list[str] = []
+        current: list[str] = []
+        for m in re.finditer(r"\S+", self.text):
+            word = m[0].strip(_EDGE_PUNCTUATION)
+            starts_sentence = m.start() == 0 or bool(_SENTENCE_END_RE.search(self.text[: m.start()]))
+            if word and _CAPITALISED_RE.fullmatch(word) and not starts_sentence and word != "I":
+                current.append(word.lower())
+                if m[0][-1] in ",.!?;:":
+                    runs.append(" ".join(current))
+                    current = []
+            elif current:
+                runs.append(" ".join(current))
+                current = []
+        if current:
+            runs.append(" ".join(current))
+        return runs
+
+    @cached_property
+    def code_languages(self) -> frozenset[str]:
+        found = {_CODE_LANGUAGES[t] for t in self.tokens if t in _CODE_LANGUAGES}
+        for m in re.finditer(r"(?<=\s)(Go|C|R|Dart|Elixir)\b(?![+#])", self.text):
+            found.add(_CODE_LANGUAGES_CASED[m[1]])
+        return frozenset(found)
+
+    @cached_property
+    def terms(self) -> list[str | None]:
+        """Token sequence where units, languages, formats and named entities become one tag each.
+
+        Everything else maps to None except connector words, which are kept verbatim for the
+        direction patterns.
+        """
+        entity_words = {w for e in self.entities for w in e.split()}
+        out: list[str | None] = []
+        for token in self.tokens:
+            if token in _UNITS:
+                out.append("u:" + _UNITS[token])
+            elif token in _CODE_LANGUAGES:
+                out.append("c:" + _CODE_LANGUAGES[token])
+            elif token in _LANGUAGES:
+                out.append("l:" + token)
+            elif token in _FORMATS:
+                out.append("f:" + _FORMAT_ALIASES.get(token, token))
+            elif token in entity_words:
+                # One tag per multi-word name, so "New York" is one end of a direction, not two.
+                if out and out[-1] is not None and out[-1].startswith("e:"):
+                    out[-1] += " " + token
+                    out.append(None)
+                else:
+                    out.append("e:" + token)
+            elif token in _CONNECTORS:
+                out.append(token)
+            else:
+                out.append(None)
+        return out
+
+    @cached_property
+    def directions(self) -> frozenset[tuple[str, str]]:
+        """Ordered (source, target) pairs: "miles to km" -> (mi, km); "how many oz in a lb" -> (lb, oz)."""
+        terms = self.terms
+        tagged = [i for i, t in enumerate(terms) if t is not None and ":" in t]
+        pairs: set[tuple[str, str]] = set()
+        for a, b in itertools.pairwise(tagged):
+            x, y = terms[a], terms[b]
+            assert x is not None and y is not None
+            if x == y or b - a > 6:
+                continue
+            between = set(t for t in terms[a + 1 : b] if t is not None)
+            how_many = tuple(terms[max(0, a - 2) : a]) == _HOW_MANY
+            if how_many and between & {"in", "is", "are", "does"}:
+                pairs.add((y, x))
+            elif between & _FORWARD:
+                pairs.add((x, y))
+        return frozenset(pairs)
+
+    def mentions(self, phrase: str) -> bool:
+        """True if any content word of ``phrase`` occurs in this prompt (case-insensitive)."""
+        content = [w for w in phrase.split() if w not in _STOPWORDS]
+        return any(re.search(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])", self.lower) for w in content)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rules: each returns True when the two prompts must not share an answer.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _numbers(a: _Prompt, b: _Prompt) -> bool:
+    return a.numbers != b.numbers
+
+
+def _units(a: _Prompt, b: _Prompt) -> bool:
+    return a.units != b.units
+
+
+def _direction(a: _Prompt, b: _Prompt) -> bool:
+    da, db = a.directions, b.directions
+    return any((y, x) in db and (x, y) not in db for x, y in da if (x, y) not in db) or any(
+        (y, x) in da and (x, y) not in da for x, y in db
+    )
+
+
+def _negation(a: _Prompt, b: _Prompt) -> bool:
+    neg_a = bool(a.words & _NEGATIONS) or "n't" in a.words
+    neg_b = bool(b.words & _NEGATIONS) or "n't" in b.words
+    return neg_a != neg_b
+
+
+def _antonyms(a: _Prompt, b: _Prompt) -> bool:
+    for left, right in _ANTONYM_PAIRS:
+        a_left, a_right = bool(a.words & left), bool(a.words & right)
+        b_left, b_right = bool(b.words & left), bool(b.words & right)
+        if (a_left and not a_right and b_right and not b_left) or (
+            a_right and not a_left and b_left and not b_right
+        ):
+            return True
+    return False
+
+
+def _entities(a: _Prompt, b: _Prompt) -> bool:
+    only_a = [e for e in a.entities if not b.mentions(e)]
+    only_b = [e for e in b.entities if not a.mentions(e)]
+    return bool(only_a) and bool(only_b)
+
+
+def _code_language(a: _Prompt, b: _Prompt) -> bool:
+    la, lb = a.code_languages, b.code_languages
+    return bool(la) and bool(lb) and la != lb
+
+
+def _intent(a: _Prompt, b: _Prompt) -> bool:
+    ia = {_INTENTS[w] for w in a.words if w in _INTENTS}
+    ib = {_INTENTS[w] for w in b.words if w in _INTENTS}
+    return bool(ia) and bool(ib) and not (ia & ib)
+
+
+_RULES: dict[str, Callable[[_Prompt, _Prompt], bool]] = {
+    "numbers": _numbers,
+    "units": _units,
+    "direction": _direction,
+    "negation": _negation,
+    "antonyms": _antonyms,
+    "entities": _entities,
+    "code_language": _code_language,
+    "intent": _intent,
+}
+
+#: Every rule the guard knows, in the order they are tried.
+ALL_RULES: tuple[str, ...] = tuple(_RULES)
+#: The rules that measured well enough to be on by default.
+DEFAULT_RULES: tuple[str, ...] = ALL_RULES
+
+
+def _expand(text: str) -> str:
+    for pattern, spelled in _ALIASES:
+        text = pattern.sub(spelled, text)
+    return text
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class FalseHitGuard:
+    """Refuses semantic cache hits whose prompts differ in a way that changes the answer.
+
+    Args:
+        rules: names of the rules to apply, from ``ALL_RULES``. ``None`` (the default) applies
+            ``DEFAULT_RULES``; an empty sequence switches the guard off.
+
+    Raises:
+        ValueError: if a rule name is unknown.
+
+    Example:
+        >>> guard = FalseHitGuard(rules=["numbers", "direction"])
+        >>> guard.check("When did World War II end?", "When did World War II start?") is None
+        True
+        >>> FalseHitGuard().check("When did World War II end?", "When did World War II start?")
+        'antonyms'
+    """
+
+    __slots__ = ("_checks", "_rules")
+
+    def __init__(self, rules: Iterable[str] | None = None) -> None:
+        names = DEFAULT_RULES if rules is None else tuple(dict.fromkeys(rules))
+        unknown = [n for n in names if n not in _RULES]
+        if unknown:
+            raise ValueError(f"unknown guard rule(s) {unknown}; expected names from {list(ALL_RULES)}")
+        self._rules: tuple[str, ...] = names
+        self._checks = tuple((n, _RULES[n]) for n in names)
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The names of the rules this guard applies, in order."""
+        return self._rules
+
+    def check(self, query: str, cached: str) -> str | None:
+        """Return the name of the first rule that refuses the hit, or ``None`` if the hit may be served.
+
+        Args:
+            query: the incoming prompt.
+            cached: the stored prompt whose answer the cache would return.
+
+        Example:
+            >>> FalseHitGuard().check("Is coffee good for you?", "Is coffee bad for you?")
+            'antonyms'
+        """
+        if not self._checks or _normalise(query) == _normalise(cached):
+            return None
+        a, b = _Prompt(_expand(query)), _Prompt(_expand(cached))
+        for name, refuses in self._checks:
+            if refuses(a, b):
+                return name
+        return None
+
+    def __repr__(self) -> str:
+        return f"FalseHitGuard(rules={list(self._rules)!r})"
