@@ -1,0 +1,28 @@
+"""Embedders: turn prompts into unit-length float32 vectors for the binary cache.
+
+Importing this package is cheap: torch, sentence-transformers, openai, httpx and the
+frameworks are imported only when the embedder that needs them is constructed.
+
+Example:
+    >>> from bsc.embedders import default_embedder
+    >>> default_embedder().embed(["What is the capital of France?"]).shape
+    (1, 384)
+"""
+
+from bsc.embedders.framework_adapters import LangChainEmbedder, LlamaIndexEmbedder
+from bsc.embedders.local import SentenceTransformerEmbedder, default_embedder, packaged_minilm_path
+from bsc.embedders.ollama_api import OllamaEmbedder, OllamaError
+from bsc.embedders.openai_api import OpenAIEmbedder
+from bsc.embedders.protocol import Embedder
+
+__all__ = [
+    "Embedder",
+    "LangChainEmbedder",
+    "LlamaIndexEmbedder",
+    "OllamaEmbedder",
+    "OllamaError",
+    "OpenAIEmbedder",
+    "SentenceTransformerEmbedder",
+    "default_embedder",
+    "packaged_minilm_path",
+]
