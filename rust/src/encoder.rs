@@ -14,16 +14,18 @@ use crate::projection::projection_matrix;
 /// The code sizes the encoder and the scan support.
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
 /// Batches at least this large are split over the rayon pool; below it the hand-off costs more than it saves.
-const PARALLEL_MIN_ROWS: usize = 256;
-/// Accumulator lanes of the f32 dot product; wide enough for one AVX-512 register.
-const LANES: usize = 16;
+const PARALLEL_MIN_ROWS: usize = 4 * BATCH_ROWS;
+/// Vectors encoded per pass over the projection matrix (and per parallel task).
+const BATCH_ROWS: usize = 64;
 
 pub struct Encoder {
     dim: usize,
     code_bits: usize,
     seed: u64,
-    /// Row-major `(code_bits, dim)`.
+    /// Row-major `(code_bits, dim)`: row r decides bit r.
     matrix: Vec<f32>,
+    /// The same matrix transposed, `(dim, code_bits)`, so one input element scales a run of outputs.
+    transposed: Vec<f32>,
     /// Euclidean norm of each matrix row, for the Cauchy–Schwarz error bound.
     row_norms: Vec<f64>,
 }
@@ -39,11 +41,17 @@ impl Encoder {
             )));
         }
         let matrix = projection_matrix(dim, code_bits, seed);
+        let mut transposed = vec![0.0f32; matrix.len()];
+        for (r, row) in matrix.chunks_exact(dim).enumerate() {
+            for (c, &p) in row.iter().enumerate() {
+                transposed[c * code_bits + r] = p;
+            }
+        }
         let row_norms = matrix
             .chunks_exact(dim)
             .map(|row| row.iter().map(|&p| f64::from(p) * f64::from(p)).sum::<f64>().sqrt())
             .collect();
-        Ok(Self { dim, code_bits, seed, matrix, row_norms })
+        Ok(Self { dim, code_bits, seed, matrix, transposed, row_norms })
     }
 
     pub fn dim(&self) -> usize {
@@ -69,119 +77,169 @@ impl Encoder {
 
     /// Encodes one vector (already rounded to f32) into `out` (`words()` u64s).
     pub fn encode_into(&self, x: &[f32], out: &mut [u64]) -> Result<()> {
-        self.check_row(x, 0)?;
-        self.encode_unchecked(x, out);
-        Ok(())
+        self.encode_batch(x, out)
     }
 
     /// Encodes `n` row-major vectors into `out` (`n * words()` u64s), in parallel for large batches.
     pub fn encode_batch(&self, xs: &[f32], out: &mut [u64]) -> Result<()> {
-        for (i, x) in xs.chunks_exact(self.dim).enumerate() {
-            self.check_row(x, i)?;
+        if xs.len() % self.dim != 0 || out.len() != xs.len() / self.dim * self.words() {
+            return Err(BscError::Shape(format!(
+                "expected embeddings of dimension {} ({} values do not form whole rows)",
+                self.dim,
+                xs.len()
+            )));
         }
+        for (i, x) in xs.chunks_exact(self.dim).enumerate() {
+            check_finite(x, i)?;
+        }
+        let rows = xs.len() / self.dim;
         let words = self.words();
-        let n = xs.len() / self.dim;
-        if n >= PARALLEL_MIN_ROWS {
-            xs.par_chunks_exact(self.dim)
-                .zip(out.par_chunks_exact_mut(words))
-                .for_each(|(x, o)| self.encode_unchecked(x, o));
+        // Chunks of BATCH_ROWS vectors share each pass over the matrix.
+        let step = self.dim * BATCH_ROWS;
+        if rows >= PARALLEL_MIN_ROWS {
+            xs.par_chunks(step)
+                .zip(out.par_chunks_mut(words * BATCH_ROWS))
+                .for_each(|(x, o)| self.encode_rows(x, o));
         } else {
-            for (x, o) in xs.chunks_exact(self.dim).zip(out.chunks_exact_mut(words)) {
-                self.encode_unchecked(x, o);
+            for (x, o) in xs.chunks(step).zip(out.chunks_mut(words * BATCH_ROWS)) {
+                self.encode_rows(x, o);
             }
         }
         Ok(())
     }
 
-    fn check_row(&self, x: &[f32], row: usize) -> Result<()> {
-        if x.len() != self.dim {
-            return Err(BscError::Shape(format!(
-                "expected an embedding of dimension {}, got {}",
-                self.dim,
-                x.len()
-            )));
-        }
-        if let Some(col) = x.iter().position(|v| !v.is_finite()) {
-            return Err(BscError::NonFinite(format!(
-                "embedding row {row} has a non-finite value ({}) at index {col}; expected finite float32 values",
-                x[col]
-            )));
-        }
-        Ok(())
-    }
-
-    fn encode_unchecked(&self, x: &[f32], out: &mut [u64]) {
+    /// Encodes up to `BATCH_ROWS` finite vectors.
+    fn encode_rows(&self, xs: &[f32], out: &mut [u64]) {
+        let rows = xs.len() / self.dim;
+        let mut approx = vec![0.0f32; rows * self.code_bits];
+        project(xs, self.dim, &self.transposed, self.code_bits, &mut approx);
         let n = self.dim as f64;
         let unit = f64::from(f32::EPSILON) / 2.0; // f32 unit roundoff, 2^-24
         let gamma = n * unit / (1.0 - n * unit);
         // Absolute slack for products that underflow to f32 subnormals (each loses at most 2^-150).
         let underflow = n * f64::from_bits(0x36A0_0000_0000_0000); // 2^-149
-        let x_norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        let words = self.words();
         out.fill(0);
-        for (r, row) in self.matrix.chunks_exact(self.dim).enumerate() {
-            let approx = f64::from(dot_f32(x, row));
-            // 1.001 covers the rounding of the bound's own arithmetic (relative ~1e-13 here).
-            let bound = 1.001 * (gamma * x_norm * self.row_norms[r] + underflow);
-            let positive = if approx.is_finite() && approx.abs() > bound {
-                approx > 0.0
-            } else {
-                exact_dot_sign(x, row) > 0
-            };
-            if positive {
-                out[r / 64] |= 1u64 << (r % 64);
+        for (i, x) in xs.chunks_exact(self.dim).enumerate() {
+            let x_norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+            let code = &mut out[i * words..(i + 1) * words];
+            for r in 0..self.code_bits {
+                let a = f64::from(approx[i * self.code_bits + r]);
+                // 1.001 covers the rounding of the bound's own arithmetic (relative ~1e-13 here).
+                let bound = 1.001 * (gamma * x_norm * self.row_norms[r] + underflow);
+                let positive = if a.is_finite() && a.abs() > bound {
+                    a > 0.0
+                } else {
+                    exact_dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0
+                };
+                if positive {
+                    code[r / 64] |= 1u64 << (r % 64);
+                }
             }
         }
     }
 }
 
-/// f32 dot product in `LANES` independent accumulators (any order is fine: only its error bound matters).
-#[inline]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    dispatch_dot(a, b)
+fn check_finite(x: &[f32], row: usize) -> Result<()> {
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(col) => Err(BscError::NonFinite(format!(
+            "embedding row {row} has a non-finite value ({}) at index {col} (after rounding to float32); \
+             expected finite values",
+            x[col]
+        ))),
+    }
+}
+
+/// `out[i][r] ≈ <xs[i], row r>` in f32 for up to `BATCH_ROWS` vectors. Any evaluation order is fine:
+/// the caller only trusts a value beyond its rounding-error bound.
+fn project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out: &mut [f32]) {
+    dispatch_project(xs, dim, transposed, bits, out)
+}
+
+/// Outputs `block..block+B` for `V` vectors: `B` accumulators per vector, one pass over the inputs, so
+/// there are no horizontal sums and each matrix load serves `V` vectors.
+#[inline(always)]
+fn project_block<const V: usize, const B: usize>(
+    xs: &[f32],
+    dim: usize,
+    transposed: &[f32],
+    bits: usize,
+    block: usize,
+    out: &mut [f32],
+    madd: impl Fn(f32, f32, f32) -> f32,
+) {
+    let mut acc = [[0.0f32; B]; V];
+    for c in 0..dim {
+        let panel = &transposed[c * bits + block..c * bits + block + B];
+        for v in 0..V {
+            let xv = xs[v * dim + c];
+            for (a, &p) in acc[v].iter_mut().zip(panel) {
+                *a = madd(xv, p, *a);
+            }
+        }
+    }
+    for v in 0..V {
+        out[v * bits + block..v * bits + block + B].copy_from_slice(&acc[v]);
+    }
 }
 
 #[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let ca = a.chunks_exact(LANES);
-    let cb = b.chunks_exact(LANES);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+fn project_generic<const B: usize>(
+    xs: &[f32],
+    dim: usize,
+    transposed: &[f32],
+    bits: usize,
+    out: &mut [f32],
+    madd: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    let rows = xs.len() / dim;
+    let mut v = 0;
+    while v < rows {
+        if rows - v >= 4 {
+            let (x, o) = (&xs[v * dim..(v + 4) * dim], &mut out[v * bits..(v + 4) * bits]);
+            for block in (0..bits).step_by(64) {
+                project_block::<4, 64>(x, dim, transposed, bits, block, o, madd);
+            }
+            v += 4;
+        } else {
+            let (x, o) = (&xs[v * dim..(v + 1) * dim], &mut out[v * bits..(v + 1) * bits]);
+            for block in (0..bits).step_by(B) {
+                project_block::<1, B>(x, dim, transposed, bits, block, o, madd);
+            }
+            v += 1;
         }
     }
-    let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(target_arch = "x86_64")]
-fn dispatch_dot(a: &[f32], b: &[f32]) -> f32 {
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(a: &[f32], b: &[f32]) -> f32 {
-        dot_lanes(a, b)
+fn dispatch_project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn avx512(xs: &[f32], dim: usize, t: &[f32], bits: usize, out: &mut [f32]) {
+        if bits % 256 == 0 {
+            project_generic::<256>(xs, dim, t, bits, out, f32::mul_add);
+        } else {
+            project_generic::<64>(xs, dim, t, bits, out, f32::mul_add);
+        }
     }
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(a: &[f32], b: &[f32]) -> f32 {
-        dot_lanes(a, b)
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(xs: &[f32], dim: usize, t: &[f32], bits: usize, out: &mut [f32]) {
+        project_generic::<64>(xs, dim, t, bits, out, f32::mul_add);
     }
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        unsafe { avx512(a, b) }
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { avx2(a, b) }
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
+        unsafe { avx512(xs, dim, transposed, bits, out) }
+    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        unsafe { avx2(xs, dim, transposed, bits, out) }
     } else {
-        dot_lanes(a, b)
+        project_generic::<64>(xs, dim, transposed, bits, out, |a, b, c| a * b + c);
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn dispatch_dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
+fn dispatch_project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out: &mut [f32]) {
+    project_generic::<64>(xs, dim, transposed, bits, out, |a, b, c| a * b + c);
 }
 
 /// Sign (-1, 0, 1) of the exact dot product. f32×f32 products are exact in f64, and Shewchuk's

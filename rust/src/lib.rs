@@ -4,6 +4,7 @@
 
 pub mod encoder;
 pub mod error;
+pub mod index;
 pub mod projection;
 pub mod scan;
 
@@ -12,6 +13,8 @@ mod py_encoder;
 #[cfg(feature = "python")]
 mod py_errors;
 #[cfg(feature = "python")]
+mod py_index;
+#[cfg(feature = "python")]
 mod py_scan;
 
 #[cfg(feature = "python")]
@@ -19,4 +22,6 @@ mod py_scan;
 mod _native {
     #[pymodule_export]
     use crate::py_encoder::BinaryEncoder;
+    #[pymodule_export]
+    use crate::py_index::HammingIndex;
 }

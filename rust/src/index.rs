@@ -1,0 +1,533 @@
+//! The code store behind `BinarySemanticCache`: namespaces, exact LRU, optional expiry, in 48 bytes an entry.
+//!
+//! Each namespace keeps its codes contiguous (a lookup scans only its own namespace), and a delete moves
+//! the namespace's last code into the hole, so there are never dead slots to shadow a live match. Entries
+//! are addressed through stable *handles* (slab indices, reused after delete) and exposed as ids that add
+//! an 8-bit generation, so an id held after its entry went away does not name the next occupant.
+//!
+//! Per entry: the code (`8 * words` bytes), its handle in the namespace (4), and three u32 fields per
+//! handle — position, LRU prev, LRU next — 24 bits each, whose spare top bytes hold the 24-bit namespace
+//! number. With 256-bit codes that is 32 + 4 + 12 = 48 bytes (plus 8 with expiry on).
+
+use std::collections::HashMap;
+
+use crate::error::{BscError, Result};
+use crate::scan::{self, Neighbor};
+
+/// Largest handle and position: 24 bits.
+const MASK24: u32 = 0x00FF_FFFF;
+/// "No handle" in LRU links and the free list.
+const NIL: u32 = MASK24;
+/// Most entries an index can hold (handles are 24-bit and NIL is reserved).
+pub const MAX_ENTRIES: usize = MASK24 as usize;
+/// Most namespaces alive at once.
+pub const MAX_NAMESPACES: usize = MASK24 as usize - 1;
+
+/// An entry id: handle in the low 24 bits, generation in the high 8.
+pub type EntryId = u32;
+
+#[inline]
+fn handle_of(id: EntryId) -> u32 {
+    id & MASK24
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub id: EntryId,
+    pub distance: u32,
+}
+
+#[derive(Debug, Default)]
+struct Space {
+    name: String,
+    codes: Vec<u64>,
+    /// `handle | generation << 24` of the entry at each position.
+    ids: Vec<EntryId>,
+}
+
+/// Per-handle fields: `[pos, prev, next]`, low 24 bits each; namespace bits 0-7, 8-15, 16-23 in their top bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot([u32; 3]);
+
+impl Slot {
+    fn field(&self, i: usize) -> u32 {
+        self.0[i] & MASK24
+    }
+    fn set_field(&mut self, i: usize, v: u32) {
+        self.0[i] = (self.0[i] & !MASK24) | (v & MASK24);
+    }
+    fn space(&self) -> u32 {
+        (self.0[0] >> 24) | ((self.0[1] >> 24) << 8) | ((self.0[2] >> 24) << 16)
+    }
+    fn set_space(&mut self, ns: u32) {
+        for (i, shift) in [(0, 0), (1, 8), (2, 16)] {
+            self.0[i] = (self.0[i] & MASK24) | (((ns >> shift) & 0xFF) << 24);
+        }
+    }
+}
+
+const POS: usize = 0;
+const PREV: usize = 1;
+const NEXT: usize = 2;
+/// Namespace mark of a free slot (never a real namespace number: those stay below MAX_NAMESPACES).
+const FREE: u32 = MASK24;
+
+#[derive(Debug)]
+pub struct Index {
+    words: usize,
+    max_entries: usize,
+    space_of: HashMap<String, u32>,
+    spaces: Vec<Space>,
+    free_spaces: Vec<u32>,
+    slots: Vec<Slot>,
+    /// Absolute expiry time per handle (same clock as the `now` arguments); empty when expiry is off.
+    expires: Vec<f64>,
+    with_expiry: bool,
+    free_head: u32,
+    /// Most recently used.
+    lru_head: u32,
+    /// Least recently used: the next eviction.
+    lru_tail: u32,
+    len: usize,
+}
+
+impl Index {
+    pub fn new(words: usize, max_entries: usize, with_expiry: bool) -> Result<Self> {
+        if ![1, 2, 4, 8, 16].contains(&words) {
+            return Err(BscError::InvalidArgument(format!("words must be 1, 2, 4, 8 or 16, got {words}")));
+        }
+        if max_entries == 0 || max_entries > MAX_ENTRIES {
+            return Err(BscError::InvalidArgument(format!(
+                "max_entries must be between 1 and {MAX_ENTRIES}, got {max_entries}"
+            )));
+        }
+        Ok(Self {
+            words,
+            max_entries,
+            space_of: HashMap::new(),
+            spaces: Vec::new(),
+            free_spaces: Vec::new(),
+            slots: Vec::new(),
+            expires: Vec::new(),
+            with_expiry,
+            free_head: NIL,
+            lru_head: NIL,
+            lru_tail: NIL,
+            len: 0,
+        })
+    }
+
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn namespace_len(&self, namespace: &str) -> usize {
+        self.space_of.get(namespace).map_or(0, |&s| self.spaces[s as usize].ids.len())
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.space_of.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Bytes held by the index structures (capacity, not just length): what an entry really costs.
+    pub fn bytes_in_use(&self) -> usize {
+        let spaces: usize = self
+            .spaces
+            .iter()
+            .map(|s| s.codes.capacity() * 8 + s.ids.capacity() * 4 + s.name.capacity())
+            .sum();
+        spaces + self.slots.capacity() * 12 + self.expires.capacity() * 8
+    }
+
+    fn check_code(&self, code: &[u64]) -> Result<()> {
+        if code.len() != self.words {
+            return Err(BscError::Shape(format!(
+                "expected a code of {} uint64 words, got {}",
+                self.words,
+                code.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores `code` in `namespace`; when full, first evicts the least recently used entry (returned).
+    pub fn insert(&mut self, namespace: &str, code: &[u64], expires_at: f64) -> Result<(EntryId, Option<EntryId>)> {
+        self.check_code(code)?;
+        let evicted = if self.len >= self.max_entries { self.lru_tail_id() } else { None };
+        if let Some(old) = evicted {
+            self.remove(old);
+        }
+        let space = match self.space_of.get(namespace) {
+            Some(&s) => s,
+            None => {
+                if self.space_of.len() >= MAX_NAMESPACES {
+                    return Err(BscError::InvalidArgument(format!(
+                        "too many namespaces (at most {MAX_NAMESPACES} at once)"
+                    )));
+                }
+                let s = match self.free_spaces.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.spaces.push(Space::default());
+                        (self.spaces.len() - 1) as u32
+                    }
+                };
+                self.spaces[s as usize].name = namespace.to_owned();
+                self.space_of.insert(namespace.to_owned(), s);
+                s
+            }
+        };
+        let (handle, generation) = if self.free_head != NIL {
+            let h = self.free_head;
+            let free = self.slots[h as usize];
+            self.free_head = free.field(NEXT);
+            (h, free.field(POS) & 0xFF)
+        } else {
+            self.slots.push(Slot::default());
+            if self.with_expiry {
+                self.expires.push(f64::INFINITY);
+            }
+            ((self.slots.len() - 1) as u32, 0)
+        };
+        let id = handle | (generation << 24);
+        let sp = &mut self.spaces[space as usize];
+        let pos = sp.ids.len() as u32;
+        sp.codes.extend_from_slice(code);
+        sp.ids.push(id);
+        let slot = &mut self.slots[handle as usize];
+        *slot = Slot::default();
+        slot.set_field(POS, pos);
+        slot.set_space(space);
+        if self.with_expiry {
+            self.expires[handle as usize] = expires_at;
+        }
+        self.link_front(handle);
+        self.len += 1;
+        Ok((id, evicted))
+    }
+
+    fn lru_tail_id(&self) -> Option<EntryId> {
+        (self.lru_tail != NIL).then(|| self.id_of_handle(self.lru_tail))
+    }
+
+    fn id_of_handle(&self, h: u32) -> EntryId {
+        let slot = &self.slots[h as usize];
+        self.spaces[slot.space() as usize].ids[slot.field(POS) as usize]
+    }
+
+    /// Whether `id` names a live entry (a free handle carries the FREE namespace mark).
+    pub fn contains(&self, id: EntryId) -> bool {
+        let h = handle_of(id) as usize;
+        h < self.slots.len() && self.slots[h].space() != FREE && self.id_of_handle(h as u32) == id
+    }
+
+    /// Deletes an entry; false if it was not there (already deleted, evicted, or a stale id).
+    pub fn remove(&mut self, id: EntryId) -> bool {
+        if !self.contains(id) {
+            return false;
+        }
+        let h = handle_of(id);
+        self.unlink(h);
+        let slot = self.slots[h as usize];
+        let (space, pos) = (slot.space() as usize, slot.field(POS) as usize);
+        let words = self.words;
+        let sp = &mut self.spaces[space];
+        let last = sp.ids.len() - 1;
+        if pos != last {
+            sp.codes.copy_within(last * words..(last + 1) * words, pos * words);
+            sp.ids[pos] = sp.ids[last];
+            let moved = handle_of(sp.ids[pos]);
+            self.slots[moved as usize].set_field(POS, pos as u32);
+        }
+        let sp = &mut self.spaces[space];
+        sp.codes.truncate(last * words);
+        sp.ids.truncate(last);
+        if sp.ids.is_empty() {
+            self.drop_space(space as u32);
+        }
+        // A free slot keeps the next generation in its POS field and the free list in NEXT.
+        let slot = &mut self.slots[h as usize];
+        *slot = Slot::default();
+        slot.set_space(FREE);
+        slot.set_field(POS, ((id >> 24) + 1) & 0xFF);
+        slot.set_field(NEXT, self.free_head);
+        self.free_head = h;
+        self.len -= 1;
+        true
+    }
+
+    fn drop_space(&mut self, space: u32) {
+        let sp = std::mem::take(&mut self.spaces[space as usize]);
+        self.space_of.remove(&sp.name);
+        self.free_spaces.push(space);
+    }
+
+    /// Marks an entry as just used (LRU). False if it is gone.
+    pub fn touch(&mut self, id: EntryId) -> bool {
+        if !self.contains(id) {
+            return false;
+        }
+        let h = handle_of(id);
+        if self.lru_head != h {
+            self.unlink(h);
+            self.link_front(h);
+        }
+        true
+    }
+
+    fn link_front(&mut self, h: u32) {
+        let old = self.lru_head;
+        self.slots[h as usize].set_field(PREV, NIL);
+        self.slots[h as usize].set_field(NEXT, old);
+        if old != NIL {
+            self.slots[old as usize].set_field(PREV, h);
+        } else {
+            self.lru_tail = h;
+        }
+        self.lru_head = h;
+    }
+
+    fn unlink(&mut self, h: u32) {
+        let (prev, next) = (self.slots[h as usize].field(PREV), self.slots[h as usize].field(NEXT));
+        if prev != NIL {
+            self.slots[prev as usize].set_field(NEXT, next);
+        } else {
+            self.lru_head = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].set_field(PREV, prev);
+        } else {
+            self.lru_tail = prev;
+        }
+    }
+
+    /// The `k` nearest live entries of `namespace` within `max_distance`, nearest first, and separately
+    /// the ids of expired entries that were among the candidates (the caller deletes them and, if that
+    /// emptied the answer, searches again).
+    pub fn search(
+        &self,
+        namespace: &str,
+        query: &[u64],
+        k: usize,
+        max_distance: u32,
+        now: f64,
+    ) -> Result<(Vec<Found>, Vec<EntryId>)> {
+        self.check_code(query)?;
+        let Some(&space) = self.space_of.get(namespace) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let sp = &self.spaces[space as usize];
+        let hits: Vec<Neighbor> = scan::search(&sp.codes, self.words, query, k, max_distance);
+        let (mut live, mut expired) = (Vec::with_capacity(hits.len()), Vec::new());
+        for n in hits {
+            let id = sp.ids[n.index];
+            if self.with_expiry && self.expires[handle_of(id) as usize] <= now {
+                expired.push(id);
+            } else {
+                live.push(Found { id, distance: n.distance });
+            }
+        }
+        Ok((live, expired))
+    }
+
+    /// Ids of every expired entry (a full pass; for explicit purges, not lookups).
+    pub fn expired(&self, now: f64) -> Vec<EntryId> {
+        if !self.with_expiry {
+            return Vec::new();
+        }
+        self.spaces
+            .iter()
+            .flat_map(|sp| sp.ids.iter().copied())
+            .filter(|&id| self.expires[handle_of(id) as usize] <= now)
+            .collect()
+    }
+
+    /// Removes a namespace's entries (or all) and returns their ids.
+    pub fn clear(&mut self, namespace: Option<&str>) -> Vec<EntryId> {
+        let ids: Vec<EntryId> = match namespace {
+            Some(name) => match self.space_of.get(name) {
+                Some(&s) => self.spaces[s as usize].ids.clone(),
+                None => Vec::new(),
+            },
+            None => self.spaces.iter().flat_map(|sp| sp.ids.iter().copied()).collect(),
+        };
+        if namespace.is_none() {
+            let (words, max, exp) = (self.words, self.max_entries, self.with_expiry);
+            *self = Self::new(words, max, exp).expect("parameters were validated at construction");
+        } else {
+            for &id in &ids {
+                self.remove(id);
+            }
+        }
+        ids
+    }
+
+    /// Live ids, least recently used first.
+    pub fn lru_order(&self) -> Vec<EntryId> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut h = self.lru_tail;
+        while h != NIL {
+            out.push(self.id_of_handle(h));
+            h = self.slots[h as usize].field(PREV);
+        }
+        out
+    }
+
+    /// The code, namespace and expiry of a live entry.
+    pub fn entry(&self, id: EntryId) -> Option<(&str, &[u64], f64)> {
+        if !self.contains(id) {
+            return None;
+        }
+        let slot = &self.slots[handle_of(id) as usize];
+        let sp = &self.spaces[slot.space() as usize];
+        let pos = slot.field(POS) as usize;
+        let expires = if self.with_expiry { self.expires[handle_of(id) as usize] } else { f64::INFINITY };
+        Some((&sp.name, &sp.codes[pos * self.words..(pos + 1) * self.words], expires))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(v: u64) -> [u64; 4] {
+        [v, !v, v.rotate_left(7), v ^ 0x5555]
+    }
+
+    #[test]
+    fn insert_search_delete_round_trip() {
+        let mut ix = Index::new(4, 10, false).unwrap();
+        let (a, _) = ix.insert("ns", &code(1), f64::INFINITY).unwrap();
+        let (b, _) = ix.insert("ns", &code(2), f64::INFINITY).unwrap();
+        let (found, _) = ix.search("ns", &code(2), 1, 0, 0.0).unwrap();
+        assert_eq!(found, vec![Found { id: b, distance: 0 }]);
+        assert!(ix.remove(b));
+        assert!(!ix.remove(b));
+        let (found, _) = ix.search("ns", &code(1), 5, 256, 0.0).unwrap();
+        assert_eq!(found[0].id, a);
+        assert_eq!(found.len(), 1);
+        assert_eq!(ix.len(), 1);
+    }
+
+    #[test]
+    fn delete_never_hides_another_match() {
+        let mut ix = Index::new(4, 100, false).unwrap();
+        let ids: Vec<_> = (0..20).map(|i| ix.insert("n", &code(i), f64::INFINITY).unwrap().0).collect();
+        for (i, &id) in ids.iter().enumerate().step_by(2) {
+            assert!(ix.remove(id), "{i}");
+        }
+        for i in (1..20).step_by(2) {
+            let (found, _) = ix.search("n", &code(i as u64), 1, 0, 0.0).unwrap();
+            assert_eq!(found[0].id, ids[i]);
+        }
+    }
+
+    #[test]
+    fn namespaces_are_isolated_and_dropped_when_empty() {
+        let mut ix = Index::new(4, 100, false).unwrap();
+        let (a, _) = ix.insert("a", &code(9), f64::INFINITY).unwrap();
+        assert!(ix.search("b", &code(9), 1, 256, 0.0).unwrap().0.is_empty());
+        assert_eq!(ix.namespaces(), vec!["a".to_string()]);
+        ix.remove(a);
+        assert!(ix.namespaces().is_empty());
+    }
+
+    #[test]
+    fn evicts_least_recently_used() {
+        let mut ix = Index::new(4, 3, false).unwrap();
+        let a = ix.insert("n", &code(1), f64::INFINITY).unwrap().0;
+        let b = ix.insert("n", &code(2), f64::INFINITY).unwrap().0;
+        let c = ix.insert("x", &code(3), f64::INFINITY).unwrap().0;
+        assert!(ix.touch(a));
+        let (d, evicted) = ix.insert("n", &code(4), f64::INFINITY).unwrap();
+        assert_eq!(evicted, Some(b));
+        assert_eq!(ix.lru_order(), vec![c, a, d]);
+        assert_eq!(ix.len(), 3);
+    }
+
+    #[test]
+    fn stale_ids_do_not_name_the_next_occupant() {
+        let mut ix = Index::new(4, 10, false).unwrap();
+        let a = ix.insert("n", &code(1), f64::INFINITY).unwrap().0;
+        ix.remove(a);
+        let b = ix.insert("n", &code(2), f64::INFINITY).unwrap().0;
+        assert_eq!(handle_of(a), handle_of(b));
+        assert_ne!(a, b);
+        assert!(!ix.remove(a));
+        assert!(!ix.touch(a));
+        assert!(ix.contains(b));
+    }
+
+    #[test]
+    fn expired_entries_are_reported_not_returned() {
+        let mut ix = Index::new(4, 10, true).unwrap();
+        let a = ix.insert("n", &code(1), 10.0).unwrap().0;
+        let b = ix.insert("n", &code(1), 20.0).unwrap().0;
+        let (live, expired) = ix.search("n", &code(1), 2, 0, 15.0).unwrap();
+        assert_eq!(live, vec![Found { id: b, distance: 0 }]);
+        assert_eq!(expired, vec![a]);
+        assert_eq!(ix.expired(25.0).len(), 2);
+    }
+
+    #[test]
+    fn clear_one_namespace_or_all() {
+        let mut ix = Index::new(4, 10, false).unwrap();
+        ix.insert("a", &code(1), f64::INFINITY).unwrap();
+        ix.insert("b", &code(2), f64::INFINITY).unwrap();
+        assert_eq!(ix.clear(Some("a")).len(), 1);
+        assert_eq!(ix.len(), 1);
+        assert_eq!(ix.clear(None).len(), 1);
+        assert!(ix.is_empty());
+    }
+
+    #[test]
+    fn randomized_operations_match_a_simple_model() {
+        let mut ix = Index::new(1, 50, false).unwrap();
+        let mut model: Vec<(EntryId, String, u64)> = Vec::new(); // LRU order, oldest first
+        let mut s: u64 = 12345;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s >> 33
+        };
+        for _ in 0..5000 {
+            let op = next() % 10;
+            let ns = format!("ns{}", next() % 3);
+            if op < 5 {
+                let c = next() % 64;
+                let (id, ev) = ix.insert(&ns, &[c], f64::INFINITY).unwrap();
+                if model.len() == 50 {
+                    assert_eq!(ev, Some(model.remove(0).0));
+                } else {
+                    assert_eq!(ev, None);
+                }
+                model.push((id, ns, c));
+            } else if op < 7 && !model.is_empty() {
+                let i = (next() as usize) % model.len();
+                assert!(ix.remove(model.remove(i).0));
+            } else if !model.is_empty() {
+                let i = (next() as usize) % model.len();
+                let e = model.remove(i);
+                assert!(ix.touch(e.0));
+                let (found, _) = ix.search(&e.1, &[e.2], 64, 0, 0.0).unwrap();
+                assert!(found.iter().any(|f| f.id == e.0));
+                model.push(e);
+            }
+            assert_eq!(ix.len(), model.len());
+        }
+        assert_eq!(ix.lru_order(), model.iter().map(|e| e.0).collect::<Vec<_>>());
+    }
+}

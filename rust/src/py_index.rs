@@ -1,0 +1,155 @@
+//! `bsc._native.HammingIndex`: the code store, shared safely between Python threads.
+//!
+//! Lookups take a read lock and run with the GIL released, so concurrent `get`s scan in parallel;
+//! inserts, deletes and LRU touches take the write lock for O(1) work. Locks are only ever taken with
+//! the GIL released, so a thread waiting for one never blocks the interpreter.
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use crate::index::{EntryId, Index};
+
+#[pyclass(frozen, module = "bsc._native")]
+pub struct HammingIndex {
+    inner: RwLock<Index>,
+}
+
+impl HammingIndex {
+    // A panic cannot leave the index half-updated in a way later calls would misread (every mutation
+    // validates first), so a poisoned lock is recovered rather than turned into a permanent error.
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn one_code<'a>(code: &'a PyReadonlyArray1<'_, u64>) -> Vec<u64> {
+    match code.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => code.as_array().iter().copied().collect(),
+    }
+}
+
+#[pymethods]
+impl HammingIndex {
+    #[new]
+    #[pyo3(signature = (words, max_entries, with_expiry = false))]
+    fn new(words: usize, max_entries: usize, with_expiry: bool) -> PyResult<Self> {
+        Ok(Self { inner: RwLock::new(Index::new(words, max_entries, with_expiry)?) })
+    }
+
+    #[getter]
+    fn words(&self) -> usize {
+        self.read().words()
+    }
+
+    #[getter]
+    fn max_entries(&self) -> usize {
+        self.read().max_entries()
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.read().len())
+    }
+
+    fn namespace_len(&self, py: Python<'_>, namespace: &str) -> usize {
+        py.detach(|| self.read().namespace_len(namespace))
+    }
+
+    fn namespaces(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| self.read().namespaces())
+    }
+
+    fn bytes_in_use(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.read().bytes_in_use())
+    }
+
+    /// Stores a code; returns `(id, evicted_id_or_None)`.
+    fn insert(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        code: PyReadonlyArray1<'_, u64>,
+        expires_at: f64,
+    ) -> PyResult<(EntryId, Option<EntryId>)> {
+        let code = one_code(&code);
+        Ok(py.detach(|| self.write().insert(namespace, &code, expires_at))?)
+    }
+
+    /// Stores `n` codes (shape `(n, words)`); returns `(ids, evicted_ids)`.
+    fn insert_many(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        codes: PyReadonlyArray2<'_, u64>,
+        expires_at: f64,
+    ) -> PyResult<(Vec<EntryId>, Vec<EntryId>)> {
+        let words = codes.shape()[1];
+        let flat: Vec<u64> = match codes.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => codes.as_array().iter().copied().collect(),
+        };
+        Ok(py.detach(|| -> crate::error::Result<_> {
+            let mut ix = self.write();
+            let (mut ids, mut evicted) = (Vec::new(), Vec::new());
+            for code in flat.chunks_exact(words.max(1)) {
+                let (id, ev) = ix.insert(namespace, code, expires_at)?;
+                ids.push(id);
+                evicted.extend(ev);
+            }
+            Ok((ids, evicted))
+        })?)
+    }
+
+    /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as
+    /// `[(id, distance)]`, plus the ids of expired candidates for the caller to delete.
+    #[pyo3(signature = (namespace, query, k, max_distance, now = 0.0))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        query: PyReadonlyArray1<'_, u64>,
+        k: usize,
+        max_distance: u32,
+        now: f64,
+    ) -> PyResult<(Vec<(EntryId, u32)>, Vec<EntryId>)> {
+        let query = one_code(&query);
+        let (found, expired) = py.detach(|| self.read().search(namespace, &query, k, max_distance, now))?;
+        Ok((found.into_iter().map(|f| (f.id, f.distance)).collect(), expired))
+    }
+
+    fn remove(&self, py: Python<'_>, id: EntryId) -> bool {
+        py.detach(|| self.write().remove(id))
+    }
+
+    fn touch(&self, py: Python<'_>, id: EntryId) -> bool {
+        py.detach(|| self.write().touch(id))
+    }
+
+    fn __contains__(&self, py: Python<'_>, id: EntryId) -> bool {
+        py.detach(|| self.read().contains(id))
+    }
+
+    #[pyo3(signature = (namespace = None))]
+    fn clear(&self, py: Python<'_>, namespace: Option<&str>) -> Vec<EntryId> {
+        py.detach(|| self.write().clear(namespace))
+    }
+
+    fn expired(&self, py: Python<'_>, now: f64) -> Vec<EntryId> {
+        py.detach(|| self.read().expired(now))
+    }
+
+    /// Live ids, least recently used first.
+    fn lru_order(&self, py: Python<'_>) -> Vec<EntryId> {
+        py.detach(|| self.read().lru_order())
+    }
+
+    /// `(namespace, code, expires_at)` of a live entry, or None.
+    fn entry(&self, py: Python<'_>, id: EntryId) -> Option<(String, Vec<u64>, f64)> {
+        py.detach(|| self.read().entry(id).map(|(ns, code, exp)| (ns.to_owned(), code.to_vec(), exp)))
+    }
+}
