@@ -180,6 +180,21 @@ _ORDINAL_WORDS = {
 }  # fmt: skip
 # "x^2" and "x squared" are the same question; "3 squared" and "3 cubed" are not. "twice" is "two times".
 _POWER_WORDS = {"squared": 2, "cubed": 3, "twice": 2, "thrice": 3}
+_UNIT_WORDS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+}
+_COMPOUND_RE = re.compile(
+    r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)[- ]"
+    r"(one|two|three|four|five|six|seven|eight|nine)\b"
+)
 _ROMAN = {"II": 2, "III": 3, "IV": 4, "VI": 6, "VII": 7, "VIII": 8, "IX": 9, "XI": 11, "XII": 12}
 
 _NEGATIONS = frozenset({"not", "never", "without", "cannot", "no", "nor", "none", "nothing", "neither"})
@@ -328,17 +343,13 @@ class _Prompt:
     @cached_property
     def numbers(self) -> Counter[str]:
         """Every number, canonicalised, with its count ("2 + 2" has two 2s)."""
-        found: Counter[str] = Counter(_canonical_number(m[1], m[2]) for m in _NUMBER_RE.finditer(self.lower))
-        for token in self.tokens:
-            parts = token.split("-")
-            if token in _NUMBER_WORDS:
-                found[str(_NUMBER_WORDS[token])] += 1
-            elif token in _ORDINAL_WORDS:
-                found[str(_ORDINAL_WORDS[token])] += 1
-            elif token in _POWER_WORDS:
-                found[str(_POWER_WORDS[token])] += 1
-            elif len(parts) == 2 and all(p in _NUMBER_WORDS for p in parts):
-                found[str(_NUMBER_WORDS[parts[0]] + _NUMBER_WORDS[parts[1]])] += 1
+        # Compounds first, so "twenty-five" is 25 and not 20 and 5.
+        text = _COMPOUND_RE.sub(lambda m: f" {_NUMBER_WORDS[m[1]] + _UNIT_WORDS[m[2]]} ", self.lower)
+        found: Counter[str] = Counter(_canonical_number(m[1], m[2]) for m in _NUMBER_RE.finditer(text))
+        for word in re.findall(r"[a-z]+", text):
+            for table in (_NUMBER_WORDS, _ORDINAL_WORDS, _POWER_WORDS):
+                if word in table:
+                    found[str(table[word])] += 1
         for m in _ROMAN_RE.finditer(self.text):
             if m[1] in _ROMAN:
                 found[str(_ROMAN[m[1]])] += 1
