@@ -182,8 +182,8 @@ pub fn search_split(
         return Vec::new();
     }
     let level = clamp_level(level);
-    // Whole blocks of 8 rows per part, so only the last part has a scalar tail.
-    let rows_per_part = n.div_ceil(parts.max(1)).next_multiple_of(8);
+    // Whole SIMD blocks (at most 16 rows) per part, so only the last part has a scalar tail.
+    let rows_per_part = n.div_ceil(parts.max(1)).next_multiple_of(16);
     let parts: Vec<Vec<Neighbor>> = codes
         .par_chunks(rows_per_part * words)
         .enumerate()
@@ -324,7 +324,7 @@ impl TopK {
 
     /// Keeps row `index` at `distance` if it is among the k best by (distance, index). Rows may be offered in
     /// any order within a block, as long as rows not offered are beyond the `limit()` seen before the block.
-    #[inline(never)]
+    #[inline]
     fn offer(&mut self, distance: u32, index: usize) {
         let cand = Neighbor { distance, index };
         if self.heap.len() < self.k {
@@ -342,9 +342,9 @@ impl TopK {
     /// `base + order[l]`, and bit `l` of `mask` says whether it is within the limit. Returns the new limit.
     #[cold]
     #[inline(never)]
-    fn offer_block(
+    fn offer_block<D: Copy + Into<u64>>(
         &mut self,
-        dists: &[u64],
+        dists: &[D],
         order: &[usize],
         mut mask: u32,
         base: usize,
@@ -352,7 +352,8 @@ impl TopK {
         while mask != 0 {
             let lane = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            self.offer(dists[lane] as u32, base + order[lane]);
+            // Lanes hold popcounts of at most `words * 64` bits, so the narrowing is exact.
+            self.offer(dists[lane].into() as u32, base + order[lane]);
         }
         self.limit()
     }
