@@ -1,0 +1,52 @@
+"""Validation of user embeddings: one place that says what was wrong and what was expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_FLOAT_KINDS = "f"
+
+
+def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> npt.NDArray[np.float32]:
+    """Returns ``x`` as a C-contiguous float32 array of shape ``(dim,)`` (ndim=1) or ``(n, dim)`` (ndim=2).
+
+    Raises:
+        TypeError: ``x`` is not a numeric array (strings, objects, integers, booleans).
+        ValueError: wrong number of dimensions, wrong length, empty, NaN/inf, or an all-zero vector.
+    """
+    if isinstance(x, str | bytes):
+        raise TypeError(f"expected a float array for the {what}, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"expected a rectangular float array for the {what}: {exc}") from None
+    if arr.dtype.kind != _FLOAT_KINDS:
+        raise TypeError(
+            f"expected a float16/float32/float64 array for the {what}, got dtype {arr.dtype}"
+        )
+    shape_hint = f"({dim},)" if ndim == 1 else f"(n, {dim})"
+    if arr.ndim != ndim:
+        raise ValueError(f"expected the {what} to have shape {shape_hint}, got shape {arr.shape}")
+    if arr.shape[-1] != dim:
+        raise ValueError(f"expected the {what} to have dimension {dim}, got {arr.shape[-1]} (shape {arr.shape})")
+    if arr.size == 0:
+        raise ValueError(f"expected at least one {what}, got shape {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        where = np.argwhere(~finite)[0]
+        raise ValueError(f"the {what} contains NaN or infinity at index {tuple(int(i) for i in where)}")
+    norms = np.linalg.norm(out, axis=-1)
+    if np.any(norms == 0.0):
+        raise ValueError(f"the {what} is an all-zero vector; it has no direction to compare")
+    return out
+
+
+def normalised(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Rows scaled to unit length (float32)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    out: npt.NDArray[np.float32] = (x / norms).astype(np.float32, copy=False)
+    return out

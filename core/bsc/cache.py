@@ -1,0 +1,417 @@
+"""`BinarySemanticCache`: embeddings in, cached responses out, by Hamming search over binary codes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from bsc._input import as_embeddings, normalised
+from bsc._native import BinaryEncoder, HammingIndex
+from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
+
+__all__ = ["DEFAULT_RERANK", "DEFAULT_THRESHOLD", "BinarySemanticCache", "CacheStats", "Hit"]
+
+logger = logging.getLogger(__name__)
+
+#: Default cosine threshold; chosen from benchmarks/quality.py (see README, "Choosing the defaults").
+DEFAULT_THRESHOLD = 0.90
+#: Default two-stage shortlist size (0 turns the exact-cosine rerank off).
+DEFAULT_RERANK = 10
+
+Response = str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cached response that matched a lookup.
+
+    Attributes:
+        response: the stored response.
+        similarity: cosine similarity of the query to the stored embedding — exact (from the stored
+            int8 copy) in two-stage mode, estimated from the Hamming distance otherwise.
+        distance: Hamming distance between the two codes.
+        id: the entry's id (for ``delete``).
+        metadata: what was stored with the response, or None.
+        namespace: the namespace the entry lives in.
+        prompt: the cached prompt's text (text-level caches only), for judging the hit.
+        exact: True when the text-level cache matched the prompt text exactly, without embedding it.
+    """
+
+    response: Response
+    similarity: float
+    distance: int
+    id: int
+    metadata: Mapping[str, Any] | None
+    namespace: str
+    prompt: str | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters and sizes of a cache (a snapshot)."""
+
+    hits: int
+    misses: int
+    hit_rate: float
+    evictions: int
+    expirations: int
+    entries: int
+    namespaces: int
+    index_bytes: int
+    vector_bytes: int
+    bytes_per_entry: float
+
+
+class _Entry(NamedTuple):
+    """What is published for a handle; replaced whole, so readers never see half an entry."""
+
+    id: int
+    response: Response
+    metadata: Mapping[str, Any] | None
+    namespace: str
+
+
+_HANDLE_MASK = 0x00FF_FFFF
+_SEARCH_RETRIES = 4
+
+
+class BinarySemanticCache:
+    """A semantic cache keyed by embeddings, stored as short binary codes and searched by Hamming distance.
+
+    Each embedding is projected by a seeded Gaussian matrix and sign-binarized into ``code_bits`` bits
+    (32 bytes at the default 256). A lookup returns the stored response of the nearest code in the same
+    namespace if it is close enough: its cosine similarity to the query is at least ``threshold``. In
+    two-stage mode (``rerank`` > 0, the default) the Hamming scan only shortlists ``rerank`` candidates
+    within a widened radius and an int8 copy of each stored embedding decides by exact cosine; with
+    ``rerank=0`` only the codes are kept (48 bytes an entry) and the cosine is estimated from the distance.
+
+    Args:
+        dim: embedding dimension.
+        code_bits: bits per code: 64, 128, 256, 512 or 1024.
+        seed: projection seed; caches must share it (and dim, code_bits) to share codes.
+        threshold: minimum cosine similarity for a hit, in [-1, 1].
+        max_entries: capacity; the least recently used entry is evicted beyond it.
+        ttl: seconds an entry lives, or None for no expiry.
+        rerank: shortlist size for the exact-cosine second stage; 0 for codes only.
+        clock: monotonic time source in seconds (for tests).
+
+    Raises:
+        ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], a non-positive
+            ``max_entries``, ``ttl`` or ``dim``, or a negative ``rerank``.
+
+    Example:
+        >>> import numpy as np
+        >>> cache = BinarySemanticCache(dim=4)
+        >>> _ = cache.put(np.array([1.0, 0.2, 0.0, 0.1]), "cached answer")
+        >>> cache.get(np.array([1.0, 0.21, 0.0, 0.1])).response
+        'cached answer'
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        code_bits: int = 256,
+        seed: int = 42,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_entries: int = 100_000,
+        ttl: float | None = None,
+        rerank: int = DEFAULT_RERANK,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        radius = radius_for(threshold, code_bits)  # validates threshold
+        if ttl is not None and (not math.isfinite(ttl) or ttl <= 0):
+            raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        if not isinstance(rerank, int) or rerank < 0:
+            raise ValueError(f"rerank must be a shortlist size >= 0 (0 = off), got {rerank!r}")
+        if not isinstance(max_entries, int) or max_entries <= 0:
+            raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
+        self._encoder = BinaryEncoder(dim, code_bits, seed)
+        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None)
+        self.dim = dim
+        self.code_bits = code_bits
+        self.seed = seed
+        self.threshold = float(threshold)
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.rerank = rerank
+        self._clock = clock
+        if rerank:
+            self._radius = shortlist_radius(threshold, code_bits)
+            self._k = rerank
+        else:
+            self._radius = radius
+            self._k = 4  # a few spares in case the nearest is being deleted concurrently
+        # Published entries by handle; None where the handle is free.
+        self._entries: list[_Entry | None] = []
+        # int8 copies of the unit embeddings by handle (two-stage mode only).
+        self._vectors: npt.NDArray[np.int8] = np.zeros((0, dim if rerank else 0), dtype=np.int8)
+        self._write_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._hits = self._misses = self._evictions = self._expirations = 0
+
+    # ---------------------------------------------------------------- writing
+    def put(
+        self,
+        embedding: npt.ArrayLike,
+        response: Response,
+        *,
+        namespace: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Stores ``response`` under ``embedding`` and returns the new entry's id.
+
+        Raises:
+            TypeError: non-float embedding, a response that is not str/bytes, a non-str namespace.
+            ValueError: wrong shape, NaN/inf, or an all-zero embedding. Nothing is stored on error.
+        """
+        x = as_embeddings(embedding, self.dim, ndim=1)
+        return self._put_rows(x[None, :], [response], namespace, [metadata])[0]
+
+    def put_many(
+        self,
+        embeddings: npt.ArrayLike,
+        responses: Sequence[Response],
+        *,
+        namespace: str = "default",
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[int]:
+        """Stores one response per row of ``embeddings`` (shape ``(n, dim)``); returns their ids in order."""
+        x = as_embeddings(embeddings, self.dim, ndim=2, what="embeddings")
+        if len(responses) != len(x):
+            raise ValueError(f"expected {len(x)} responses (one per embedding), got {len(responses)}")
+        metas = list(metadata) if metadata is not None else [None] * len(x)
+        if len(metas) != len(x):
+            raise ValueError(f"expected {len(x)} metadata items (one per embedding), got {len(metas)}")
+        return self._put_rows(x, list(responses), namespace, metas)
+
+    def _put_rows(
+        self,
+        x: npt.NDArray[np.float32],
+        responses: list[Response],
+        namespace: str,
+        metas: list[Mapping[str, Any] | None],
+    ) -> list[int]:
+        _check_namespace(namespace)
+        for i, r in enumerate(responses):
+            if not isinstance(r, str | bytes):
+                raise TypeError(f"response {i} must be str or bytes, got {type(r).__name__}")
+        for i, m in enumerate(metas):
+            if m is not None and not isinstance(m, Mapping):
+                raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
+        codes = self._encoder.encode(x)
+        q8 = _quantize(normalised(x)) if self.rerank else None
+        expires = self._clock() + self.ttl if self.ttl is not None else math.inf
+        with self._write_lock:
+            ids, evicted = self._index.insert_many(namespace, codes, expires)
+            top = max(i & _HANDLE_MASK for i in ids) + 1
+            self._grow(top)
+            for row, (new_id, response, meta) in enumerate(zip(ids, responses, metas, strict=True)):
+                h = new_id & _HANDLE_MASK
+                if q8 is not None:
+                    self._vectors[h] = q8[row]
+                self._entries[h] = _Entry(new_id, response, _frozen(meta), namespace)
+            self._drop_payloads(e for e in evicted if e not in ids)
+        if evicted:
+            with self._stats_lock:
+                self._evictions += len(evicted)
+        return list(ids)
+
+    def _grow(self, handles: int) -> None:
+        if handles > len(self._entries):
+            self._entries.extend([None] * (handles - len(self._entries)))
+        if self.rerank and handles > len(self._vectors):
+            grown = np.zeros((max(handles, 2 * len(self._vectors), 16), self.dim), dtype=np.int8)
+            grown[: len(self._vectors)] = self._vectors
+            self._vectors = grown
+
+    def _drop_payloads(self, ids: Any) -> int:
+        """Forgets the published entries of removed ids (caller holds the write lock)."""
+        n = 0
+        for removed in ids:
+            h = removed & _HANDLE_MASK
+            entry = self._entries[h] if h < len(self._entries) else None
+            if entry is not None and entry.id == removed:
+                self._entries[h] = None
+                n += 1
+        return n
+
+    def delete(self, id: int) -> bool:
+        """Removes an entry; False if it is already gone (deleted, evicted, expired, or a stale id)."""
+        if not isinstance(id, int) or not 0 <= id < 2**32:
+            return False
+        with self._write_lock:
+            if not self._index.remove(id):
+                return False
+            self._drop_payloads([id])
+            return True
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Removes every entry, or only those of one namespace."""
+        if namespace is not None:
+            _check_namespace(namespace)
+        with self._write_lock:
+            removed = self._index.clear(namespace)
+            if namespace is None:
+                self._entries = []
+                self._vectors = np.zeros((0, self._vectors.shape[1]), dtype=np.int8)
+            else:
+                self._drop_payloads(removed)
+
+    def purge_expired(self) -> int:
+        """Deletes every expired entry now (lookups also drop the expired entries they meet)."""
+        return self._purge(self._index.expired(self._clock()))
+
+    def _purge(self, ids: list[int]) -> int:
+        with self._write_lock:
+            gone = [i for i in ids if self._index.remove(i)]
+            self._drop_payloads(gone)
+        with self._stats_lock:
+            self._expirations += len(gone)
+        return len(gone)
+
+    # ---------------------------------------------------------------- reading
+    def get(self, embedding: npt.ArrayLike, *, namespace: str = "default") -> Hit | None:
+        """The best cached response for ``embedding`` in ``namespace``, or None on a miss.
+
+        Raises:
+            TypeError / ValueError: as for ``put``.
+        """
+        hits = self.search(embedding, namespace=namespace, k=1)
+        with self._stats_lock:
+            if hits:
+                self._hits += 1
+            else:
+                self._misses += 1
+        if hits:
+            self._index.touch(hits[0].id)
+            return hits[0]
+        return None
+
+    def search(self, embedding: npt.ArrayLike, *, namespace: str = "default", k: int = 5) -> list[Hit]:
+        """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
+        hit or a miss and does not refresh LRU order (``get`` does both)."""
+        _check_namespace(namespace)
+        x = as_embeddings(embedding, self.dim, ndim=1)
+        code = self._encoder.encode(x)
+        unit = normalised(x) if self.rerank else None
+        for _ in range(_SEARCH_RETRIES):
+            found, expired = self._index.search(
+                namespace, code, max(k, self._k), self._radius, self._clock()
+            )
+            if expired:
+                self._purge(expired)
+            hits = self._decide(found, unit)
+            if hits or not expired:
+                return hits[:k]
+        return []
+
+    def _decide(self, found: list[tuple[int, int]], unit: npt.NDArray[np.float32] | None) -> list[Hit]:
+        published = []
+        for entry_id, distance in found:
+            entry = self._entries[entry_id & _HANDLE_MASK] if (entry_id & _HANDLE_MASK) < len(self._entries) else None
+            if entry is not None and entry.id == entry_id:  # not deleted or replaced since the scan
+                published.append((entry, distance))
+        if unit is None:
+            return [
+                Hit(e.response, similarity_from_distance(d, self.code_bits), d, e.id, e.metadata, e.namespace)
+                for e, d in published
+            ]
+        if not published:
+            return []
+        vectors = self._vectors  # read after validating the entries: it holds their rows
+        rows = vectors[[e.id & _HANDLE_MASK for e, _ in published]].astype(np.float32)
+        sims = rows @ unit / np.maximum(np.linalg.norm(rows, axis=1), 1e-12)
+        order = np.argsort(-sims, kind="stable")
+        return [
+            Hit(published[i][0].response, float(sims[i]), published[i][1], published[i][0].id,
+                published[i][0].metadata, published[i][0].namespace)
+            for i in order
+            if sims[i] >= self.threshold
+        ]
+
+    def entry(self, id: int) -> Hit | None:
+        """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
+        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**32 else None
+        entry = self._entries[h] if h is not None and h < len(self._entries) else None
+        if entry is None or entry.id != id or id not in self._index:
+            return None
+        if self.ttl is not None:
+            found = self._index.entry(id)
+            if found is None or found[2] <= self._clock():
+                return None
+        return Hit(entry.response, 1.0, 0, entry.id, entry.metadata, entry.namespace)
+
+    def touch(self, id: int) -> bool:
+        """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
+        return isinstance(id, int) and 0 <= id < 2**32 and self._index.touch(id)
+
+    # ---------------------------------------------------------------- introspection
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, int) and 0 <= id < 2**32 and id in self._index
+
+    def namespaces(self) -> list[str]:
+        """Names of the namespaces that hold entries."""
+        return self._index.namespaces()
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, hit rate, evictions, expirations, entries and bytes in use."""
+        entries = len(self._index)
+        index_bytes = self._index.bytes_in_use()
+        vector_bytes = int(self._vectors.nbytes)
+        with self._stats_lock:
+            hits, misses = self._hits, self._misses
+            evictions, expirations = self._evictions, self._expirations
+        lookups = hits + misses
+        return CacheStats(
+            hits=hits,
+            misses=misses,
+            hit_rate=hits / lookups if lookups else 0.0,
+            evictions=evictions,
+            expirations=expirations,
+            entries=entries,
+            namespaces=len(self._index.namespaces()),
+            index_bytes=index_bytes,
+            vector_bytes=vector_bytes,
+            bytes_per_entry=(index_bytes + vector_bytes) / entries if entries else 0.0,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"BinarySemanticCache(dim={self.dim}, code_bits={self.code_bits}, seed={self.seed}, "
+            f"threshold={self.threshold}, max_entries={self.max_entries}, ttl={self.ttl}, "
+            f"rerank={self.rerank}, entries={len(self)})"
+        )
+
+
+def _check_namespace(namespace: object) -> None:
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+
+
+def _frozen(meta: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    # A private read-only copy: neither the caller's later changes nor a reader's can alter the entry.
+    return None if meta is None else MappingProxyType(dict(meta))
+
+
+def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
+    """int8 copy of unit rows, scaled per row so the largest component is ±127. The scale cancels in
+    the cosine, so none is stored."""
+    peak = np.max(np.abs(unit), axis=1, keepdims=True)
+    out: npt.NDArray[np.int8] = np.rint(unit / peak * 127.0).astype(np.int8)
+    return out

@@ -1,0 +1,346 @@
+"""`SemanticCache`: prompt text in, cached answer out.
+
+Three layers, cheapest first: an exact-repeat table (a hash of the normalised text, no embedding), then
+the embedding and the binary cache, then the false-hit guard and an optional verifier on each candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response
+from bsc.embedders import Embedder, default_embedder
+from bsc.guard import FalseHitGuard
+
+__all__ = ["SemanticCache", "SemanticCacheStats", "Verifier"]
+
+logger = logging.getLogger(__name__)
+
+#: A second opinion on a semantic candidate: ``verifier(query_text, hit) -> accept?``. ``hit.prompt``
+#: holds the cached prompt. Use it for a cross-encoder or an LLM judge.
+Verifier = Callable[[str, Hit], bool]
+
+_SPACE = re.compile(r"\s+")
+_CANDIDATES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticCacheStats:
+    """Counters of a text-level cache (a snapshot), beside the underlying binary cache's."""
+
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    hit_rate: float
+    guard_rejections: int
+    verifier_rejections: int
+    embed_seconds: float
+    search_seconds: float
+    embedded_texts: int
+    cache: CacheStats
+
+
+def normalise_prompt(text: str) -> str:
+    """The form used for exact matching: Unicode NFKC, whitespace collapsed and trimmed (case kept:
+    a code or name question can turn on it)."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def _exact_key(namespace: str, text: str) -> bytes:
+    return hashlib.blake2b(
+        namespace.encode() + b"\0" + normalise_prompt(text).encode(), digest_size=16
+    ).digest()
+
+
+class SemanticCache:
+    """A semantic cache for prompt texts.
+
+    Args:
+        embedder: any `bsc.embedders.Embedder`; None uses the local all-MiniLM-L6-v2 (offline).
+        guard: the false-hit guard for semantic hits: True for the default rules, False to disable,
+            or a configured `bsc.guard.FalseHitGuard`.
+        verifier: optional extra check on each semantic candidate (see `Verifier`).
+        memo_size: how many recent text → embedding results to remember (a lookup that misses and the
+            update that follows embed the text once).
+        **cache_options: passed to `BinarySemanticCache` (threshold, code_bits, seed, max_entries, ttl,
+            rerank, clock).
+
+    Example:
+        >>> cache = SemanticCache()
+        >>> _ = cache.update("What is the capital of France?", "Paris")
+        >>> cache.lookup("Which city is the capital of France?").response
+        'Paris'
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        *,
+        guard: FalseHitGuard | bool = True,
+        verifier: Verifier | None = None,
+        memo_size: int = 1024,
+        **cache_options: Any,
+    ) -> None:
+        self.embedder: Embedder = embedder if embedder is not None else default_embedder()
+        self.cache = BinarySemanticCache(self.embedder.dim, **cache_options)
+        if guard is True:
+            self.guard: FalseHitGuard | None = FalseHitGuard()
+        elif guard is False:
+            self.guard = None
+        elif isinstance(guard, FalseHitGuard):
+            self.guard = guard
+        else:
+            raise TypeError(f"guard must be True, False or a FalseHitGuard, got {type(guard).__name__}")
+        self.verifier = verifier
+        self._memo: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._memo_size = memo_size
+        self._exact: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+        self._exact_hits = self._semantic_hits = self._misses = 0
+        self._guard_rejections = self._verifier_rejections = 0
+        self._embed_seconds = self._search_seconds = 0.0
+        self._embedded = 0
+
+    # ---------------------------------------------------------------- embedding with a memo
+    def _memo_get(self, texts: Sequence[str]) -> tuple[list[npt.NDArray[np.float32] | None], list[int]]:
+        with self._lock:
+            found: list[npt.NDArray[np.float32] | None] = []
+            for t in texts:
+                v = self._memo.get(t)
+                if v is not None:
+                    self._memo.move_to_end(t)
+                found.append(v)
+        return found, [i for i, v in enumerate(found) if v is None]
+
+    def _memo_put(self, texts: Sequence[str], vectors: npt.NDArray[np.float32], seconds: float) -> None:
+        with self._lock:
+            self._embed_seconds += seconds
+            self._embedded += len(texts)
+            for t, v in zip(texts, vectors, strict=True):
+                self._memo[t] = v
+                self._memo.move_to_end(t)
+            while len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+
+    def _embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        found, missing = self._memo_get(texts)
+        if missing:
+            todo = [texts[i] for i in missing]
+            start = time.perf_counter()
+            fresh = self.embedder.embed(todo)
+            self._memo_put(todo, fresh, time.perf_counter() - start)
+            for i, v in zip(missing, fresh, strict=True):
+                found[i] = v
+        return np.stack([v for v in found if v is not None])
+
+    async def _aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        found, missing = self._memo_get(texts)
+        if missing:
+            todo = [texts[i] for i in missing]
+            start = time.perf_counter()
+            fresh = await self.embedder.aembed(todo)
+            self._memo_put(todo, fresh, time.perf_counter() - start)
+            for i, v in zip(missing, fresh, strict=True):
+                found[i] = v
+        return np.stack([v for v in found if v is not None])
+
+    # ---------------------------------------------------------------- lookups
+    def lookup(self, text: str, *, namespace: str = "default") -> Hit | None:
+        """The cached answer for ``text`` (or a paraphrase of it) in ``namespace``, or None."""
+        _check_text(text, 0)
+        exact = self._exact_hit(text, namespace)
+        if exact is not None:
+            return exact
+        return self._semantic_hit(text, self._embed([text])[0], namespace)
+
+    async def alookup(self, text: str, *, namespace: str = "default") -> Hit | None:
+        """`lookup` that awaits the embedder instead of blocking the event loop."""
+        _check_text(text, 0)
+        exact = self._exact_hit(text, namespace)
+        if exact is not None:
+            return exact
+        return self._semantic_hit(text, (await self._aembed([text]))[0], namespace)
+
+    def lookup_many(self, texts: Sequence[str], *, namespace: str = "default") -> list[Hit | None]:
+        """`lookup` for many texts, embedding all the non-exact ones in one batch."""
+        for i, t in enumerate(texts):
+            _check_text(t, i)
+        out: list[Hit | None] = [self._exact_hit(t, namespace) for t in texts]
+        todo = [i for i, h in enumerate(out) if h is None]
+        if todo:
+            vectors = self._embed([texts[i] for i in todo])
+            for i, v in zip(todo, vectors, strict=True):
+                out[i] = self._semantic_hit(texts[i], v, namespace)
+        return out
+
+    def _exact_hit(self, text: str, namespace: str) -> Hit | None:
+        key = _exact_key(namespace, text)
+        entry_id = self._exact.get(key)
+        if entry_id is None:
+            return None
+        entry = self.cache.entry(entry_id)
+        if entry is None or entry.namespace != namespace:
+            with self._lock:
+                if self._exact.get(key) == entry_id:
+                    del self._exact[key]
+            return None
+        self.cache.touch(entry_id)
+        with self._lock:
+            self._exact_hits += 1
+        return self._text_hit(entry, exact=True)
+
+    def _semantic_hit(self, text: str, vector: npt.NDArray[np.float32], namespace: str) -> Hit | None:
+        start = time.perf_counter()
+        candidates = self.cache.search(vector, namespace=namespace, k=_CANDIDATES)
+        elapsed = time.perf_counter() - start
+        guard_rejections = verifier_rejections = 0
+        chosen: Hit | None = None
+        for candidate in candidates:
+            hit = self._text_hit(candidate, exact=False)
+            if self.guard is not None and hit.prompt is not None:
+                rule = self.guard.check(text, hit.prompt)
+                if rule is not None:
+                    logger.debug("guard rule %r refused %r for %r", rule, hit.prompt, text)
+                    guard_rejections += 1
+                    continue
+            if self.verifier is not None and not self.verifier(text, hit):
+                verifier_rejections += 1
+                continue
+            chosen = hit
+            break
+        if chosen is not None:
+            self.cache.touch(chosen.id)
+        with self._lock:
+            self._search_seconds += elapsed
+            self._guard_rejections += guard_rejections
+            self._verifier_rejections += verifier_rejections
+            if chosen is None:
+                self._misses += 1
+            else:
+                self._semantic_hits += 1
+        return chosen
+
+    @staticmethod
+    def _text_hit(hit: Hit, *, exact: bool) -> Hit:
+        stored = hit.metadata or {}
+        user = stored.get("metadata")
+        return replace(
+            hit,
+            metadata=None if user is None else MappingProxyType(user),
+            prompt=stored.get("prompt"),
+            exact=exact,
+        )
+
+    # ---------------------------------------------------------------- updates
+    def update(
+        self,
+        text: str,
+        response: Response,
+        *,
+        namespace: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Caches ``response`` for ``text``; an earlier answer to the identical text is replaced."""
+        _check_text(text, 0)
+        return self._store([text], self._embed([text]), [response], namespace, [metadata])[0]
+
+    async def aupdate(
+        self,
+        text: str,
+        response: Response,
+        *,
+        namespace: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """`update` that awaits the embedder instead of blocking the event loop."""
+        _check_text(text, 0)
+        return self._store([text], await self._aembed([text]), [response], namespace, [metadata])[0]
+
+    def update_many(
+        self,
+        texts: Sequence[str],
+        responses: Sequence[Response],
+        *,
+        namespace: str = "default",
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[int]:
+        """`update` for many texts, embedded in one batch."""
+        for i, t in enumerate(texts):
+            _check_text(t, i)
+        if len(responses) != len(texts):
+            raise ValueError(f"expected {len(texts)} responses (one per text), got {len(responses)}")
+        metas = list(metadata) if metadata is not None else [None] * len(texts)
+        if not texts:
+            return []
+        return self._store(list(texts), self._embed(texts), list(responses), namespace, metas)
+
+    def _store(
+        self,
+        texts: list[str],
+        vectors: npt.NDArray[np.float32],
+        responses: list[Response],
+        namespace: str,
+        metas: list[Mapping[str, Any] | None],
+    ) -> list[int]:
+        stored = [{"prompt": t, "metadata": None if m is None else dict(m)} for t, m in zip(texts, metas, strict=True)]
+        ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
+        with self._lock:
+            for text, new_id in zip(texts, ids, strict=True):
+                key = _exact_key(namespace, text)
+                old = self._exact.get(key)
+                self._exact[key] = new_id
+                if old is not None and old != new_id:
+                    self.cache.delete(old)
+            if len(self._exact) > 2 * max(len(self.cache), 1024):
+                self._exact = {k: v for k, v in self._exact.items() if v in self.cache}
+        return ids
+
+    # ---------------------------------------------------------------- the rest
+    def clear(self, namespace: str | None = None) -> None:
+        """Removes every entry, or only one namespace's."""
+        self.cache.clear(namespace)
+        with self._lock:
+            self._exact = {k: v for k, v in self._exact.items() if v in self.cache}
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def stats(self) -> SemanticCacheStats:
+        """Exact and semantic hits, misses, guard/verifier rejections, time embedding vs searching."""
+        cache = self.cache.stats()
+        with self._lock:
+            hits = self._exact_hits + self._semantic_hits
+            lookups = hits + self._misses
+            return SemanticCacheStats(
+                exact_hits=self._exact_hits,
+                semantic_hits=self._semantic_hits,
+                misses=self._misses,
+                hit_rate=hits / lookups if lookups else 0.0,
+                guard_rejections=self._guard_rejections,
+                verifier_rejections=self._verifier_rejections,
+                embed_seconds=self._embed_seconds,
+                search_seconds=self._search_seconds,
+                embedded_texts=self._embedded,
+                cache=cache,
+            )
+
+    def __repr__(self) -> str:
+        return f"SemanticCache(embedder={self.embedder.name!r}, cache={self.cache!r})"
+
+
+def _check_text(text: object, index: int) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"prompt {index} must be a str, got {type(text).__name__}")
