@@ -248,6 +248,9 @@ _ANTONYM_PAIRS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )  # fmt: skip
 
+# Words whose "un"/"dis" form is not their opposite.
+_NOT_PREFIXABLE = _words("cover play count card miss patch ease close charge solve pose tract till less")
+
 # Task verbs of instructions, grouped by intent; synonyms share a group.
 _INTENTS: dict[str, str] = {}
 for _canon, _forms in {
@@ -539,7 +542,15 @@ def _antonyms(a: _Prompt, b: _Prompt) -> bool:
             a_right and not a_left and b_left and not b_right
         ):
             return True
-    return False
+    # Morphological opposites without a list entry: "connect"/"disconnect", "install"/"uninstall".
+    only_a, only_b = a.words - b.words, b.words - a.words
+    return any(
+        prefix + word in other
+        for mine, other in ((only_a, only_b), (only_b, only_a))
+        for word in mine
+        if len(word) >= 4 and word not in _NOT_PREFIXABLE
+        for prefix in ("un", "dis")
+    )
 
 
 def _entities(a: _Prompt, b: _Prompt) -> bool:
