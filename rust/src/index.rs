@@ -143,8 +143,16 @@ impl Index {
         names
     }
 
-    /// Bytes held by the index structures (capacity, not just length): what an entry really costs.
+    /// Bytes the live entries occupy: per entry, the code, its id and its slot (and expiry when on),
+    /// plus the namespace names.
     pub fn bytes_in_use(&self) -> usize {
+        let names: usize = self.spaces.iter().map(|s| s.name.len()).sum();
+        let per_entry = self.words * 8 + 4 + 12 + if self.with_expiry { 8 } else { 0 };
+        self.len * per_entry + names
+    }
+
+    /// Bytes allocated for the same structures, including growth headroom and free slots.
+    pub fn bytes_allocated(&self) -> usize {
         let spaces: usize = self
             .spaces
             .iter()

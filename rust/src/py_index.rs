@@ -68,6 +68,10 @@ impl HammingIndex {
         py.detach(|| self.read().bytes_in_use())
     }
 
+    fn bytes_allocated(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.read().bytes_allocated())
+    }
+
     /// Stores a code; returns `(id, evicted_id_or_None)`.
     fn insert(
         &self,
