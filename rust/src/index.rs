@@ -526,7 +526,7 @@ impl Index {
         if parts.names.len() > MAX_NAMESPACES {
             return Err(corrupt(format!("{} namespaces, at most {MAX_NAMESPACES}", parts.names.len())));
         }
-        if parts.counts.iter().any(|&c| c == 0) {
+        if parts.counts.contains(&0) {
             return Err(corrupt("a namespace with no entries".to_owned()));
         }
         let total: u64 = parts.counts.iter().map(|&c| u64::from(c)).sum();
@@ -830,7 +830,8 @@ mod parts_tests {
     fn from_parts_rejects_every_broken_invariant() {
         let good = shuffled_index(7, true).to_parts();
         assert!(!good.free.is_empty() && good.names.len() > 1);
-        let broken: Vec<(&str, Box<dyn Fn(&mut IndexParts)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut IndexParts)>;
+        let broken: Vec<(&str, Breaker)> = vec![
             ("names/counts", Box::new(|p| p.names.truncate(1))),
             ("zero count", Box::new(|p| p.counts[0] = 0)),
             ("count sum", Box::new(|p| p.counts[0] += 1)),
