@@ -6,10 +6,12 @@
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use std::borrow::Cow;
+
+use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use crate::index::{EntryId, Index};
+use crate::index::{EntryId, Index, IndexPartsRef};
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
@@ -33,6 +35,25 @@ fn one_code<'a>(code: &'a PyReadonlyArray1<'_, u64>) -> Vec<u64> {
         Err(_) => code.as_array().iter().copied().collect(),
     }
 }
+
+/// A read-only view of a 1-D array: borrowed when contiguous (e.g. straight from a mapped file), copied otherwise.
+fn flat<'a, T: Element + Copy>(arr: &'a PyReadonlyArray1<'_, T>) -> Cow<'a, [T]> {
+    match arr.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(arr.as_array().iter().copied().collect()),
+    }
+}
+
+/// `to_parts` as NumPy arrays: `(names, counts, codes, ids, lru, expires, free)`.
+type PyParts<'py> = (
+    Vec<String>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u64>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<u32>>,
+);
 
 #[pymethods]
 impl HammingIndex {
@@ -155,5 +176,53 @@ impl HammingIndex {
     /// `(namespace, code, expires_at)` of a live entry, or None.
     fn entry(&self, py: Python<'_>, id: EntryId) -> Option<(String, Vec<u64>, f64)> {
         py.detach(|| self.read().entry(id).map(|(ns, code, exp)| (ns.to_owned(), code.to_vec(), exp)))
+    }
+
+    /// The index as flat arrays, `(names, counts, codes, ids, lru, expires, free)` (see
+    /// `Index::to_parts`): one consistent snapshot taken under the read lock; the arrays are moved into
+    /// NumPy, not copied.
+    fn to_parts<'py>(&self, py: Python<'py>) -> PyParts<'py> {
+        let p = py.detach(|| self.read().to_parts());
+        (
+            p.names,
+            p.counts.into_pyarray(py),
+            p.codes.into_pyarray(py),
+            p.ids.into_pyarray(py),
+            p.lru.into_pyarray(py),
+            p.expires.into_pyarray(py),
+            p.free.into_pyarray(py),
+        )
+    }
+
+    /// Rebuilds an index from `to_parts` arrays, validating every invariant (a `ValueError` says which
+    /// one failed). Contiguous arrays, such as views of a memory-mapped file, are read without a copy.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn from_parts(
+        py: Python<'_>,
+        words: usize,
+        max_entries: usize,
+        with_expiry: bool,
+        names: Vec<String>,
+        counts: PyReadonlyArray1<'_, u32>,
+        codes: PyReadonlyArray1<'_, u64>,
+        ids: PyReadonlyArray1<'_, u32>,
+        lru: PyReadonlyArray1<'_, u32>,
+        expires: PyReadonlyArray1<'_, f64>,
+        free: PyReadonlyArray1<'_, u32>,
+    ) -> PyResult<Self> {
+        let (counts, codes, ids) = (flat(&counts), flat(&codes), flat(&ids));
+        let (lru, expires, free) = (flat(&lru), flat(&expires), flat(&free));
+        let parts = IndexPartsRef {
+            names: &names,
+            counts: &counts,
+            codes: &codes,
+            ids: &ids,
+            lru: &lru,
+            expires: &expires,
+            free: &free,
+        };
+        let index = py.detach(|| Index::from_parts(words, max_entries, with_expiry, parts))?;
+        Ok(Self { inner: RwLock::new(index) })
     }
 }
