@@ -1,0 +1,174 @@
+"""`BinarySemanticLLMCache`: a LangChain ``BaseCache`` backed by `bsc.SemanticCache`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc.embedders import LangChainEmbedder
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.embeddings import Embeddings
+
+from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
+from langchain_bsc.keys import KeyFunction, default_cache_key
+
+__all__ = ["BinarySemanticLLMCache"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class BinarySemanticLLMCache(BaseCache):
+    """A semantic LLM cache for LangChain: paraphrases of a cached prompt are answered from the cache.
+
+    Drop it in with ``set_llm_cache(BinarySemanticLLMCache())`` or per model with ``cache=``. Each
+    prompt is split by ``key`` (see `default_cache_key`) into a text that is embedded and matched
+    semantically and a partition that must match exactly, together with the ``llm_string`` (the
+    model and its parameters) and ``namespace``. So another model or other parameters never get this
+    one's answers, and for chat models only the last human message is compared by meaning: the same
+    follow-up under another system prompt or conversation history is a miss.
+
+    LangChain builds a text LLM's ``llm_string`` without call-time kwargs (langchain issue #40403), so
+    ``llm.invoke(p, temperature=0)`` and ``llm.invoke(p, temperature=1)`` share a partition; chat models
+    include them. Models that implement streaming skip the cache in ``.stream()``: LangChain consults it
+    in ``invoke``/``batch``/``generate`` and their async twins only.
+
+    Args:
+        embedding: any LangChain ``Embeddings``; None uses bsc's local all-MiniLM-L6-v2 (offline,
+            loaded once per process).
+        threshold: minimum cosine similarity of two question texts for a hit.
+        max_entries: capacity; the least recently used entry is evicted beyond it.
+        ttl: seconds an entry lives, or None for no expiry.
+        namespace: kept apart from every other namespace's entries (exact partition).
+        key: splits a prompt into `CacheKey` ``(text, partition)``; defaults to `default_cache_key`.
+
+    Raises:
+        TypeError: if ``embedding`` is not a LangChain ``Embeddings``.
+        ValueError: for a threshold outside [-1, 1], a non-positive ``max_entries`` or ``ttl``.
+
+    Example:
+        >>> from langchain_core.globals import set_llm_cache
+        >>> cache = BinarySemanticLLMCache()
+        >>> set_llm_cache(cache)
+        >>> from langchain_core.outputs import Generation
+        >>> cache.update("What is the capital of France?", "model=x", [Generation(text="Paris")])
+        >>> cache.lookup("Which city is the capital of France?", "model=x")[0].text
+        'Paris'
+        >>> cache.lookup("Which city is the capital of France?", "model=y") is None
+        True
+        >>> set_llm_cache(None)
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_entries: int = 100_000,
+        ttl: float | None = None,
+        namespace: str = "default",
+        key: KeyFunction | None = None,
+    ) -> None:
+        if embedding is not None and not isinstance(embedding, Embeddings):
+            raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        self._cache = SemanticCache(
+            None if embedding is None else LangChainEmbedder(embedding),
+            threshold=threshold,
+            max_entries=max_entries,
+            ttl=ttl,
+        )
+        self.namespace = namespace
+        self._key: KeyFunction = key if key is not None else default_cache_key
+        # Every bsc namespace this cache writes starts with this, so clear() can find them.
+        self._prefix = f"lc:{_digest(namespace)}:"
+
+    # ---------------------------------------------------------------- keys
+    def _llm_prefix(self, llm_string: str) -> str:
+        return f"{self._prefix}{_digest(llm_string)}:"
+
+    def _locate(self, prompt: str, llm_string: str) -> tuple[str, str]:
+        """(text to embed, bsc namespace) of a prompt under a model configuration."""
+        if not isinstance(prompt, str) or not isinstance(llm_string, str):
+            raise TypeError(
+                "prompt and llm_string must be str, got "
+                f"{type(prompt).__name__} and {type(llm_string).__name__}"
+            )
+        text, partition = self._key(prompt)
+        return text, self._llm_prefix(llm_string) + _digest(partition)
+
+    # ---------------------------------------------------------------- BaseCache
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """The cached generations for ``prompt`` (or a paraphrase of its question) under ``llm_string``,
+        as a new list, or None on a miss."""
+        text, namespace = self._locate(prompt, llm_string)
+        return self._generations(self._cache.lookup(text, namespace=namespace))
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """`lookup` that awaits the embedder instead of blocking the event loop."""
+        text, namespace = self._locate(prompt, llm_string)
+        return self._generations(await self._cache.alookup(text, namespace=namespace))
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Caches ``return_val`` for ``prompt`` under ``llm_string``; replaces an earlier answer to the
+        identical prompt. Generations that LangChain cannot serialize are not cached."""
+        text, namespace = self._locate(prompt, llm_string)
+        value = dump(list(return_val))
+        if value is not None:
+            self._cache.update(text, value, namespace=namespace)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """`update` that awaits the embedder instead of blocking the event loop."""
+        text, namespace = self._locate(prompt, llm_string)
+        value = dump(list(return_val))
+        if value is not None:
+            await self._cache.aupdate(text, value, namespace=namespace)
+
+    def clear(self, **kwargs: Any) -> None:
+        """Removes every entry of this cache, or with ``llm_string=...`` only that model configuration's.
+
+        Raises:
+            TypeError: for a keyword other than ``llm_string``.
+        """
+        llm_string = kwargs.pop("llm_string", None)
+        if kwargs:
+            raise TypeError(f"clear() got unexpected keyword arguments {sorted(kwargs)}; expected llm_string")
+        prefix = self._prefix if llm_string is None else self._llm_prefix(llm_string)
+        for namespace in self._cache.cache.namespaces():
+            if namespace.startswith(prefix):
+                self._cache.clear(namespace)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        """`clear`; it embeds nothing and does not wait on I/O, so it runs inline."""
+        self.clear(**kwargs)
+
+    # ---------------------------------------------------------------- the rest
+    def stats(self) -> SemanticCacheStats:
+        """Exact and semantic hits, misses, hit rate, guard rejections, entries and bytes in use.
+
+        Example:
+            >>> BinarySemanticLLMCache().stats().misses
+            0
+        """
+        return self._cache.stats()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __repr__(self) -> str:
+        return f"BinarySemanticLLMCache(namespace={self.namespace!r}, cache={self._cache!r})"
+
+    @staticmethod
+    def _generations(hit: Any) -> RETURN_VAL_TYPE | None:
+        if hit is None:
+            return None
+        ok, value = load(hit.response, GENERATION_CLASSES)
+        # LangChain treats anything but a list as a miss; say so here rather than rely on it.
+        if not ok or not isinstance(value, list):
+            return None
+        generations: Sequence[Any] = value
+        return list(generations)

@@ -1,0 +1,280 @@
+"""`SemanticCacheRunnable`: a question-level semantic cache in front of any LangChain chain.
+
+A RAG chain pastes the retrieved context into the model's prompt, so the prompt's embedding is
+dominated by the context and two different questions over the same documents look alike to a
+prompt-level cache. This wrapper keys the cache on the user's question itself, before retrieval: a hit
+returns the chain's cached output without retrieving or generating anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc.embedders import LangChainEmbedder
+from langchain_core.embeddings import Embeddings
+from langchain_core.load import dumps
+from langchain_core.load.serializable import Serializable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list
+from langchain_core.runnables.utils import gather_with_concurrency
+
+from langchain_bsc._serialization import OUTPUT_CLASSES, dump, load
+
+__all__ = ["SemanticCacheRunnable"]
+
+_MISS = object()
+
+
+class SemanticCacheRunnable(Runnable[Any, Any]):
+    """Wraps a chain so that a question already answered (or a paraphrase of it) is served from a cache.
+
+    The question is taken from each input by ``key``. Everything else that can change the answer must
+    match exactly: by default, for a mapping input with a field-name ``key``, every other field of the
+    input (so ``{"question": q, "tenant": "a"}`` never gets tenant "b"'s answer); ``partition``
+    overrides that. Outputs are stored as LangChain JSON: strings, numbers, lists, dicts, messages,
+    documents and generations by default (``allowed_objects`` widens that); an output that LangChain
+    cannot serialize (a plain pydantic model, say) is returned but not cached.
+
+    ``invoke``, ``ainvoke``, ``batch`` and ``abatch`` consult the cache (``batch`` embeds its questions
+    in one call per partition and sends only the misses through the chain, in one ``chain.batch``).
+    ``stream`` falls back to ``invoke``, so it yields the whole output at once.
+
+    Args:
+        chain: the runnable to wrap (a retriever-and-model chain, usually).
+        key: the input field holding the question, or ``key(input) -> question``; None when each
+            input is the question itself (a str).
+        partition: ``partition(input) -> str`` that must match exactly for a hit; see above for the
+            default.
+        embedding: any LangChain ``Embeddings``; None uses bsc's local all-MiniLM-L6-v2 (offline).
+        threshold: minimum cosine similarity of two questions for a hit.
+        max_entries: capacity; the least recently used entry is evicted beyond it.
+        ttl: seconds an entry lives, or None for no expiry.
+        namespace: kept apart from every other namespace's entries.
+        allowed_objects: LangChain classes a cached output may contain.
+
+    Raises:
+        TypeError: if ``embedding`` is not a LangChain ``Embeddings``; at call time, if the question
+            is not a str or a field-name ``key`` meets an input that is not a mapping.
+        KeyError: at call time, if the input lacks the ``key`` field.
+
+    Example:
+        >>> from langchain_core.runnables import RunnableLambda
+        >>> calls = []
+        >>> def answer(inputs: dict) -> str:
+        ...     calls.append(inputs["question"])
+        ...     return "Paris"
+        >>> cached = SemanticCacheRunnable(RunnableLambda(answer), key="question")
+        >>> cached.invoke({"question": "What is the capital of France?"})
+        'Paris'
+        >>> cached.invoke({"question": "Which city is the capital of France?"})
+        'Paris'
+        >>> len(calls)
+        1
+    """
+
+    def __init__(
+        self,
+        chain: Runnable[Any, Any],
+        *,
+        key: str | Callable[[Any], str] | None = None,
+        partition: Callable[[Any], str] | None = None,
+        embedding: Embeddings | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_entries: int = 100_000,
+        ttl: float | None = None,
+        namespace: str = "default",
+        allowed_objects: Sequence[type[Serializable]] = OUTPUT_CLASSES,
+    ) -> None:
+        if not isinstance(chain, Runnable):
+            raise TypeError(f"chain must be a LangChain Runnable, got {type(chain).__name__}")
+        if embedding is not None and not isinstance(embedding, Embeddings):
+            raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        self.chain = chain
+        self.key = key
+        self.partition = partition
+        self.namespace = namespace
+        self.allowed_objects = tuple(allowed_objects)
+        self._cache = SemanticCache(
+            None if embedding is None else LangChainEmbedder(embedding),
+            threshold=threshold,
+            max_entries=max_entries,
+            ttl=ttl,
+        )
+
+    # ---------------------------------------------------------------- Runnable plumbing
+    @property
+    def InputType(self) -> Any:
+        """The wrapped chain's input type."""
+        return self.chain.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        """The wrapped chain's output type."""
+        return self.chain.OutputType
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        """``SemanticCache(<chain name>)`` so traces show what was wrapped."""
+        return name or f"SemanticCache({self.chain.get_name()})" + (suffix or "")
+
+    # ---------------------------------------------------------------- keys
+    def _locate(self, input: Any) -> tuple[str, str]:
+        """(question, bsc namespace) of one input."""
+        if self.key is None:
+            question = input
+        elif callable(self.key):
+            question = self.key(input)
+        else:
+            if not isinstance(input, Mapping):
+                raise TypeError(f"key={self.key!r} needs a mapping input, got {type(input).__name__}")
+            question = input[self.key]
+        if not isinstance(question, str):
+            raise TypeError(
+                f"the question must be a str, got {type(question).__name__}; "
+                "pass key= to pick it from the input"
+            )
+        if self.partition is not None:
+            exact = self.partition(input)
+        elif isinstance(self.key, str):
+            rest = {k: v for k, v in input.items() if k != self.key}
+            exact = dumps(rest, sort_keys=True) if rest else ""
+        else:
+            exact = ""
+        digest = hashlib.blake2b(json.dumps([self.namespace, exact]).encode(), digest_size=16).hexdigest()
+        return question, f"chain:{digest}"
+
+    def _output(self, hit: Any) -> Any:
+        if hit is None:
+            return _MISS
+        ok, value = load(hit.response, self.allowed_objects)
+        return value if ok else _MISS
+
+    def _store(self, question: str, namespace: str, output: Any) -> None:
+        value = dump(output)
+        if value is not None:
+            self._cache.update(question, value, namespace=namespace)
+
+    # ---------------------------------------------------------------- invoke
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """The cached output for the input's question, or the chain's output (then cached)."""
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    def _invoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+        question, namespace = self._locate(input)
+        cached = self._output(self._cache.lookup(question, namespace=namespace))
+        if cached is not _MISS:
+            return cached
+        output = self.chain.invoke(input, config, **kwargs)
+        self._store(question, namespace, output)
+        return output
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """`invoke` that awaits the embedder and the chain."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+        question, namespace = self._locate(input)
+        cached = self._output(await self._cache.alookup(question, namespace=namespace))
+        if cached is not _MISS:
+            return cached
+        output = await self.chain.ainvoke(input, config, **kwargs)
+        value = dump(output)
+        if value is not None:
+            await self._cache.aupdate(question, value, namespace=namespace)
+        return output
+
+    # ---------------------------------------------------------------- batch
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """`invoke` for many inputs: questions embedded together, only the misses sent through the chain
+        (in one ``chain.batch``)."""
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    def _batch(
+        self,
+        inputs: list[Any],
+        config: list[RunnableConfig],
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        located = [self._locate(i) for i in inputs]
+        outputs: list[Any] = [_MISS] * len(inputs)
+        by_namespace: dict[str, list[int]] = defaultdict(list)
+        for i, (_, namespace) in enumerate(located):
+            by_namespace[namespace].append(i)
+        for namespace, rows in by_namespace.items():
+            hits = self._cache.lookup_many([located[i][0] for i in rows], namespace=namespace)
+            for i, hit in zip(rows, hits, strict=True):
+                outputs[i] = self._output(hit)
+        misses = [i for i, out in enumerate(outputs) if out is _MISS]
+        if misses:
+            fresh = self.chain.batch(
+                [inputs[i] for i in misses],
+                [config[i] for i in misses],
+                return_exceptions=return_exceptions,
+                **kwargs,
+            )
+            for i, out in zip(misses, fresh, strict=True):
+                outputs[i] = out
+                if not isinstance(out, Exception):
+                    self._store(*located[i], out)
+        return outputs
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """`batch` that awaits the embedder (one lookup per input, concurrently) and the chain."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        # Each input is its own traced run, as in Runnable.abatch, and hits or misses on its own.
+        return list(
+            await gather_with_concurrency(
+                configs[0].get("max_concurrency"),
+                *(
+                    self._ainvoke_safe(i, c, return_exceptions, **kwargs)
+                    for i, c in zip(inputs, configs, strict=True)
+                ),
+            )
+        )
+
+    async def _ainvoke_safe(
+        self, input: Any, config: RunnableConfig, return_exceptions: bool, **kwargs: Any
+    ) -> Any:
+        if not return_exceptions:
+            return await self.ainvoke(input, config, **kwargs)
+        try:
+            return await self.ainvoke(input, config, **kwargs)
+        except Exception as exc:
+            return exc
+
+    # ---------------------------------------------------------------- the rest
+    def clear(self) -> None:
+        """Forgets every cached output."""
+        self._cache.clear()
+
+    def stats(self) -> SemanticCacheStats:
+        """Exact and semantic hits, misses, hit rate, guard rejections, entries and bytes in use."""
+        return self._cache.stats()
