@@ -1,0 +1,667 @@
+"""Snapshots of a `BinarySemanticCache` in one self-checking file: fast, atomic, and never pickled.
+
+Loading a file only parses numbers, UTF-8 and JSON: it cannot run code. A save writes a temporary file
+beside the target, fsyncs it, renames it over the target and fsyncs the directory, so a crash at any
+moment leaves either the old snapshot or the new one. Every part carries an xxh3-64 checksum, and a
+truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises `CacheFormatError`
+naming the part that is wrong; nothing is half-loaded.
+
+Layout (version 1, little-endian, sections 64-byte aligned, zero padding between them)::
+
+    header   192 bytes  magic "BSCCACHE", version, endianness marker 0x01020304, header size,
+                        section count, header checksum (xxh3-64 of header + table with this field 0),
+                        dim, code_bits, seed, max_entries, entries n, handles h, namespaces k, rerank,
+                        threshold, ttl, flags, cache clock and wall clock at save, hit/miss/eviction/
+                        expiration counters
+    table    13 x 32    per section: kind, reserved, offset, length, checksum
+    codes    n*words u64  every namespace's codes, contiguous, namespace after namespace (mmap-able:
+                        `codes_view` scans them in place)
+    ids      n u32      entry id (handle | generation << 24) of each code row
+    lru      n u32      rows from least to most recently used
+    expires  n f64      absolute expiry per row on the cache clock at save (empty without a ttl)
+    free     u32        free handles in reuse order, each handle | next generation << 24
+    ns_counts    k u32  rows per namespace
+    ns_offsets   k+1 u64, ns_names UTF-8   namespace names
+    vectors  h*dim i8   int8 rerank rows by handle (empty when rerank is 0)
+    kinds    h u8       per handle: 0 free, 1 str response, 2 bytes response
+    resp_offsets h+1 u64, resp_blob   responses (str as UTF-8 with surrogatepass)
+    metadata            one JSON array with h items: an object or null per handle
+
+Expiry times survive a restart: on load they are moved onto the new clock, minus the wall-clock time
+that passed since the save.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from bsc import BinarySemanticCache
+    >>> cache = BinarySemanticCache(dim=4)
+    >>> _ = cache.put(np.array([1.0, 0.2, 0.0, 0.1]), "cached answer")
+    >>> path = os.path.join(tempfile.mkdtemp(), "cache.bsc")
+    >>> cache.save(path)
+    >>> BinarySemanticCache.load(path).get(np.array([1.0, 0.21, 0.0, 0.1])).response
+    'cached answer'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import repeat
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xxhash
+
+from bsc._native import HammingIndex
+from bsc.cache import BinarySemanticCache, _Entry
+
+__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
+
+#: The layout version this module writes and reads.
+FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike[str]
+
+_MAGIC = b"BSCCACHE"
+_ENDIAN = 0x0102_0304
+_ALIGN = 64
+_HANDLE_MASK = 0x00FF_FFFF
+_MAX_HANDLES = 0x00FF_FFFF
+_FLAG_TTL = 1
+_FREE, _STR, _BYTES = 0, 1, 2
+
+# magic, version, endian, header_size, sections, header checksum, dim, code_bits, seed, max_entries,
+# entries, handles, namespaces, rerank, threshold, ttl, flags, clock at save, wall clock at save, hits,
+# misses, evictions, expirations; padded to 192 bytes.
+_HEADER = struct.Struct("<8sIIIIQIIQQQQIIddIIddQQQQ")
+_HEADER_SIZE = 192
+_CHECKSUM_AT = 24
+_ENTRY = struct.Struct("<IIQQQ")
+_SECTIONS = (
+    "codes",
+    "ids",
+    "lru",
+    "expires",
+    "free",
+    "ns_counts",
+    "ns_offsets",
+    "ns_names",
+    "vectors",
+    "kinds",
+    "resp_offsets",
+    "resp_blob",
+    "metadata",
+)
+_INDEX_SECTIONS = _SECTIONS[:8]
+_TABLE_END = _HEADER_SIZE + len(_SECTIONS) * _ENTRY.size
+assert _HEADER.size <= _HEADER_SIZE
+
+
+class CacheFormatError(ValueError):
+    """A cache file is not a valid snapshot: truncated, corrupted, foreign, of another format version or
+    byte order. The message names the part that is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    dim: int
+    code_bits: int
+    seed: int
+    max_entries: int
+    entries: int
+    handles: int
+    namespaces: int
+    rerank: int
+    threshold: float
+    ttl: float | None
+    clock_at_save: float
+    wall_at_save: float
+    counters: tuple[int, int, int, int]
+    # name -> (offset, length, checksum)
+    sections: dict[str, tuple[int, int, int]]
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _checksum(data: Any) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+# ---------------------------------------------------------------------------------------------- save
+def save(cache: BinarySemanticCache, path: PathLike) -> None:
+    """Writes a snapshot of ``cache`` to ``path`` atomically (temporary file, fsync, rename, fsync dir).
+
+    A concurrent ``put``/``delete`` waits for the few milliseconds the snapshot takes (the encoding and
+    writing happen after the cache's lock is released), so the file is one consistent state.
+
+    Args:
+        cache: the cache to save.
+        path: the target file; its directory must exist.
+
+    Raises:
+        TypeError: a metadata value that JSON cannot encode.
+        OSError: the file cannot be written (the previous snapshot, if any, is left as it was).
+
+    Example:
+        >>> save(cache, "cache.bsc")  # doctest: +SKIP
+    """
+    sections, header = _snapshot(cache)
+    _write_atomically(os.fspath(path), header, sections)
+
+
+def _raw(data: npt.NDArray[Any] | bytes) -> memoryview:
+    if isinstance(data, np.ndarray):
+        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return memoryview(data)
+
+
+def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
+    with cache._write_lock:
+        names, counts, codes, ids, lru, expires, free = cache._index.to_parts()
+        entries = list(cache._entries)
+        handles = len(ids) + len(free)
+        vectors = np.zeros((handles, cache.dim) if cache.rerank else (0, 0), dtype=np.int8)
+        vectors[: len(cache._vectors)] = cache._vectors[:handles]
+        clock_at_save = cache._clock()
+        with cache._stats_lock:
+            counters = (cache._hits, cache._misses, cache._evictions, cache._expirations)
+    wall_at_save = time.time()
+
+    handle_of_row = ids & _HANDLE_MASK
+    free_handles = (free & _HANDLE_MASK).tolist()
+    if len(entries) < handles:
+        entries.extend([None] * (handles - len(entries)))
+    del entries[handles:]
+    vacant = _Entry(0, "", None, "")
+    for h in free_handles:
+        entries[h] = vacant
+    if None in entries:
+        raise RuntimeError("cache snapshot is inconsistent: a live index entry has no published response")
+    entry_ids, responses, metas, _ = zip(*entries, strict=True) if entries else ((), (), (), ())
+    want_ids = np.zeros(handles, dtype=np.int64)
+    want_ids[handle_of_row] = ids
+    if handles and not np.array_equal(np.fromiter(entry_ids, dtype=np.int64, count=handles)[handle_of_row],
+                                      want_ids[handle_of_row]):
+        raise RuntimeError("cache snapshot is inconsistent: published entries differ from the index")
+
+    kinds, resp_offsets, resp_blob = _encode_responses(list(responses), handles)
+    kinds[free_handles] = _FREE
+    encoded_names = [n.encode("utf-8", "surrogatepass") for n in names]
+    name_offsets = np.zeros(len(names) + 1, dtype="<u8")
+    np.cumsum([len(n) for n in encoded_names], out=name_offsets[1:])
+    meta_list = list(metas)
+    for h in free_handles:
+        meta_list[h] = None
+    try:
+        metadata = json.dumps(meta_list, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must be JSON-serializable to be saved: {exc}") from exc
+
+    sections: list[memoryview] = [_raw(data) for data in (
+        codes.astype("<u8", copy=False),
+        ids.astype("<u4", copy=False),
+        lru.astype("<u4", copy=False),
+        expires.astype("<f8", copy=False),
+        free.astype("<u4", copy=False),
+        counts.astype("<u4", copy=False),
+        name_offsets,
+        b"".join(encoded_names),
+        vectors,
+        kinds,
+        resp_offsets,
+        resp_blob,
+        metadata.encode("utf-8", "surrogatepass"),
+    )]
+    flags = _FLAG_TTL if cache.ttl is not None else 0
+    fixed = _HEADER.pack(
+        _MAGIC, FORMAT_VERSION, _ENDIAN, _TABLE_END, len(_SECTIONS), 0,
+        cache.dim, cache.code_bits, cache.seed, cache.max_entries, len(ids), handles, len(names),
+        cache.rerank, cache.threshold, cache.ttl or 0.0, flags, 0,
+        clock_at_save, wall_at_save, *counters,
+    ).ljust(_HEADER_SIZE, b"\0")
+    table = bytearray()
+    offset = _TABLE_END
+    for view in sections:
+        offset = _align(offset)
+        table += _ENTRY.pack(len(table) // _ENTRY.size + 1, 0, offset, view.nbytes, _checksum(view))
+        offset += view.nbytes
+    header = bytearray(fixed + table)
+    struct.pack_into("<Q", header, _CHECKSUM_AT, _checksum(header))
+    return sections, bytes(header)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _encode_responses(
+    responses: list[str | bytes], handles: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], bytes]:
+    offsets = np.zeros(handles + 1, dtype="<u8")
+    try:
+        joined = "".join(responses)  # type: ignore[arg-type]  # TypeError if any is bytes
+    except TypeError:
+        joined = None
+    if joined is not None and joined.isascii():
+        # The common case in bulk: one join, lengths in C, and character offsets are byte offsets.
+        np.cumsum(np.fromiter(map(len, responses), dtype=np.int64, count=handles), out=offsets[1:])
+        return np.full(handles, _STR, dtype=np.uint8), offsets, joined.encode("ascii")
+    kinds = np.fromiter((_BYTES if isinstance(r, bytes) else _STR for r in responses), np.uint8, handles)
+    raw = [r if isinstance(r, bytes) else r.encode("utf-8", "surrogatepass") for r in responses]
+    np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=handles), out=offsets[1:])
+    return kinds, offsets, b"".join(raw)
+
+
+def _write_atomically(path: str, header: bytes, sections: list[memoryview]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            position = len(header)
+            for view in sections:
+                pad = _align(position) - position
+                f.write(b"\0" * pad)
+                f.write(view)
+                position += pad + view.nbytes
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # The rename is durable only once the directory entry is on disk.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ---------------------------------------------------------------------------------------------- load
+def load(
+    path: PathLike,
+    *,
+    dim: int | None = None,
+    code_bits: int | None = None,
+    seed: int | None = None,
+    threshold: float | None = None,
+    max_entries: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> BinarySemanticCache:
+    """Loads a snapshot written by `save`, checking every part before anything is built.
+
+    Args:
+        path: the snapshot file.
+        dim, code_bits, seed: when given, must equal the file's (codes from another projection would
+            be meaningless); ``ValueError`` otherwise.
+        threshold: a new similarity threshold (default: the saved one).
+        max_entries: a new capacity, at least the number of saved entries (default: the saved one).
+        clock: the loaded cache's monotonic clock; saved expiry times are moved onto it.
+        wall_clock: wall-clock time source, used to age entries by the time since the save (for tests).
+
+    Returns:
+        A cache equal to the saved one: entries, ids, namespaces, LRU order, remaining TTLs, rerank
+        vectors, responses, metadata and counters.
+
+    Raises:
+        CacheFormatError: the file is truncated, corrupted, foreign, of another version or byte order.
+        ValueError: dim/code_bits/seed differ from the file, or max_entries is below its entry count.
+        OSError: the file cannot be read.
+
+    Example:
+        >>> cache = load("cache.bsc", dim=384)  # doctest: +SKIP
+    """
+    with _Mapped(os.fspath(path)) as buf:
+        header = _parse_header(buf)
+        _check_expected(header, dim=dim, code_bits=code_bits, seed=seed)
+        for name in _SECTIONS:
+            _verify(buf, header, name)
+        _check_padding(buf, header)
+        capacity = header.max_entries if max_entries is None else max_entries
+        if not isinstance(capacity, int) or not 0 < capacity <= _MAX_HANDLES:
+            raise ValueError(f"max_entries must be between 1 and {_MAX_HANDLES}, got {capacity!r}")
+        if capacity < header.entries:
+            raise ValueError(f"max_entries={capacity} is below the {header.entries} saved entries")
+        index, handle_ns, names = _build_index(buf, header, capacity, clock, wall_clock)
+        try:
+            cache = BinarySemanticCache(
+                header.dim,
+                code_bits=header.code_bits,
+                seed=header.seed,
+                threshold=header.threshold if threshold is None else threshold,
+                max_entries=capacity,
+                ttl=header.ttl,
+                rerank=header.rerank,
+                clock=clock,
+            )
+        except (ValueError, TypeError) as exc:
+            if threshold is not None or max_entries is not None:
+                raise
+            raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
+        entries = _read_entries(buf, header, index, handle_ns, names)
+        rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
+        cache._vectors = _section_array(buf, header, "vectors", np.int8).reshape(rows, width).copy()
+    cache._index = index
+    cache._entries = entries
+    cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
+    return cache
+
+
+def read_index(
+    path: PathLike,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> HammingIndex:
+    """Loads only the code index of a snapshot (codes, ids, namespaces, LRU, expiry), checksummed and
+    validated: the fast path to answering Hamming lookups, without decoding responses.
+
+    Raises:
+        CacheFormatError: as for `load` (only the header and index parts are read and checked).
+
+    Example:
+        >>> index = read_index("cache.bsc")  # doctest: +SKIP
+    """
+    with _Mapped(os.fspath(path)) as buf:
+        header = _parse_header(buf)
+        for name in _INDEX_SECTIONS:
+            _verify(buf, header, name)
+        return _build_index(buf, header, header.max_entries, clock, wall_clock)[0]
+
+
+def codes_view(path: PathLike) -> tuple[mmap.mmap, npt.NDArray[np.uint64]]:
+    """The snapshot's codes as a read-only ``(n, words)`` uint64 array over the memory-mapped file, with
+    the mapping that backs it (keep it open while using the array), for scans without any copy, e.g.
+    with `bsc._native.hamming_search`. Rows are in namespace order; the header and the codes' checksum
+    are verified first.
+
+    Raises:
+        CacheFormatError: as for `load`.
+    """
+    with open(os.fspath(path), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _TABLE_END:
+            raise CacheFormatError(f"header: file is {size} bytes, shorter than the {_TABLE_END}-byte header")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    header = _parse_header(memoryview(mapped))
+    _verify(memoryview(mapped), header, "codes")
+    offset, _, _ = header.sections["codes"]
+    codes = np.frombuffer(mapped, dtype="<u8", count=header.entries * header.code_bits // 64, offset=offset)
+    return mapped, codes.reshape(header.entries, header.code_bits // 64)
+
+
+class _Mapped:
+    """The whole file as a read-only memoryview over a memory map, released on exit."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._map: mmap.mmap | None = None
+        self._view: memoryview | None = None
+
+    def __enter__(self) -> memoryview:
+        with open(self._path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _TABLE_END:
+                raise CacheFormatError(
+                    f"header: file is {size} bytes, shorter than the {_TABLE_END}-byte header (truncated?)"
+                )
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._view = memoryview(self._map)
+        return self._view
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._view is not None:
+                self._view.release()
+            if self._map is not None:
+                self._map.close()
+        except BufferError:
+            pass  # an array still views the map; it is unmapped when that array is collected
+
+
+def _parse_header(buf: memoryview) -> _Header:
+    if bytes(buf[:8]) != _MAGIC:
+        raise CacheFormatError(f"header: not a bsc cache file (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})")
+    (
+        _, version, endian, header_size, n_sections, checksum, dim, code_bits, seed, max_entries, entries,
+        handles, namespaces, rerank, threshold, ttl, flags, _, clock_at_save, wall_at_save,
+        hits, misses, evictions, expirations,
+    ) = _HEADER.unpack_from(buf)
+    if endian != _ENDIAN:
+        if endian == 0x0403_0201:
+            raise CacheFormatError("header: file was written big-endian; this reader expects little-endian")
+        raise CacheFormatError(f"header: bad endianness marker {endian:#010x}")
+    if version != FORMAT_VERSION:
+        raise CacheFormatError(
+            f"header: unsupported format version {version} (this build reads version {FORMAT_VERSION})"
+        )
+    if header_size != _TABLE_END or n_sections != len(_SECTIONS):
+        raise CacheFormatError(
+            f"header: {n_sections} sections in {header_size} bytes, expected {len(_SECTIONS)} in {_TABLE_END}"
+        )
+    head = bytearray(buf[:_TABLE_END])
+    struct.pack_into("<Q", head, _CHECKSUM_AT, 0)
+    if _checksum(head) != checksum:
+        raise CacheFormatError("header: checksum mismatch (the header or section table is corrupted)")
+    if bytes(buf[_HEADER.size:_HEADER_SIZE]).strip(b"\0"):
+        raise CacheFormatError("header: reserved bytes are not zero")
+    if code_bits not in (64, 128, 256, 512, 1024) or dim == 0:
+        raise CacheFormatError(f"header: invalid dim {dim} or code_bits {code_bits}")
+    if not entries <= handles <= _MAX_HANDLES or namespaces > entries or flags & ~_FLAG_TTL:
+        raise CacheFormatError(
+            f"header: inconsistent counts (entries {entries}, handles {handles}, namespaces {namespaces})"
+        )
+    has_ttl = bool(flags & _FLAG_TTL)
+    if has_ttl and not (math.isfinite(ttl) and ttl > 0):
+        raise CacheFormatError(f"header: invalid ttl {ttl}")
+    words = code_bits // 64
+    expected = {
+        "codes": entries * words * 8,
+        "ids": entries * 4,
+        "lru": entries * 4,
+        "expires": entries * 8 if has_ttl else 0,
+        "free": (handles - entries) * 4,
+        "ns_counts": namespaces * 4,
+        "ns_offsets": (namespaces + 1) * 8,
+        "vectors": handles * dim if rerank else 0,
+        "kinds": handles,
+        "resp_offsets": (handles + 1) * 8,
+    }
+    sections: dict[str, tuple[int, int, int]] = {}
+    position = _TABLE_END
+    for i, name in enumerate(_SECTIONS):
+        kind, _, offset, length, digest = _ENTRY.unpack_from(buf, _HEADER_SIZE + i * _ENTRY.size)
+        want = expected.get(name)
+        if kind != i + 1 or offset != _align(position) or (want is not None and length != want):
+            raise CacheFormatError(
+                f"section {name}: table entry is inconsistent (kind {kind}, offset {offset}, length {length}"
+                + (f", expected length {want})" if want is not None else ")")
+            )
+        sections[name] = (offset, length, digest)
+        position = offset + length
+    if len(buf) != position:
+        what = "truncated" if len(buf) < position else "has trailing bytes"
+        raise CacheFormatError(f"file: {len(buf)} bytes but the sections end at {position} ({what})")
+    return _Header(
+        dim=dim,
+        code_bits=code_bits,
+        seed=seed,
+        max_entries=max_entries,
+        entries=entries,
+        handles=handles,
+        namespaces=namespaces,
+        rerank=rerank,
+        threshold=threshold,
+        ttl=ttl if has_ttl else None,
+        clock_at_save=clock_at_save,
+        wall_at_save=wall_at_save,
+        counters=(hits, misses, evictions, expirations),
+        sections=sections,
+    )
+
+
+def _check_expected(header: _Header, **expected: int | None) -> None:
+    for name, want in expected.items():
+        have = getattr(header, name)
+        if want is not None and want != have:
+            raise ValueError(f"the cache file was saved with {name}={have}, but {name}={want} was expected")
+
+
+def _verify(buf: memoryview, header: _Header, name: str) -> None:
+    offset, length, digest = header.sections[name]
+    if _checksum(buf[offset : offset + length]) != digest:
+        raise CacheFormatError(f"section {name}: checksum mismatch (corrupted)")
+
+
+def _check_padding(buf: memoryview, header: _Header) -> None:
+    end = _TABLE_END
+    for name in _SECTIONS:
+        offset, length, _ = header.sections[name]
+        if bytes(buf[end:offset]).strip(b"\0"):
+            raise CacheFormatError(f"section {name}: padding before it is not zero (corrupted)")
+        end = offset + length
+
+
+def _section_array(buf: memoryview, header: _Header, name: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+    offset, length, _ = header.sections[name]
+    dt = np.dtype(dtype)
+    if length % dt.itemsize:
+        raise CacheFormatError(f"section {name}: length {length} is not a multiple of {dt.itemsize}")
+    # Native order for the Rust side; a no-op view on little-endian machines.
+    return np.frombuffer(buf, dtype=dt.newbyteorder("<"), count=length // dt.itemsize, offset=offset).astype(
+        dt.newbyteorder("="), copy=False
+    )
+
+
+def _section_bytes(buf: memoryview, header: _Header, name: str) -> memoryview:
+    offset, length, _ = header.sections[name]
+    return buf[offset : offset + length]
+
+
+def _offsets(buf: memoryview, header: _Header, name: str, blob_length: int) -> npt.NDArray[np.uint64]:
+    offsets = _section_array(buf, header, name, np.uint64)
+    if offsets[0] != 0 or offsets[-1] != blob_length or np.any(np.diff(offsets.astype(np.int64)) < 0):
+        raise CacheFormatError(f"section {name}: offsets are not increasing from 0 to {blob_length}")
+    return offsets
+
+
+def _decode(data: bytes | memoryview, what: str) -> str:
+    try:
+        return str(data, "utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise CacheFormatError(f"section {what}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _build_index(
+    buf: memoryview,
+    header: _Header,
+    capacity: int,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> tuple[HammingIndex, npt.NDArray[np.intp], list[str]]:
+    """The index, each handle's namespace number, and the namespace names."""
+    blob = _section_bytes(buf, header, "ns_names")
+    offsets = _offsets(buf, header, "ns_offsets", len(blob)).tolist()
+    names = [_decode(blob[a:b], "ns_names") for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    counts = _section_array(buf, header, "ns_counts", np.uint32)
+    ids = _section_array(buf, header, "ids", np.uint32)
+    expires = _section_array(buf, header, "expires", np.float64)
+    if len(expires):
+        # Move absolute expiry times onto the new clock, aged by the wall-clock time since the save.
+        elapsed = max(0.0, wall_clock() - header.wall_at_save)
+        shift = clock() - header.clock_at_save - elapsed
+        if shift != 0.0:
+            expires = expires + shift
+    try:
+        index = HammingIndex.from_parts(
+            header.code_bits // 64,
+            capacity,
+            header.ttl is not None,
+            names,
+            counts,
+            _section_array(buf, header, "codes", np.uint64),
+            ids,
+            _section_array(buf, header, "lru", np.uint32),
+            expires,
+            _section_array(buf, header, "free", np.uint32),
+        )
+    except ValueError as exc:
+        raise CacheFormatError(f"index: {exc}") from None
+    # from_parts checked that counts add up to the rows and that handles are unique and in range.
+    handle_ns = np.full(header.handles, -1, dtype=np.intp)
+    handle_ns[ids & _HANDLE_MASK] = np.repeat(np.arange(len(names)), counts)
+    return index, handle_ns, names
+
+
+def _read_entries(
+    buf: memoryview,
+    header: _Header,
+    index: HammingIndex,
+    handle_ns: npt.NDArray[np.intp],
+    names: list[str],
+) -> list[_Entry | None]:
+    handles = header.handles
+    ids = _section_array(buf, header, "ids", np.uint32)
+    live = handle_ns >= 0
+    kinds = _section_array(buf, header, "kinds", np.uint8)
+    if np.any(kinds > _BYTES) or not np.array_equal(kinds != _FREE, live):
+        raise CacheFormatError("section kinds: response kinds do not match the index's live entries")
+    blob = _section_bytes(buf, header, "resp_blob")
+    offsets = _offsets(buf, header, "resp_offsets", len(blob))
+    if np.any(offsets[1:][~live] != offsets[:-1][~live]):
+        raise CacheFormatError("section resp_offsets: a free handle has a response")
+    responses = _decode_responses(bytes(blob), offsets.tolist(), kinds)
+
+    try:
+        metas = json.loads(_decode(_section_bytes(buf, header, "metadata"), "metadata"))
+    except json.JSONDecodeError as exc:
+        raise CacheFormatError(f"section metadata: invalid JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(metas, list) or len(metas) != handles:
+        raise CacheFormatError(f"section metadata: expected a JSON array of {handles} items")
+    frozen: list[Mapping[str, Any] | None] = []
+    for m in metas:
+        if m is None:
+            frozen.append(None)
+        elif isinstance(m, dict):
+            frozen.append(MappingProxyType(m))
+        else:
+            raise CacheFormatError(f"section metadata: an item is a {type(m).__name__}, not an object or null")
+
+    entry_ids = np.zeros(handles, dtype=np.int64)
+    entry_ids[ids & _HANDLE_MASK] = ids
+    namespace_of = np.array([*names, ""], dtype=object)[handle_ns].tolist()
+    # tuple.__new__ builds the named tuples in C: a million entries in tens of milliseconds.
+    entries: list[_Entry | None] = list(
+        map(tuple.__new__, repeat(_Entry), zip(entry_ids.tolist(), responses, frozen, namespace_of, strict=True))
+    )
+    for h in np.flatnonzero(~live).tolist():
+        entries[h] = None
+    return entries
+
+
+def _decode_responses(blob: bytes, offsets: list[int], kinds: npt.NDArray[np.uint8]) -> list[str | bytes]:
+    slices = map(slice, offsets[:-1], offsets[1:])
+    if not np.any(kinds == _BYTES) and blob.isascii():
+        # ASCII: byte offsets are character offsets, so decode once and slice.
+        return list(map(str(blob, "ascii").__getitem__, slices))
+    out: list[str | bytes] = []
+    for s, kind in zip(slices, kinds.tolist(), strict=True):
+        out.append(blob[s] if kind == _BYTES else _decode(blob[s], "resp_blob"))
+    return out
