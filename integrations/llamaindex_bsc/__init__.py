@@ -1,3 +1,24 @@
-"""LlamaIndex integration of bsc (filled in by the LlamaIndex issue)."""
+"""LlamaIndex integration of bsc: a caching wrapper for any LLM, and a question-level cache for RAG.
 
-__all__: list[str] = []
+Install the LLM cache before building indexes or engines (they read ``Settings.llm`` when built).
+
+Example:
+    >>> from llama_index.core import Settings
+    >>> from llama_index.core.llms import MockLLM
+    >>> from llamaindex_bsc import BinarySemanticCacheLLM
+    >>> Settings.llm = BinarySemanticCacheLLM(llm=MockLLM())
+"""
+
+from llamaindex_bsc.keys import CacheKey, KeyFunction, LLMCall, default_cache_key
+from llamaindex_bsc.llm import BinarySemanticCacheLLM, install_llm_cache
+from llamaindex_bsc.query_engine import SemanticCacheQueryEngine
+
+__all__ = [
+    "BinarySemanticCacheLLM",
+    "CacheKey",
+    "KeyFunction",
+    "LLMCall",
+    "SemanticCacheQueryEngine",
+    "default_cache_key",
+    "install_llm_cache",
+]

@@ -26,8 +26,10 @@ __all__ = [
     "Unkeyable",
     "default_cache_key",
     "json_safe",
+    "json_safe_items",
     "model_identity",
     "namespace_for",
+    "namespace_prefix",
 ]
 
 #: Call kwargs that mean a tool/function-calling request; such calls are passed through uncached.
@@ -148,14 +150,20 @@ def _digest(parts: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def namespace_for(user_namespace: str, parts: Any) -> str:
-    """The cache namespace of one exact partition: the user's namespace plus a digest of ``parts``.
+def namespace_for(kind: str, user_namespace: str, parts: Any) -> str:
+    """The cache namespace of one exact partition: what is cached (``"llm"`` or ``"query"``), the
+    user's namespace, and a digest of ``parts``.
 
     Example:
-        >>> namespace_for("default", {"a": 1}).startswith("llamaindex:default:")
+        >>> namespace_for("llm", "default", {"a": 1}).startswith("llamaindex-llm:default:")
         True
     """
-    return f"llamaindex:{user_namespace}:{_digest(parts)}"
+    return f"{namespace_prefix(kind, user_namespace)}{_digest(parts)}"
+
+
+def namespace_prefix(kind: str, user_namespace: str) -> str:
+    """What every namespace of ``kind`` in ``user_namespace`` starts with (for clearing them all)."""
+    return f"llamaindex-{kind}:{user_namespace}:"
 
 
 def _exact_only(key: CacheKey) -> CacheKey:

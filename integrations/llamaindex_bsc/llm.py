@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -34,7 +35,6 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.settings import Settings
 from llama_index.core.types import TokenAsyncGen, TokenGen
 
-from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
 from llamaindex_bsc._construction import build_cache
 from llamaindex_bsc.keys import (
     TOOL_KWARGS,
@@ -47,6 +47,7 @@ from llamaindex_bsc.keys import (
     json_safe,
     model_identity,
     namespace_for,
+    namespace_prefix,
 )
 from llamaindex_bsc.responses import (
     StoredAnswer,
@@ -208,6 +209,13 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         """The underlying `bsc.SemanticCache` (``stats()``, ``clear()``)."""
         return self._cache
 
+    def clear(self) -> None:
+        """Forgets the answers cached under this wrapper's ``namespace`` (for every wrapped model)."""
+        prefix = namespace_prefix("llm", self.namespace)
+        for namespace in self._cache.cache.namespaces():
+            if namespace.startswith(prefix):
+                self._cache.clear(namespace)
+
     # ---------------------------------------------------------------- keys
     def _slot(self, call: LLMCall) -> _Slot | None:
         if TOOL_KWARGS & call.kwargs.keys():
@@ -238,7 +246,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         except Unkeyable as exc:
             logger.debug("call not cached: %s", exc)
             return None
-        return _Slot(namespace_for(self.namespace, parts), key.text)
+        return _Slot(namespace_for("llm", self.namespace, parts), key.text)
 
     def _chat_slot(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Slot | None:
         return self._slot(LLMCall("chat", messages=tuple(messages), kwargs=kwargs))
@@ -437,7 +445,9 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
             yield chat_response(answer, info, text=text, delta=delta)
 
     # ---------------------------------------------------------------- templated calls (question keys)
-    def _pending_question(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> _PendingQuestion | None:
+    def _pending_question(
+        self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]
+    ) -> _PendingQuestion | None:
         values = {**prompt.kwargs, **prompt_args}
         for var in self.question_vars:
             question = values.get(var)
@@ -665,4 +675,3 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
     wrapper = BinarySemanticCacheLLM(llm, **options)
     Settings.llm = wrapper
     return wrapper
-
