@@ -58,7 +58,13 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """Counters and sizes of a cache (a snapshot)."""
+    """Counters and sizes of a cache (a snapshot).
+
+    ``index_bytes`` is what the live entries occupy (code, id, LRU/position slot, expiry when on:
+    48 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
+    slots; ``vector_bytes`` is the int8 rerank copies (``dim`` bytes an entry). ``bytes_per_entry`` is
+    ``(index_bytes + vector_bytes) / entries``. Responses and metadata are not counted.
+    """
 
     hits: int
     misses: int
@@ -68,6 +74,7 @@ class CacheStats:
     entries: int
     namespaces: int
     index_bytes: int
+    index_bytes_allocated: int
     vector_bytes: int
     bytes_per_entry: float
 
@@ -373,7 +380,8 @@ class BinarySemanticCache:
         """Hits, misses, hit rate, evictions, expirations, entries and bytes in use."""
         entries = len(self._index)
         index_bytes = self._index.bytes_in_use()
-        vector_bytes = int(self._vectors.nbytes)
+        index_allocated = self._index.bytes_allocated()
+        vector_bytes = entries * self._vectors.shape[1]
         with self._stats_lock:
             hits, misses = self._hits, self._misses
             evictions, expirations = self._evictions, self._expirations
@@ -387,6 +395,7 @@ class BinarySemanticCache:
             entries=entries,
             namespaces=len(self._index.namespaces()),
             index_bytes=index_bytes,
+            index_bytes_allocated=index_allocated,
             vector_bytes=vector_bytes,
             bytes_per_entry=(index_bytes + vector_bytes) / entries if entries else 0.0,
         )

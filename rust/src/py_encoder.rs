@@ -23,13 +23,14 @@ fn rows_f32<'a, T: Element + Copy>(arr: &'a numpy::PyReadonlyArrayDyn<'_, T>, ca
 where
     T: 'static,
 {
-    match arr.as_slice() {
-        Ok(s) if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() => {
+    // `as_slice` also accepts Fortran order, whose memory order is not the row order we need.
+    match arr.as_slice().ok().filter(|_| arr.is_c_contiguous()) {
+        Some(s) if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() => {
             // SAFETY: T is f32 (checked through TypeId just above), so the slice has the same layout.
             Cow::Borrowed(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
         }
-        Ok(s) => Cow::Owned(s.iter().map(|&v| cast(v)).collect()),
-        Err(_) => Cow::Owned(arr.as_array().iter().map(|&v| cast(v)).collect()),
+        Some(s) => Cow::Owned(s.iter().map(|&v| cast(v)).collect()),
+        None => Cow::Owned(arr.as_array().iter().map(|&v| cast(v)).collect()),
     }
 }
 

@@ -114,9 +114,10 @@ impl HammingIndex {
         expires_at: f64,
     ) -> PyResult<(Vec<EntryId>, Vec<EntryId>)> {
         let words = codes.shape()[1];
+        // Row order: `as_slice` alone would also accept a Fortran-ordered array.
         let flat: Vec<u64> = match codes.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => codes.as_array().iter().copied().collect(),
+            Ok(s) if codes.is_c_contiguous() => s.to_vec(),
+            _ => codes.as_array().iter().copied().collect(),
         };
         Ok(py.detach(|| -> crate::error::Result<_> {
             let mut ix = self.write();
