@@ -1,0 +1,350 @@
+"""BinarySemanticCache: hits are right, eviction/TTL/delete/namespace rules hold, bad input stores nothing."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bsc import BinarySemanticCache
+from bsc.thresholds import cosine_spread, radius_for, shortlist_radius, similarity_from_distance
+
+DIM = 64
+
+
+def unit(rng: np.random.Generator, n: int | None = None, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n or 1, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x if n else x[0]
+
+
+def at_cosine(rng: np.random.Generator, x: np.ndarray, cos: float) -> np.ndarray:
+    """A unit vector at exactly cosine ``cos`` to unit vector ``x``."""
+    r = rng.standard_normal(x.shape).astype(np.float64)
+    r -= (r @ x) * x
+    r /= np.linalg.norm(r)
+    return (cos * x + math.sqrt(1 - cos * cos) * r).astype(np.float32)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("rerank", [0, 10])
+def test_paraphrase_hits_and_unrelated_misses(rerank: int) -> None:
+    rng = np.random.default_rng(0)
+    cache = BinarySemanticCache(DIM, threshold=0.9, rerank=rerank)
+    stored = unit(rng, 200)
+    cache.put_many(stored, [f"answer {i}" for i in range(200)])
+    for i in range(0, 200, 10):
+        hit = cache.get(at_cosine(rng, stored[i], 0.99))
+        assert hit is not None and hit.response == f"answer {i}"
+        assert hit.similarity > 0.9
+    misses = sum(cache.get(unit(rng)) is None for _ in range(50))
+    assert misses == 50
+    s = cache.stats()
+    assert (s.hits, s.misses) == (20, 50)
+    assert s.hit_rate == pytest.approx(20 / 70)
+
+
+def test_two_stage_decides_by_exact_cosine_at_the_threshold() -> None:
+    rng = np.random.default_rng(1)
+    cache = BinarySemanticCache(DIM, threshold=0.9, rerank=10)
+    x = unit(rng)
+    cache.put(x, "a")
+    # int8 copies carry about 1e-3 of cosine error; stay clear of it.
+    assert cache.get(at_cosine(rng, x, 0.92)) is not None
+    assert cache.get(at_cosine(rng, x, 0.88)) is None
+    hit = cache.get(at_cosine(rng, x, 0.95))
+    assert hit is not None and hit.similarity == pytest.approx(0.95, abs=0.01)
+
+
+def test_binary_mode_uses_the_calibrated_radius() -> None:
+    rng = np.random.default_rng(2)
+    cache = BinarySemanticCache(DIM, threshold=0.9, rerank=0)
+    x = unit(rng)
+    cache.put(x, "a")
+    n, r = 256, radius_for(0.9, 256)
+    hit = cache.search(x, k=1)[0]
+    assert hit.distance == 0 and hit.similarity == 1.0
+    # Whatever is returned is within the radius, and its similarity is the SimHash estimate.
+    for _ in range(200):
+        h = cache.search(at_cosine(rng, x, 0.9), k=1)
+        if h:
+            assert h[0].distance <= r
+            assert h[0].similarity == pytest.approx(similarity_from_distance(h[0].distance, n))
+
+
+def test_threshold_maps_to_hamming_radius_by_simhash_relation() -> None:
+    assert radius_for(0.9, 256) == 36  # floor(256 * acos(0.9) / pi)
+    assert radius_for(1.0, 256) == 0
+    assert radius_for(0.0, 256) == 128
+    assert similarity_from_distance(36, 256) >= 0.9 > similarity_from_distance(37, 256)
+    assert cosine_spread(0.9, 256) == pytest.approx(0.03, abs=0.002)
+    assert shortlist_radius(0.9, 256) > radius_for(0.9, 256)
+
+
+def test_namespaces_are_isolated() -> None:
+    rng = np.random.default_rng(3)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    cache.put(x, "in a", namespace="a")
+    assert cache.get(x, namespace="b") is None
+    hit = cache.get(x, namespace="a")
+    assert hit is not None and hit.namespace == "a"
+    cache.put_many(unit(rng, 500), ["noise"] * 500, namespace="big")
+    assert cache.get(x, namespace="a").response == "in a"  # type: ignore[union-attr]
+    cache.clear("big")
+    assert len(cache) == 1 and cache.namespaces() == ["a"]
+
+
+def test_lru_eviction_keeps_recently_used_entries() -> None:
+    rng = np.random.default_rng(4)
+    cache = BinarySemanticCache(DIM, max_entries=3)
+    xs = unit(rng, 4)
+    ids = [cache.put(xs[i], str(i)) for i in range(3)]
+    assert cache.get(xs[0]) is not None  # 0 is now the most recently used
+    cache.put(xs[3], "3")  # evicts 1, the least recently used
+    assert ids[1] not in cache
+    assert cache.get(xs[1]) is None
+    assert [cache.get(xs[i]).response for i in (0, 2, 3)] == ["0", "2", "3"]  # type: ignore[union-attr]
+    assert cache.stats().evictions == 1
+    assert len(cache) == 3
+
+
+def test_ttl_expires_entries_with_an_injected_clock() -> None:
+    rng = np.random.default_rng(5)
+    clock = FakeClock()
+    cache = BinarySemanticCache(DIM, ttl=10.0, clock=clock)
+    old = unit(rng)
+    cache.put(old, "old")
+    clock.now += 5
+    young = unit(rng)
+    cache.put(young, "young")
+    assert cache.get(old) is not None
+    clock.now += 6  # old is 11 s old, young 6 s
+    assert cache.get(old) is None
+    assert cache.get(young).response == "young"  # type: ignore[union-attr]
+    assert len(cache) == 1 and cache.stats().expirations == 1
+    clock.now += 10
+    assert cache.purge_expired() == 1 and len(cache) == 0
+
+
+def test_expired_nearest_entry_does_not_hide_a_live_match() -> None:
+    rng = np.random.default_rng(6)
+    clock = FakeClock()
+    cache = BinarySemanticCache(DIM, ttl=10.0, clock=clock, rerank=0)
+    x = unit(rng)
+    cache.put(x, "expiring")
+    clock.now += 5
+    cache.put(at_cosine(rng, x, 0.995), "live")
+    clock.now += 6
+    assert cache.get(x).response == "live"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("rerank", [0, 10])
+def test_delete_never_hides_another_live_match(rerank: int) -> None:
+    rng = np.random.default_rng(7)
+    cache = BinarySemanticCache(DIM, rerank=rerank)
+    x = unit(rng)
+    near = cache.put(x, "nearest")
+    cache.put(at_cosine(rng, x, 0.99), "second")
+    cache.put_many(unit(rng, 100), ["other"] * 100)
+    assert cache.delete(near) is True
+    assert cache.delete(near) is False
+    assert cache.get(x).response == "second"  # type: ignore[union-attr]
+    assert len(cache) == 101
+
+
+def test_stale_id_does_not_delete_the_next_occupant() -> None:
+    rng = np.random.default_rng(8)
+    cache = BinarySemanticCache(DIM)
+    a = cache.put(unit(rng), "a")
+    cache.delete(a)
+    b = cache.put(unit(rng), "b")
+    assert a != b
+    assert cache.delete(a) is False and b in cache
+
+
+def test_metadata_is_returned_and_private() -> None:
+    rng = np.random.default_rng(9)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    meta = {"model": "m1"}
+    cache.put(x, "a", metadata=meta)
+    meta["model"] = "changed"
+    hit = cache.get(x)
+    assert hit is not None and hit.metadata == {"model": "m1"}
+    with pytest.raises(TypeError):
+        hit.metadata["model"] = "x"  # type: ignore[index]
+
+
+def test_memory_is_48_bytes_an_entry_in_binary_mode() -> None:
+    rng = np.random.default_rng(10)
+    cache = BinarySemanticCache(384, rerank=0)
+    cache.put_many(unit(rng, 5000, 384), ["r"] * 5000, namespace="n")
+    s = cache.stats()
+    assert s.entries == 5000
+    assert s.bytes_per_entry <= 48.01  # 32 code + 4 id + 12 slot, plus the namespace name once
+    assert s.index_bytes_allocated >= s.index_bytes
+    two_stage = BinarySemanticCache(384, rerank=10)
+    two_stage.put_many(unit(rng, 100, 384), ["r"] * 100)
+    assert two_stage.stats().bytes_per_entry <= 48.1 + 384
+
+
+def test_put_many_and_search_return_ids_and_ordered_candidates() -> None:
+    rng = np.random.default_rng(11)
+    cache = BinarySemanticCache(DIM, threshold=0.8)
+    x = unit(rng)
+    ids = cache.put_many(np.stack([at_cosine(rng, x, c) for c in (0.85, 0.99, 0.93)]), ["c85", "c99", "c93"])
+    assert len(set(ids)) == 3
+    hits = cache.search(x, k=5)
+    assert [h.response for h in hits] == ["c99", "c93", "c85"]
+    assert cache.stats().hits == 0  # search is not a lookup
+
+
+BAD_INPUTS = [
+    (np.zeros(DIM + 1, dtype=np.float32), ValueError, "dimension"),
+    (np.full(DIM, np.nan, dtype=np.float32), ValueError, "NaN or infinity"),
+    (np.full(DIM, np.inf), ValueError, "NaN or infinity"),
+    (np.zeros(DIM, dtype=np.float32), ValueError, "all-zero"),
+    (np.ones(DIM, dtype=np.int64), TypeError, "float"),
+    (np.array(["a"] * DIM), TypeError, "float"),
+    ("a prompt", TypeError, "float array"),
+    (np.ones((2, 3, DIM), dtype=np.float32), ValueError, "shape"),
+    (np.ones((1, DIM), dtype=np.float32), ValueError, "shape"),
+    (np.ones(0, dtype=np.float32), ValueError, "dimension"),
+    ([[1.0, 2.0], [3.0]], ValueError, "rectangular"),
+]
+
+
+@pytest.mark.parametrize(("value", "error", "message"), BAD_INPUTS)
+def test_bad_embedding_raises_and_stores_nothing(value: object, error: type[Exception], message: str) -> None:
+    cache = BinarySemanticCache(DIM)
+    with pytest.raises(error, match=message):
+        cache.put(value, "r")  # type: ignore[arg-type]
+    with pytest.raises(error, match=message):
+        cache.get(value)  # type: ignore[arg-type]
+    assert len(cache) == 0 and cache.stats().misses == 0
+
+
+def test_bad_batches_store_nothing() -> None:
+    rng = np.random.default_rng(12)
+    cache = BinarySemanticCache(DIM)
+    good = unit(rng, 3)
+    bad = good.copy()
+    bad[2, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cache.put_many(bad, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 responses"):
+        cache.put_many(good, ["a", "b"])
+    with pytest.raises(TypeError, match="response 1"):
+        cache.put_many(good, ["a", 2, "c"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="at least one"):
+        cache.put_many(np.zeros((0, DIM), dtype=np.float32), [])
+    with pytest.raises(TypeError, match="namespace"):
+        cache.put(good[0], "a", namespace=3)  # type: ignore[arg-type]
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threshold": 1.5}, {"threshold": float("nan")}, {"code_bits": 100}, {"max_entries": 0}, {"ttl": -1.0},
+     {"rerank": -1}, {"threshold": "0.9"}],
+)
+def test_bad_parameters_raise_value_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        BinarySemanticCache(DIM, **kwargs)  # type: ignore[arg-type]
+
+
+def test_non_contiguous_embeddings_work() -> None:
+    rng = np.random.default_rng(13)
+    wide = unit(rng, 10, 2 * DIM)
+    view = wide[:, ::2]
+    cache = BinarySemanticCache(DIM)
+    cache.put_many(view, [str(i) for i in range(10)])
+    for i in range(10):
+        assert cache.get(np.ascontiguousarray(view[i])).response == str(i)  # type: ignore[union-attr]
+    assert cache.get(np.asfortranarray(view)[3]).response == "3"  # type: ignore[union-attr]
+
+
+def test_concurrent_get_put_delete_clear_never_returns_a_wrong_entry() -> None:
+    rng = np.random.default_rng(14)
+    vectors = unit(rng, 400)
+    cache = BinarySemanticCache(DIM, threshold=0.95, max_entries=300)
+    errors: list[BaseException] = []
+    wrong: list[str] = []
+
+    def worker(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        try:
+            for _ in range(600):
+                i = int(r.integers(400))
+                op = r.random()
+                if op < 0.45:
+                    hit = cache.get(vectors[i])
+                    # Vectors are near-orthogonal: a hit for vector i can only be vector i's answer.
+                    if hit is not None and hit.response != f"v{i}":
+                        wrong.append(f"{i} -> {hit.response}")
+                elif op < 0.9:
+                    cache.put(vectors[i], f"v{i}")
+                elif op < 0.99:
+                    for h in cache.search(vectors[i], k=3):
+                        cache.delete(h.id)
+                else:
+                    cache.clear()
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert not wrong, wrong[:5]
+    assert len(cache) <= 300
+    for h in cache.search(vectors[0], k=50):
+        assert h.id in cache
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["put", "get", "delete"]), st.integers(0, 19)), max_size=60))
+def test_random_operations_agree_with_a_dict_model(ops: list[tuple[str, int]]) -> None:
+    rng = np.random.default_rng(15)
+    vectors = unit(rng, 20)
+    cache = BinarySemanticCache(DIM, threshold=0.95, max_entries=8)
+    model: dict[int, list[int]] = {}  # vector -> live ids (newest last)
+    order: list[int] = []  # live ids, least recently used first
+    for op, i in ops:
+        if op == "put":
+            new = cache.put(vectors[i], f"v{i}")
+            if len(order) == 8:
+                gone = order.pop(0)
+                for ids in model.values():
+                    if gone in ids:
+                        ids.remove(gone)
+            model.setdefault(i, []).append(new)
+            order.append(new)
+        elif op == "get":
+            hit = cache.get(vectors[i])
+            if model.get(i):
+                assert hit is not None and hit.response == f"v{i}" and hit.id in model[i]
+                order.remove(hit.id)
+                order.append(hit.id)
+            else:
+                assert hit is None
+        elif model.get(i):
+            victim = model[i].pop(0)
+            assert cache.delete(victim)
+            order.remove(victim)
+        assert len(cache) == len(order)
+    assert sorted(order) == sorted(i for ids in model.values() for i in ids)
