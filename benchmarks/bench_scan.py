@@ -6,7 +6,7 @@ machine even when the absolute times drift. Single-thread rows run with `RAYON_N
 when the pool starts), which also measures faiss k=1 so that its ratio is from its own run.
 
 Usage:
-    python benchmarks/bench_scan.py            # N = 10k, 100k, 1M
+    python benchmarks/bench_scan.py            # N = 10k, 100k, 1M, 4M
     python benchmarks/bench_scan.py --quick    # N = 10k, 100k
 
 Prints a table and writes `benchmarks/results/scan.json`.
@@ -90,7 +90,7 @@ def _faiss_index(codes: np.ndarray) -> Any:
 
 
 def _reps(n: int, scale: float) -> int:
-    return max(20, int(scale * {10_000: 3000, 100_000: 600, 1_000_000: 80}.get(n, 100)))
+    return max(20, int(scale * {10_000: 3000, 100_000: 600, 1_000_000: 80, 4_000_000: 25}.get(n, 100)))
 
 
 def _check_agreement(codes: np.ndarray, queries: np.ndarray, index: Any) -> None:
@@ -203,7 +203,8 @@ def main() -> None:
         print(json.dumps(run_two_threads_child(args.child_two_threads, args.words, args.scale)))
         return
 
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    # 4M (128 MB of 256-bit codes) is the one size above the parallel cutoff (48 MiB), for the 2-thread row.
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000, 4_000_000]
     rows: list[dict[str, Any]] = []
     child_cmd = [sys.executable, __file__, "--words", str(args.words), "--scale", str(args.scale)]
     child_cmd.append("--child-two-threads")

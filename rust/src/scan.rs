@@ -11,8 +11,6 @@
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -110,10 +108,13 @@ pub fn selected_level() -> Level {
     })
 }
 
-/// Scans at least this many bytes of codes (8192 codes of 256 bits) are split over the rayon pool when it has
-/// more than one thread. Measured on a 2-core Zen 5: below ~256 KiB waking a second worker costs more than it
-/// saves; from 256 KiB on, two threads take ~0.6–0.7× the time of one. See `benchmarks/bench_scan.py`.
-pub const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+/// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the rayon pool when it
+/// has more than one thread. Measured on the 2-core Zen 5 we develop on, shared and saturated by other jobs
+/// (one query, 256-bit codes, AVX-512, time with 2 parts / time with 1): 2.1–2.5 at 1 MB, 1.4–1.5 at 4 MB,
+/// 1.35 at 16 MB, 1.0–2.6 at 32 MB, 0.77–0.91 at 48 MB, ~1.0 at 64–128 MB. Handing a part to a worker costs
+/// ~13 µs here and the scan is bound by memory bandwidth, so a second thread only pays off on scans large
+/// enough to hide both. (No idle machine was available to measure; there the break-even may be lower.)
+pub const PARALLEL_MIN_BYTES: usize = 48 << 20;
 
 /// The `k` codes nearest to `query` among rows of `codes` (`words` u64 per row) within `max_distance`,
 /// sorted by (distance, index).
@@ -184,15 +185,25 @@ pub fn search_split(
     let level = clamp_level(level);
     // Whole SIMD blocks (at most 16 rows) per part, so only the last part has a scalar tail.
     let rows_per_part = n.div_ceil(parts.max(1)).next_multiple_of(16);
-    let parts: Vec<Vec<Neighbor>> = codes
-        .par_chunks(rows_per_part * words)
-        .enumerate()
-        .map(|(p, chunk)| {
-            let mut top = TopK::new(k, max_distance, chunk.len() / words);
-            scan_rows(level, chunk, words, query, p * rows_per_part, &mut top);
-            top.into_sorted()
-        })
-        .collect();
+    let scan_part = |p: usize, chunk: &[u64]| {
+        let mut top = TopK::new(k, max_distance, chunk.len() / words);
+        scan_rows(level, chunk, words, query, p * rows_per_part, &mut top);
+        top.into_sorted()
+    };
+    let chunks: Vec<&[u64]> = codes.chunks(rows_per_part * words).collect();
+    let mut parts: Vec<Vec<Neighbor>> = vec![Vec::new(); chunks.len()];
+    // The calling thread scans the first part itself and hands only the others to the pool: one wake-up fewer
+    // than `par_iter`, which from a non-pool thread (Python's) parks the caller and wakes every worker.
+    rayon::in_place_scope(|s| {
+        let mut jobs = parts.iter_mut().zip(&chunks).enumerate();
+        let first = jobs.next();
+        for (p, (slot, chunk)) in jobs {
+            s.spawn(move |_| *slot = scan_part(p, chunk));
+        }
+        if let Some((p, (slot, chunk))) = first {
+            *slot = scan_part(p, chunk);
+        }
+    });
     let mut all: Vec<Neighbor> = parts.into_iter().flatten().collect();
     all.sort_unstable();
     all.truncate(k);
