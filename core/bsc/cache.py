@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -364,6 +365,58 @@ class BinarySemanticCache:
     def touch(self, id: int) -> bool:
         """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
         return isinstance(id, int) and 0 <= id < 2**32 and self._index.touch(id)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes a snapshot to ``path`` atomically: a crash mid-save leaves the previous file intact.
+
+        The file holds the codes, ids, namespaces, LRU order, remaining TTLs, rerank vectors, responses,
+        metadata (JSON) and counters, each part checksummed; see `bsc.persistence`.
+
+        Raises:
+            TypeError: a metadata value that JSON cannot encode.
+            OSError: the file cannot be written.
+
+        Example:
+            >>> cache.save("cache.bsc")  # doctest: +SKIP
+        """
+        from bsc.persistence import save
+
+        save(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dim: int | None = None,
+        code_bits: int | None = None,
+        seed: int | None = None,
+        threshold: float | None = None,
+        max_entries: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> BinarySemanticCache:
+        """Loads a snapshot written by `save`. Nothing in the file is executed (no pickle).
+
+        Args:
+            path: the snapshot file.
+            dim, code_bits, seed: when given, must equal the saved ones.
+            threshold, max_entries: new settings (default: the saved ones).
+            clock: the new cache's clock; remaining TTLs carry over.
+
+        Raises:
+            bsc.CacheFormatError: the file is truncated, corrupted, foreign, or of another version.
+            ValueError: dim, code_bits or seed differ from the file's.
+
+        Example:
+            >>> cache = BinarySemanticCache.load("cache.bsc", dim=384)  # doctest: +SKIP
+        """
+        from bsc.persistence import load
+
+        return load(
+            path, dim=dim, code_bits=code_bits, seed=seed, threshold=threshold, max_entries=max_entries,
+            clock=clock,
+        )
 
     # ---------------------------------------------------------------- introspection
     def __len__(self) -> int:
