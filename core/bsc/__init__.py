@@ -12,6 +12,7 @@ Example:
 from bsc._native import BinaryEncoder
 from bsc.cache import DEFAULT_RERANK, DEFAULT_THRESHOLD, BinarySemanticCache, CacheStats, Hit
 from bsc.guard import FalseHitGuard
+from bsc.persistence import CacheFormatError
 from bsc.text_cache import SemanticCache, SemanticCacheStats, Verifier
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "BinaryEncoder",
     "BinarySemanticCache",
+    "CacheFormatError",
     "CacheStats",
     "FalseHitGuard",
     "Hit",
