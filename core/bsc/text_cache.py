@@ -6,12 +6,15 @@ the embedding and the binary cache, then the false-hit guard and an optional ver
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -75,8 +78,16 @@ class SemanticCache:
         verifier: optional extra check on each semantic candidate (see `Verifier`).
         memo_size: how many recent text → embedding results to remember (a lookup that misses and the
             update that follows embed the text once).
+        path: a snapshot file: loaded if it exists (its dim, code_bits, seed, ttl and rerank must match
+            the embedder and the options given; threshold, max_entries and clock apply), and the default
+            target of `save`.
+        autosave: also save to ``path`` when the interpreter exits.
         **cache_options: passed to `BinarySemanticCache` (threshold, code_bits, seed, max_entries, ttl,
             rerank, clock).
+
+    Raises:
+        bsc.CacheFormatError: ``path`` exists but is not a valid snapshot.
+        ValueError: the snapshot's settings differ from the embedder's dim or the options given.
 
     Example:
         >>> cache = SemanticCache()
@@ -92,10 +103,18 @@ class SemanticCache:
         guard: FalseHitGuard | bool = True,
         verifier: Verifier | None = None,
         memo_size: int = 1024,
+        path: str | os.PathLike[str] | None = None,
+        autosave: bool = False,
         **cache_options: Any,
     ) -> None:
         self.embedder: Embedder = embedder if embedder is not None else default_embedder()
-        self.cache = BinarySemanticCache(self.embedder.dim, **cache_options)
+        if autosave and path is None:
+            raise ValueError("autosave needs a path to save to")
+        self.path = None if path is None else os.fspath(path)
+        if self.path is not None and os.path.exists(self.path):
+            self.cache = _load_cache(self.path, self.embedder.dim, cache_options)
+        else:
+            self.cache = BinarySemanticCache(self.embedder.dim, **cache_options)
         if guard is True:
             self.guard: FalseHitGuard | None = FalseHitGuard()
         elif guard is False:
@@ -113,6 +132,10 @@ class SemanticCache:
         self._guard_rejections = self._verifier_rejections = 0
         self._embed_seconds = self._search_seconds = 0.0
         self._embedded = 0
+        if len(self.cache):
+            self._exact = _exact_table(self.cache)
+        if autosave:
+            atexit.register(_autosave, weakref.ref(self))
 
     # ---------------------------------------------------------------- embedding with a memo
     def _memo_get(self, texts: Sequence[str]) -> tuple[list[npt.NDArray[np.float32] | None], list[int]]:
@@ -337,8 +360,80 @@ class SemanticCache:
                 cache=cache,
             )
 
+    def save(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Writes a snapshot atomically to ``path``, or to the ``path`` given at construction. The memo
+        and the text-level counters are not saved; the exact-text table is rebuilt on load.
+
+        Raises:
+            ValueError: no path given here or at construction.
+            TypeError: a metadata value that JSON cannot encode.
+            OSError: the file cannot be written.
+
+        Example:
+            >>> cache.save("cache.bsc")  # doctest: +SKIP
+        """
+        target = path if path is not None else self.path
+        if target is None:
+            raise ValueError("no path to save to: pass one here or to SemanticCache(path=...)")
+        self.cache.save(target)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], embedder: Embedder | None = None, **options: Any
+    ) -> SemanticCache:
+        """A text cache over the snapshot at ``path`` (which must exist); ``options`` as for the constructor.
+
+        Raises:
+            FileNotFoundError: there is no file at ``path``.
+            bsc.CacheFormatError: the file is not a valid snapshot.
+            ValueError: the snapshot's dim/code_bits/seed/ttl/rerank differ from the embedder or options.
+
+        Example:
+            >>> cache = SemanticCache.load("cache.bsc")  # doctest: +SKIP
+        """
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no cache file at {os.fspath(path)!r}")
+        return cls(embedder, path=path, **options)
+
     def __repr__(self) -> str:
         return f"SemanticCache(embedder={self.embedder.name!r}, cache={self.cache!r})"
+
+
+def _load_cache(path: str, dim: int, options: dict[str, Any]) -> BinarySemanticCache:
+    known = {"code_bits", "seed", "threshold", "max_entries", "clock", "ttl", "rerank"}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"unexpected cache options: {sorted(unknown)}")
+    loaded = {k: v for k, v in options.items() if k not in ("ttl", "rerank")}
+    cache = BinarySemanticCache.load(path, dim=dim, **loaded)
+    for name in ("ttl", "rerank"):
+        if name in options and options[name] != getattr(cache, name):
+            raise ValueError(
+                f"the cache file was saved with {name}={getattr(cache, name)}, but {name}={options[name]} was given"
+            )
+    return cache
+
+
+def _exact_table(cache: BinarySemanticCache) -> dict[bytes, int]:
+    """The exact-text table rebuilt from the prompts stored in the entries' metadata; least recently used
+    first, so where two entries share a prompt the most recently used one wins."""
+    table: dict[bytes, int] = {}
+    for entry_id in cache._index.lru_order():
+        hit = cache.entry(entry_id)
+        prompt = None if hit is None or hit.metadata is None else hit.metadata.get("prompt")
+        if hit is not None and isinstance(prompt, str):
+            table[_exact_key(hit.namespace, prompt)] = entry_id
+    return table
+
+
+def _autosave(ref: weakref.ReferenceType[SemanticCache]) -> None:
+    cache = ref()
+    if cache is None:
+        return
+    try:
+        cache.save()
+    except Exception:  # at exit there is no caller left to raise to
+        logger.exception("autosave of the semantic cache to %s failed", cache.path)
 
 
 def _check_text(text: object, index: int) -> None:
