@@ -35,12 +35,15 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
     if arr.size == 0:
         raise ValueError(f"expected at least one {what}, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out)
-    if not finite.all():
-        where = np.argwhere(~finite)[0]
-        raise ValueError(f"the {what} contains NaN or infinity at index {tuple(int(i) for i in where)}")
-    norms = np.linalg.norm(out, axis=-1)
-    if np.any(norms == 0.0):
+    # One pass finds both problems: a NaN/inf makes its row's sum of squares non-finite (as can a huge
+    # but finite row, which the slower check below then clears), a zero row makes it zero.
+    squares = np.einsum("...i,...i->...", out, out, dtype=np.float64)
+    if not np.all(np.isfinite(squares)):
+        bad = ~np.isfinite(out)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"the {what} contains NaN or infinity at index {where}")
+    if np.any(squares == 0.0):
         raise ValueError(f"the {what} is an all-zero vector; it has no direction to compare")
     return out
 

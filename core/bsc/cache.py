@@ -166,6 +166,7 @@ class BinarySemanticCache:
         self._entries: list[_Entry | None] = []
         # int8 copies of the unit embeddings by handle (two-stage mode only).
         self._vectors: npt.NDArray[np.int8] = np.zeros((0, dim if rerank else 0), dtype=np.int8)
+        self._vector_norms: npt.NDArray[np.float32] = np.ones(0, dtype=np.float32)
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._expirations = 0
@@ -221,6 +222,7 @@ class BinarySemanticCache:
                 raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
         codes = self._encoder.encode(x)
         q8 = _quantize(normalised(x)) if self.rerank else None
+        q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32) if q8 is not None else None
         expires = self._clock() + self.ttl if self.ttl is not None else math.inf
         with self._write_lock:
             ids, evicted = self._index.insert_many(namespace, codes, expires)
@@ -230,6 +232,7 @@ class BinarySemanticCache:
                 h = new_id & _HANDLE_MASK
                 if q8 is not None:
                     self._vectors[h] = q8[row]
+                    self._vector_norms[h] = q8_norms[row]
                 self._entries[h] = _Entry(new_id, response, _frozen(meta), namespace)
             self._drop_payloads(e for e in evicted if e not in ids)
         if evicted:
@@ -241,8 +244,13 @@ class BinarySemanticCache:
         if handles > len(self._entries):
             self._entries.extend([None] * (handles - len(self._entries)))
         if self.rerank and handles > len(self._vectors):
-            grown = np.zeros((max(handles, 2 * len(self._vectors), 16), self.dim), dtype=np.int8)
+            size = max(handles, 2 * len(self._vectors), 16)
+            grown = np.zeros((size, self.dim), dtype=np.int8)
             grown[: len(self._vectors)] = self._vectors
+            grown_norms = np.ones(size, dtype=np.float32)
+            grown_norms[: len(self._vector_norms)] = self._vector_norms
+            # Norms first: a reader that sees the new vectors must also see their norms.
+            self._vector_norms = grown_norms
             self._vectors = grown
 
     def _drop_payloads(self, ids: Any) -> int:
@@ -275,6 +283,7 @@ class BinarySemanticCache:
             if namespace is None:
                 self._entries = []
                 self._vectors = np.zeros((0, self._vectors.shape[1]), dtype=np.int8)
+                self._vector_norms = np.ones(0, dtype=np.float32)
             else:
                 self._drop_payloads(removed)
 
@@ -327,27 +336,32 @@ class BinarySemanticCache:
         return []
 
     def _decide(self, found: list[tuple[int, int]], unit: npt.NDArray[np.float32] | None) -> list[Hit]:
-        published = []
+        entries = self._entries
+        published: list[tuple[_Entry, int]] = []
         for entry_id, distance in found:
-            entry = self._entries[entry_id & _HANDLE_MASK] if (entry_id & _HANDLE_MASK) < len(self._entries) else None
+            h = entry_id & _HANDLE_MASK
+            entry = entries[h] if h < len(entries) else None
             if entry is not None and entry.id == entry_id:  # not deleted or replaced since the scan
                 published.append((entry, distance))
         if unit is None:
+            n = self.code_bits
             return [
-                Hit(e.response, similarity_from_distance(d, self.code_bits), d, e.id, e.metadata, e.namespace)
+                Hit(e.response, similarity_from_distance(d, n), d, e.id, e.metadata, e.namespace)
                 for e, d in published
             ]
         if not published:
             return []
-        vectors = self._vectors  # read after validating the entries: it holds their rows
-        rows = vectors[[e.id & _HANDLE_MASK for e, _ in published]].astype(np.float32)
-        sims = rows @ unit / np.maximum(np.linalg.norm(rows, axis=1), 1e-12)
+        # Read after validating the entries: the array current now holds their rows.
+        vectors, norms = self._vectors, self._vector_norms
+        handles = [e.id & _HANDLE_MASK for e, _ in published]
+        sims = (vectors[handles].astype(np.float32) @ unit) / norms[handles]
         order = np.argsort(-sims, kind="stable")
+        threshold = self.threshold
         return [
-            Hit(published[i][0].response, float(sims[i]), published[i][1], published[i][0].id,
-                published[i][0].metadata, published[i][0].namespace)
+            Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
-            if sims[i] >= self.threshold
+            if sims[i] >= threshold
+            for e, d in (published[i],)
         ]
 
     def entry(self, id: int) -> Hit | None:

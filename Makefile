@@ -1,0 +1,46 @@
+# One entry point for people and CI. `make demo` and `make test` work from a fresh clone: they create
+# .venv and install everything they need into it (the Rust extension is built by maturin).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-rust test-python lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Cargo.toml $(wildcard rust/src/*.rs rust/src/*/*.rs)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "maturin>=1.9,<2"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/bsc demo
+
+test: install test-rust test-python
+
+test-rust:
+	cargo test --no-default-features --release
+
+test-python: install
+	$(PY) -m pytest
+
+lint: install
+	cargo fmt --check
+	cargo clippy --no-default-features --all-targets -- -D warnings
+	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check core integrations tests benchmarks
+	$(VENV)/bin/ruff format --check core integrations tests benchmarks
+	$(VENV)/bin/mypy core/bsc
+
+bench: install
+	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) target
