@@ -1,0 +1,154 @@
+"""`langchain_bsc.SemanticCacheRunnable`: a question-level cache in front of a RAG-style chain, checked
+before retrieval, with the real local embedder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_bsc import SemanticCacheRunnable
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableLambda
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+CONTEXT = "Acme ships to Canada and Mexico. Standard shipping takes 5 days; express takes 2 days. " * 20
+QUESTION = "How long does standard shipping take?"
+PARAPHRASE = "How long does standard shipping usually take?"
+OTHER = "Do you ship to Canada?"
+
+
+class Rag:
+    """A retrieve-then-generate chain whose retriever and model calls are counted."""
+
+    def __init__(self) -> None:
+        self.retrievals = 0
+        self.generations = 0
+
+    def retrieve(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        self.retrievals += 1
+        return {**inputs, "context": CONTEXT}
+
+    def generate(self, inputs: dict[str, Any]) -> AIMessage:
+        self.generations += 1
+        return AIMessage(f"answer {self.generations}: {inputs['question']}")
+
+    def chain(self) -> Any:
+        return RunnableLambda(self.retrieve) | RunnableLambda(self.generate)
+
+
+@pytest.fixture
+def rag(single_thread_default_embedder: object) -> Rag:
+    return Rag()
+
+
+def test_paraphrased_question_skips_retrieval_and_generation(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    first = cached.invoke({"question": QUESTION})
+    again = cached.invoke({"question": PARAPHRASE})
+    assert isinstance(again, AIMessage) and again == first
+    assert (rag.retrievals, rag.generations) == (1, 1)
+    assert cached.stats().semantic_hits == 1
+
+
+def test_different_question_over_the_same_documents_is_a_miss(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    first = cached.invoke({"question": QUESTION})
+    other = cached.invoke({"question": OTHER})
+    assert other != first
+    assert rag.generations == 2
+
+
+def test_other_input_fields_partition_exactly(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    cached.invoke({"question": QUESTION, "tenant": "a"})
+    cached.invoke({"question": QUESTION, "tenant": "b"})
+    assert rag.generations == 2
+    cached.invoke({"question": PARAPHRASE, "tenant": "a"})
+    assert rag.generations == 2
+
+
+def test_callable_key_and_partition(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(
+        rag.chain(), key=lambda inputs: inputs["question"], partition=lambda inputs: inputs["lang"]
+    )
+    cached.invoke({"question": QUESTION, "lang": "en", "request_id": 1})
+    cached.invoke({"question": QUESTION, "lang": "en", "request_id": 2})
+    cached.invoke({"question": QUESTION, "lang": "fr", "request_id": 3})
+    assert rag.generations == 2
+
+
+def test_string_inputs_need_no_key(single_thread_default_embedder: object) -> None:
+    calls: list[str] = []
+
+    def answer(question: str) -> list[Document]:
+        calls.append(question)
+        return [Document(page_content="Paris", metadata={"source": "atlas"})]
+
+    cached = SemanticCacheRunnable(RunnableLambda(answer))
+    assert cached.invoke("What is the capital of France?") == cached.invoke(
+        "Which city is the capital of France?"
+    )
+    assert len(calls) == 1
+
+
+def test_batch_sends_only_misses_through_the_chain(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    cached.invoke({"question": QUESTION})
+    outputs = cached.batch([{"question": PARAPHRASE}, {"question": OTHER}, {"question": QUESTION}])
+    assert len(outputs) == 3
+    assert outputs[0] == outputs[2]
+    assert (rag.retrievals, rag.generations) == (2, 2)
+
+
+async def test_ainvoke_and_abatch_use_the_cache(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    first = await cached.ainvoke({"question": QUESTION})
+    assert await cached.ainvoke({"question": PARAPHRASE}) == first
+    outputs = await cached.abatch([{"question": QUESTION}, {"question": OTHER}])
+    assert outputs[0] == first
+    assert rag.generations == 2
+
+
+def test_batch_return_exceptions_keeps_failures_out_of_the_cache(
+    single_thread_default_embedder: object,
+) -> None:
+    attempts: list[str] = []
+
+    def flaky(question: str) -> str:
+        attempts.append(question)
+        if len(attempts) == 1:
+            raise RuntimeError("upstream down")
+        return "ok"
+
+    cached = SemanticCacheRunnable(RunnableLambda(flaky))
+    outputs = cached.batch(["What is 2 + 2?"], return_exceptions=True)
+    assert isinstance(outputs[0], RuntimeError)
+    assert cached.invoke("What is 2 + 2?") == "ok"
+    assert len(attempts) == 2
+
+
+def test_unserializable_output_is_returned_but_not_cached(single_thread_default_embedder: object) -> None:
+    calls: list[str] = []
+    marker = object()
+
+    def answer(question: str) -> object:
+        calls.append(question)
+        return marker
+
+    cached = SemanticCacheRunnable(RunnableLambda(answer))
+    assert cached.invoke("What is the capital of France?") is marker
+    assert cached.invoke("What is the capital of France?") is marker
+    assert len(calls) == 2
+
+
+def test_a_field_key_needs_a_mapping_input(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    with pytest.raises(TypeError, match="mapping"):
+        cached.invoke("just a string")
+    with pytest.raises(TypeError, match="str"):
+        SemanticCacheRunnable(rag.chain()).invoke({"question": QUESTION})
