@@ -61,9 +61,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 
-from bsc._native import HammingIndex
+from bsc._native import HammingIndex, xxh3_64
 from bsc.cache import BinarySemanticCache, _Entry
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
@@ -141,7 +140,9 @@ def _align(n: int) -> int:
 
 
 def _checksum(data: Any) -> int:
-    return xxhash.xxh3_64_intdigest(data)
+    """XXH3-64 of the bytes of a contiguous buffer (computed in Rust with the GIL released)."""
+    view = memoryview(data)
+    return xxh3_64(view if view.format == "B" else view.cast("B"))
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -414,6 +415,7 @@ def read_index(
     with _Mapped(os.fspath(path), index_only=True) as (header, buf):
         for name in _INDEX_SECTIONS:
             _verify(buf, header, name)
+        _check_padding(buf, header, _INDEX_SECTIONS)
         return _build_index(buf, header, header.max_entries, clock, wall_clock)[0]
 
 
@@ -571,9 +573,9 @@ def _verify(buf: memoryview, header: _Header, name: str) -> None:
         raise CacheFormatError(f"section {name}: checksum mismatch (corrupted)")
 
 
-def _check_padding(buf: memoryview, header: _Header) -> None:
+def _check_padding(buf: memoryview, header: _Header, names: tuple[str, ...] = _SECTIONS) -> None:
     end = _TABLE_END
-    for name in _SECTIONS:
+    for name in names:
         offset, length, _ = header.sections[name]
         if bytes(buf[end:offset]).strip(b"\0"):
             raise CacheFormatError(f"section {name}: padding before it is not zero (corrupted)")

@@ -1,0 +1,443 @@
+"""Snapshots: exact round trips (hypothesis), TTLs across restarts, settings checks, corruption fuzzing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bsc
+from bsc import BinarySemanticCache, CacheFormatError, SemanticCache
+from bsc.persistence import _SECTIONS, codes_view, load, read_index, save
+
+DIM = 8
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frozen_wall(t: float = 5.0e8) -> Any:
+    return lambda: t
+
+
+# ---------------------------------------------------------------------------------------------- model
+texts = st.text(max_size=12)
+responses = st.one_of(texts, st.binary(max_size=12))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=6,
+)
+metadata = st.none() | st.dictionaries(texts, json_values, max_size=3)
+namespaces = st.sampled_from(["default", "a", "ü-ns", ""])
+operation = st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 2**32 - 1), responses, namespaces, metadata),
+    st.tuples(st.just("delete"), st.integers(0, 50)),
+    st.tuples(st.just("get"), st.integers(0, 50)),
+    st.tuples(st.just("tick"), st.floats(0, 30)),
+)
+
+
+def vector(seed: int) -> npt.NDArray[np.float32]:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v
+
+
+def build(ops: list[Any], *, code_bits: int, rerank: int, ttl: float | None, clock: FakeClock) -> Any:
+    cache = BinarySemanticCache(
+        DIM, code_bits=code_bits, rerank=rerank, ttl=ttl, max_entries=10, threshold=0.5, clock=clock
+    )
+    ids: list[int] = []
+    for op in ops:
+        if op[0] == "put":
+            ids.append(cache.put(vector(op[1]), op[2], namespace=op[3], metadata=op[4]))
+        elif op[0] == "delete" and ids:
+            cache.delete(ids[op[1] % len(ids)])
+        elif op[0] == "get" and ids:
+            cache.touch(ids[op[1] % len(ids)])
+            cache.get(vector(op[1]))
+        elif op[0] == "tick":
+            clock.now += op[1]
+    return cache
+
+
+def observable(cache: BinarySemanticCache) -> dict[str, Any]:
+    """Everything a user or the next operation can tell apart."""
+    order = cache._index.lru_order()
+    entries = {}
+    for entry_id in order:
+        ns, code, expires = cache._index.entry(entry_id)
+        hit = cache.entry(entry_id)
+        h = entry_id & 0xFFFFFF
+        row = cache._vectors[h].tobytes() if cache.rerank else b""
+        norm = float(cache._vector_norms[h]) if cache.rerank and hasattr(cache, "_vector_norms") else 0.0
+        entries[entry_id] = (
+            ns,
+            code,
+            expires,
+            None if hit is None else (hit.response, type(hit.response), hit.metadata, hit.namespace),
+            row,
+            norm,
+        )
+    stats = cache.stats()
+    return {
+        "order": order,
+        "entries": entries,
+        "namespaces": cache.namespaces(),
+        "len": len(cache),
+        "counters": (stats.hits, stats.misses, stats.evictions, stats.expirations),
+        "settings": (cache.dim, cache.code_bits, cache.seed, cache.threshold, cache.max_entries, cache.ttl,
+                     cache.rerank),
+    }
+
+
+def future(cache: BinarySemanticCache, clock: FakeClock) -> list[Any]:
+    """What happens next: ids, evictions, lookups and expirations after the same further operations."""
+    out: list[Any] = []
+    for i in range(14):
+        new_id = cache.put(vector(10_000 + i), f"later {i}", namespace=["default", "a"][i % 2])
+        clock.now += 3.0
+        hit = cache.get(vector(i))
+        out.append((new_id, None if hit is None else (hit.id, hit.response, round(hit.similarity, 6))))
+        out.append(cache._index.lru_order())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(operation, max_size=40),
+    code_bits=st.sampled_from([64, 256]),
+    rerank=st.sampled_from([0, 3]),
+    ttl=st.sampled_from([None, 50.0]),
+)
+def test_load_equals_the_saved_cache_in_every_observable_way(
+    tmp_path: Path, ops: list[Any], code_bits: int, rerank: int, ttl: float | None
+) -> None:
+    clock = FakeClock()
+    cache = build(ops, code_bits=code_bits, rerank=rerank, ttl=ttl, clock=clock)
+    path = tmp_path / "cache.bsc"
+    save(cache, path)
+    loaded_clock = FakeClock(clock.now)
+    loaded = load(path, clock=loaded_clock, wall_clock=frozen_wall())
+    # The wall clock did not move: saved expiry times are bit-identical.
+    assert observable(loaded) == observable(cache)
+    assert future(loaded, loaded_clock) == future(cache, clock)
+    assert observable(loaded) == observable(cache)
+
+
+def test_saving_twice_writes_identical_files_and_index_only_load_matches(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ops = [("put", i, f"r{i}", ["a", "b"][i % 2], {"i": i}) for i in range(15)] + [("delete", 3)]
+    cache = build(ops, code_bits=256, rerank=3, ttl=None, clock=clock)
+    save(cache, tmp_path / "one.bsc")
+    save(cache, tmp_path / "two.bsc")
+    # Only the save time differs between the two files; the index parts are the same.
+    assert read_index(tmp_path / "one.bsc").to_parts()[0] == cache._index.to_parts()[0]
+    for mine, theirs in zip(read_index(tmp_path / "two.bsc").to_parts()[1:], cache._index.to_parts()[1:],
+                            strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_codes_view_maps_the_codes_without_a_copy(tmp_path: Path) -> None:
+    cache = BinarySemanticCache(DIM, rerank=0)
+    for i in range(5):
+        cache.put(vector(i), str(i), namespace="x" if i % 2 else "y")
+    cache.save(tmp_path / "c.bsc")
+    mapped, codes = codes_view(tmp_path / "c.bsc")
+    assert codes.shape == (5, 4) and not codes.flags.writeable and not codes.flags.owndata
+    np.testing.assert_array_equal(codes.reshape(-1), cache._index.to_parts()[2])
+    del codes
+    mapped.close()
+
+
+def test_methods_on_the_cache_round_trip_and_check_dim_code_bits_and_seed(tmp_path: Path) -> None:
+    cache = BinarySemanticCache(DIM, code_bits=128, seed=7)
+    cache.put(vector(1), "one", metadata={"k": [1, 2]})
+    path = tmp_path / "c.bsc"
+    cache.save(path)
+    loaded = BinarySemanticCache.load(path, dim=DIM, code_bits=128, seed=7, threshold=0.95)
+    hit = loaded.get(vector(1))
+    assert hit is not None and hit.response == "one" and dict(hit.metadata or {}) == {"k": [1, 2]}
+    assert loaded.threshold == 0.95
+    for wrong in ({"dim": DIM + 1}, {"code_bits": 256}, {"seed": 8}):
+        with pytest.raises(ValueError, match="saved with") as info:
+            BinarySemanticCache.load(path, **wrong)
+        assert not isinstance(info.value, CacheFormatError)
+    with pytest.raises(ValueError, match="max_entries"):
+        BinarySemanticCache.load(path, max_entries=0)
+
+
+def test_ttls_survive_a_restart_aged_by_the_wall_clock_time_between(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    cache = BinarySemanticCache(DIM, ttl=10.0, clock=clock)
+    entry_id = cache.put(vector(1), "short-lived")
+    clock.now += 2.0  # 8 s left at the save
+    path = tmp_path / "c.bsc"
+    save(cache, path)
+    # A new process: its monotonic clock starts elsewhere, and 3 s of wall time passed.
+    new_clock = FakeClock(7.0)
+    saved_wall = _saved_wall(path)
+    loaded = load(path, clock=new_clock, wall_clock=lambda: saved_wall + 3.0)
+    new_clock.now += 4.9
+    assert loaded.entry(entry_id) is not None
+    new_clock.now += 0.2
+    assert loaded.entry(entry_id) is None
+    assert loaded.get(vector(1)) is None
+
+
+def _saved_wall(path: Path) -> float:
+    # The save's wall-clock time, from the header (offset 112).
+    return float(struct.unpack_from("<d", path.read_bytes(), 112)[0])
+
+
+def test_an_empty_cache_round_trips(tmp_path: Path) -> None:
+    cache = BinarySemanticCache(DIM, ttl=5.0)
+    cache.save(tmp_path / "e.bsc")
+    loaded = BinarySemanticCache.load(tmp_path / "e.bsc")
+    assert len(loaded) == 0 and loaded.ttl == 5.0
+    loaded.put(vector(1), "x")
+    assert loaded.get(vector(1)) is not None
+
+
+def test_metadata_that_json_cannot_encode_is_refused_and_the_old_file_kept(tmp_path: Path) -> None:
+    cache = BinarySemanticCache(DIM)
+    cache.put(vector(1), "fine")
+    path = tmp_path / "c.bsc"
+    cache.save(path)
+    before = path.read_bytes()
+    cache.put(vector(2), "bad", metadata={"obj": object()})
+    with pytest.raises(TypeError, match="JSON"):
+        cache.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.bsc"]
+
+
+def test_a_pickle_file_is_rejected_without_being_unpickled(tmp_path: Path) -> None:
+    class Boom:
+        def __reduce__(self) -> Any:
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "c.bsc"
+    path.write_bytes(pickle.dumps(Boom()) * 40)
+    with pytest.raises(CacheFormatError, match="not a bsc cache file"):
+        BinarySemanticCache.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_cache_format_error_is_exported_and_a_value_error() -> None:
+    assert "CacheFormatError" in bsc.__all__ and issubclass(CacheFormatError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------- text level
+class HashEmbedder:
+    """Deterministic offline embedder: the same text always gives the same unit vector."""
+
+    dim = 16
+    name = "hash"
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+            v = np.random.default_rng(seed).standard_normal(self.dim)
+            rows.append(v / np.linalg.norm(v))
+        return np.array(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+    async def aembed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        return self.embed(texts)
+
+
+def test_text_cache_loads_at_start_saves_on_demand_and_rebuilds_the_exact_table(tmp_path: Path) -> None:
+    path = tmp_path / "text.bsc"
+    first = SemanticCache(HashEmbedder(), path=path, guard=False)
+    first.update("What is 2+2?", "4", metadata={"src": "math"})
+    first.update("Capital of France?", b"Paris", namespace="geo")
+    first.update("What is 2+2?", "four")  # replaces the earlier answer
+    first.save()
+
+    second = SemanticCache(HashEmbedder(), path=path, guard=False)
+    hit = second.lookup("What  is 2+2?")  # whitespace-normalised exact match
+    assert hit is not None and hit.exact and hit.response == "four" and hit.prompt == "What is 2+2?"
+    geo = second.lookup("Capital of France?", namespace="geo")
+    assert geo is not None and geo.exact and geo.response == b"Paris"
+    assert second.stats().embedded_texts == 0  # no embedding needed for exact repeats
+    again = SemanticCache.load(path, HashEmbedder(), guard=False)
+    assert len(again) == 2
+
+    with pytest.raises(ValueError, match="ttl"):
+        SemanticCache(HashEmbedder(), path=path, ttl=5.0)
+    with pytest.raises(FileNotFoundError):
+        SemanticCache.load(tmp_path / "missing.bsc", HashEmbedder())
+    with pytest.raises(ValueError, match="path"):
+        SemanticCache(HashEmbedder()).save()
+
+
+def test_text_cache_refuses_a_corrupt_file_instead_of_starting_empty(tmp_path: Path) -> None:
+    path = tmp_path / "text.bsc"
+    cache = SemanticCache(HashEmbedder(), path=path, guard=False)
+    cache.update("hello", "world")
+    cache.save()
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheFormatError):
+        SemanticCache(HashEmbedder(), path=path)
+
+
+# ---------------------------------------------------------------------------------------------- corruption
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    clock = FakeClock()
+    ops: list[Any] = [
+        ("put", i, f"résponse {i}" if i % 3 else b"\x00\xffbytes", ["a", "b", "default"][i % 3], {"i": i})
+        for i in range(14)
+    ]
+    cache = build([*ops, ("delete", 2), ("delete", 5), ("get", 7)], code_bits=256, rerank=3, ttl=60.0,
+                  clock=clock)
+    path = tmp_path_factory.mktemp("snap") / "good.bsc"
+    save(cache, path)
+    return path.read_bytes()
+
+
+def _section_spans(data: bytes) -> dict[str, tuple[int, int]]:
+    spans = {"header": (0, 192), "table": (192, 192 + 32 * len(_SECTIONS))}
+    for i, name in enumerate(_SECTIONS):
+        _, _, offset, length, _ = struct.unpack_from("<IIQQQ", data, 192 + 32 * i)
+        spans[name] = (offset, length)
+    return spans
+
+
+def _rejected(tmp_path: Path, data: bytes, *, index_only: bool = False) -> CacheFormatError:
+    path = tmp_path / "bad.bsc"
+    path.write_bytes(data)
+    with pytest.raises(CacheFormatError) as info:
+        if index_only:
+            read_index(path)
+        else:
+            load(path)
+    return info.value
+
+
+def test_a_bit_flip_in_every_section_and_in_the_padding_is_rejected_naming_the_part(
+    tmp_path: Path, snapshot: bytes
+) -> None:
+    spans = _section_spans(snapshot)
+    checked = 0
+    for name, (offset, length) in spans.items():
+        if length == 0:
+            continue
+        for at in {offset, offset + length // 2, offset + length - 1}:
+            data = bytearray(snapshot)
+            data[at] ^= 1 << (at % 8)
+            message = str(_rejected(tmp_path, bytes(data)))
+            if name not in ("header", "table") and at >= 8:
+                assert name in message, (name, message)
+            checked += 1
+    # Padding between sections.
+    ends = sorted((o + n, o) for o, n in spans.values())
+    gaps = [(end, nxt) for (end, _), (_, nxt) in zip(ends, ends[1:], strict=False) if nxt > end]
+    assert gaps
+    for end, _ in gaps:
+        data = bytearray(snapshot)
+        data[end] ^= 0x80
+        assert "padding" in str(_rejected(tmp_path, bytes(data)))
+    assert checked > 30
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: b"NOTACACHE" + d[9:], "magic"),
+        (lambda d: d[:8] + struct.pack("<I", 2) + d[12:], "version 2"),
+        (lambda d: d[:12] + struct.pack(">I", 0x01020304) + d[16:], "big-endian"),
+        (lambda d: d[:12] + struct.pack("<I", 7) + d[16:], "endianness"),
+        (lambda d: d[:100], "shorter than"),
+        (lambda d: b"", "shorter than"),
+        (lambda d: d[:-1], "truncated"),
+        (lambda d: d + b"\0", "trailing"),
+        (lambda d: bytes(len(d)), "magic"),
+    ],
+)
+def test_foreign_truncated_and_wrong_version_files_are_rejected_with_the_reason(
+    tmp_path: Path, snapshot: bytes, mutate: Any, message: str
+) -> None:
+    assert message in str(_rejected(tmp_path, mutate(snapshot)))
+
+
+def test_a_consistent_header_with_a_broken_index_is_rejected_by_the_rust_checks(
+    tmp_path: Path, snapshot: bytes
+) -> None:
+    # Make the LRU list name one row twice, then fix every checksum: only from_parts can notice.
+    import xxhash
+
+    spans = _section_spans(snapshot)
+    data = bytearray(snapshot)
+    lru_at, _ = spans["lru"]
+    data[lru_at : lru_at + 4] = data[lru_at + 4 : lru_at + 8]
+    index = _SECTIONS.index("lru")
+    lru_off, lru_len = spans["lru"]
+    struct.pack_into("<Q", data, 192 + 32 * index + 24, xxhash.xxh3_64_intdigest(bytes(data[lru_off:lru_off + lru_len])))
+    struct.pack_into("<Q", data, 24, 0)
+    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(bytes(data[: 192 + 32 * len(_SECTIONS)])))
+    assert "index: LRU row" in str(_rejected(tmp_path, bytes(data)))
+
+
+corruptions = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 2**31), st.integers(0, 7)),
+    st.tuples(st.just("truncate"), st.integers(0, 2**31)),
+    st.tuples(st.just("overwrite"), st.integers(0, 2**31), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("random"), st.binary(max_size=4096)),
+    st.tuples(st.just("header-random"), st.binary(min_size=8, max_size=600)),
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corruption=corruptions, index_only=st.booleans())
+def test_corrupted_variants_are_all_rejected_cleanly(
+    tmp_path: Path, snapshot: bytes, corruption: Any, index_only: bool
+) -> None:
+    data = bytearray(snapshot)
+    kind = corruption[0]
+    if kind == "flip":
+        at = corruption[1] % len(data)
+        data[at] ^= 1 << corruption[2]
+    elif kind == "truncate":
+        data = data[: corruption[1] % len(data)]
+    elif kind == "overwrite":
+        at = corruption[1] % len(data)
+        patch = corruption[2]
+        if bytes(data[at : at + len(patch)]) == patch:
+            patch = bytes(b ^ 0xFF for b in patch)
+        data[at : at + len(patch)] = patch
+    elif kind == "random":
+        data = bytearray(corruption[1])
+    else:
+        data[: len(corruption[1])] = corruption[1]
+        data[:8] = b"BSCCACHE"  # past the magic check, into the header checks
+    if bytes(data) == snapshot:
+        return
+    spans = _section_spans(snapshot)
+    if index_only and kind in ("flip", "overwrite"):
+        # read_index reads the header and index parts only; damage elsewhere is for the full load.
+        at = corruption[1] % len(snapshot)
+        end_of_index = sum(spans["ns_names"])
+        if at >= end_of_index:
+            index_only = False
+    error = _rejected(tmp_path, bytes(data), index_only=index_only)
+    assert isinstance(error, ValueError) and str(error)
+
