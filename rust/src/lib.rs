@@ -9,6 +9,8 @@ pub mod projection;
 pub mod scan;
 
 #[cfg(feature = "python")]
+mod py_checksum;
+#[cfg(feature = "python")]
 mod py_encoder;
 #[cfg(feature = "python")]
 mod py_errors;
@@ -20,6 +22,8 @@ mod py_scan;
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod _native {
+    #[pymodule_export]
+    use crate::py_checksum::xxh3_64;
     #[pymodule_export]
     use crate::py_encoder::BinaryEncoder;
     #[pymodule_export]
