@@ -1,0 +1,161 @@
+"""SemanticCache: text in, answer out, with the real local model: exact fast path, memo, guard, verifier."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from bsc import FalseHitGuard, Hit, SemanticCache
+
+
+class CountingEmbedder:
+    """The real default embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        self.texts.extend(texts)
+        return self.inner.embed(texts)  # type: ignore[no-any-return]
+
+    async def aembed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        self.texts.extend(texts)
+        return await self.inner.aembed(texts)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def embedder(single_thread_default_embedder: Any) -> CountingEmbedder:
+    return CountingEmbedder(single_thread_default_embedder)
+
+
+def test_paraphrase_hits_and_unrelated_misses(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    cache.update("What is the capital of France?", "Paris")
+    hit = cache.lookup("Which city is the capital of France?")
+    assert hit is not None and hit.response == "Paris" and not hit.exact
+    assert hit.prompt == "What is the capital of France?"
+    assert cache.lookup("How do I bake sourdough bread?") is None
+    s = cache.stats()
+    assert (s.semantic_hits, s.misses, s.exact_hits) == (1, 1, 0)
+
+
+def test_exact_repeat_hits_without_embedding(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    cache.update("What is the capital of France?", "Paris")
+    embedded = len(embedder.texts)
+    hit = cache.lookup("  What is the   capital of France?\n")  # whitespace differences only
+    assert hit is not None and hit.exact and hit.response == "Paris" and hit.similarity == 1.0
+    assert len(embedder.texts) == embedded
+    assert cache.stats().exact_hits == 1
+
+
+def test_lookup_then_update_of_a_miss_embeds_once(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    text = "Explain the difference between TCP and UDP."
+    assert cache.lookup(text) is None
+    cache.update(text, "TCP is connection-oriented; UDP is not.")
+    assert embedder.texts.count(text) == 1
+
+
+def test_guard_refuses_a_confident_wrong_hit(embedder: CountingEmbedder) -> None:
+    guarded = SemanticCache(embedder, threshold=0.8)
+    unguarded = SemanticCache(embedder, threshold=0.8, guard=False)
+    for cache in (guarded, unguarded):
+        cache.update("What is 15% of 80?", "12")
+    # The embedding alone calls these the same question (the unguarded cache serves "12")...
+    wrong = unguarded.lookup("What is 25% of 80?")
+    assert wrong is not None and wrong.response == "12"
+    # ...the guard sees the changed number.
+    assert guarded.lookup("What is 25% of 80?") is None
+    assert guarded.stats().guard_rejections == 1
+    assert guarded.lookup("what's 15 percent of 80?") is not None
+
+
+def test_a_refused_candidate_does_not_hide_the_next_one(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder, threshold=0.8)
+    cache.update("Convert 100 degrees Celsius to Fahrenheit", "212 °F")
+    cache.update("Convert 100 degrees Fahrenheit to Celsius", "37.8 °C")
+    hit = cache.lookup("Please convert 100 degrees Fahrenheit into Celsius")
+    assert hit is not None and hit.response == "37.8 °C"
+
+
+def test_verifier_hook_can_refuse_semantic_hits(embedder: CountingEmbedder) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def verifier(query: str, hit: Hit) -> bool:
+        seen.append((query, hit.prompt))
+        return False
+
+    cache = SemanticCache(embedder, verifier=verifier)
+    cache.update("What is the capital of France?", "Paris")
+    assert cache.lookup("Which city is the capital of France?") is None
+    assert seen == [("Which city is the capital of France?", "What is the capital of France?")]
+    assert cache.stats().verifier_rejections == 1
+    assert cache.lookup("What is the capital of France?") is not None  # exact repeats skip the verifier
+
+
+def test_update_of_the_same_text_replaces_the_answer(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    cache.update("Summarise our refund policy", "v1")
+    cache.update("Summarise our refund policy", "v2", metadata={"rev": 2})
+    assert len(cache) == 1
+    hit = cache.lookup("Summarise our refund policy")
+    assert hit is not None and hit.response == "v2" and hit.metadata == {"rev": 2}
+
+
+def test_namespaces_partition_answers(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    cache.update("What is the capital of France?", "Paris", namespace="gpt-a")
+    assert cache.lookup("What is the capital of France?", namespace="gpt-b") is None
+    assert cache.lookup("Which city is the capital of France?", namespace="gpt-b") is None
+    cache.clear("gpt-a")
+    assert cache.lookup("What is the capital of France?", namespace="gpt-a") is None
+
+
+def test_batch_lookups_and_updates(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    ids = cache.update_many(["How tall is Mount Everest?", "Who wrote Hamlet?"], ["8,849 m", "Shakespeare"])
+    assert len(ids) == 2
+    hits = cache.lookup_many(["Who is the author of Hamlet?", "How tall is Mount Everest?", "Best pizza dough?"])
+    assert [h.response if h else None for h in hits] == ["Shakespeare", "8,849 m", None]
+    assert hits[1] is not None and hits[1].exact
+
+
+def test_async_lookup_and_update(embedder: CountingEmbedder) -> None:
+    async def scenario() -> Hit | None:
+        cache = SemanticCache(embedder)
+        await cache.aupdate("How do I reverse a list in Python?", "lst[::-1]")
+        return await cache.alookup("How can I reverse a Python list?")
+
+    hit = asyncio.run(scenario())
+    assert hit is not None and hit.response == "lst[::-1]"
+
+
+def test_bad_text_input_raises_type_error(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    with pytest.raises(TypeError, match="prompt 0 must be a str"):
+        cache.lookup(b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prompt 1 must be a str"):
+        cache.update_many(["ok", 3], ["a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="guard"):
+        SemanticCache(embedder, guard="yes")  # type: ignore[arg-type]
+    assert len(cache) == 0
+
+
+def test_custom_guard_rules_are_used(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder, guard=FalseHitGuard(rules=[]), threshold=0.8)
+    cache.update("What is 15% of 80?", "12")
+    assert cache.lookup("What is 25% of 80?") is not None
