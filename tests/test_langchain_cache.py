@@ -232,6 +232,21 @@ def test_ttl_expires_entries(single_thread_default_embedder: object) -> None:
     assert cache.lookup(QUESTION, "llm") is None
 
 
+def test_save_and_reload_serves_paraphrases_in_a_new_cache(
+    single_thread_default_embedder: object, tmp_path: Any
+) -> None:
+    path = tmp_path / "llm_cache.bsc"
+    chat = dumps([SystemMessage("Be brief."), HumanMessage(QUESTION)])
+    cache = BinarySemanticLLMCache(path=path)
+    cache.update(chat, "model-a", [ChatGeneration(message=AIMessage("Paris"))])
+    cache.save()
+    reloaded = BinarySemanticLLMCache(path=path)
+    paraphrase = dumps([SystemMessage("Be brief."), HumanMessage(PARAPHRASE)])
+    assert reloaded.lookup(paraphrase, "model-a") == [ChatGeneration(message=AIMessage("Paris"))]
+    assert reloaded.lookup(paraphrase, "model-b") is None
+    assert BinarySemanticLLMCache(namespace="other", path=path).lookup(chat, "model-a") is None
+
+
 async def test_alookup_does_not_block_the_event_loop(cache: BinarySemanticLLMCache) -> None:
     await cache.aupdate(QUESTION, "llm", [Generation(text="Paris")])
     ticks = 0

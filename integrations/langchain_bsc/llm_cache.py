@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,10 +45,16 @@ class BinarySemanticLLMCache(BaseCache):
         ttl: seconds an entry lives, or None for no expiry.
         namespace: kept apart from every other namespace's entries (exact partition).
         key: splits a prompt into `CacheKey` ``(text, partition)``; defaults to `default_cache_key`.
+        path: a snapshot file (see `bsc.SemanticCache`): loaded if it exists, and where `save` writes.
+            Namespaces are stable hashes, so a snapshot serves the same models, conversations and
+            ``namespace`` in a later process; use it with the embedding model that wrote it.
+        autosave: also save to ``path`` when the interpreter exits.
 
     Raises:
         TypeError: if ``embedding`` is not a LangChain ``Embeddings``.
-        ValueError: for a threshold outside [-1, 1], a non-positive ``max_entries`` or ``ttl``.
+        ValueError: for a threshold outside [-1, 1], a non-positive ``max_entries`` or ``ttl``,
+            ``autosave`` without ``path``, or a snapshot whose settings differ from the options.
+        bsc.CacheFormatError: ``path`` exists but is not a valid snapshot.
 
     Example:
         >>> from langchain_core.globals import set_llm_cache
@@ -71,6 +78,8 @@ class BinarySemanticLLMCache(BaseCache):
         ttl: float | None = None,
         namespace: str = "default",
         key: KeyFunction | None = None,
+        path: str | os.PathLike[str] | None = None,
+        autosave: bool = False,
     ) -> None:
         if embedding is not None and not isinstance(embedding, Embeddings):
             raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
@@ -81,6 +90,8 @@ class BinarySemanticLLMCache(BaseCache):
             threshold=threshold,
             max_entries=max_entries,
             ttl=ttl,
+            path=path,
+            autosave=autosave,
         )
         self.namespace = namespace
         self._key: KeyFunction = key if key is not None else default_cache_key
@@ -147,6 +158,18 @@ class BinarySemanticLLMCache(BaseCache):
         self.clear(**kwargs)
 
     # ---------------------------------------------------------------- the rest
+    def save(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Writes a snapshot atomically to ``path``, or to the ``path`` given at construction.
+
+        Raises:
+            ValueError: no path given here or at construction.
+            OSError: the file cannot be written.
+
+        Example:
+            >>> BinarySemanticLLMCache(path="llm_cache.bsc").save()  # doctest: +SKIP
+        """
+        self._cache.save(path)
+
     def stats(self) -> SemanticCacheStats:
         """Exact and semantic hits, misses, hit rate, guard rejections, entries and bytes in use.
 
