@@ -557,3 +557,27 @@ async def test_query_cache_async_streaming(inner: CountingLLM, embedder: Any) ->
     assert isinstance(again, AsyncStreamingResponse)
     assert "".join([t async for t in again.async_response_gen()]) == text
     assert retriever.count == 1
+
+
+def test_a_saved_cache_serves_a_new_wrapper(tmp_path: Any, inner: CountingLLM, embedder: Any) -> None:
+    path = tmp_path / "llm.bsc"
+    first = BinarySemanticCacheLLM(inner, embedder=embedder, path=path)
+    answer = first.chat([SYSTEM, user(QUESTION)])
+    first.cache.save()
+    fresh = CountingLLM()
+    again = BinarySemanticCacheLLM(fresh, embedder=embedder, path=path).chat([SYSTEM, user(PARAPHRASE)])
+    assert again.message.content == answer.message.content
+    assert fresh.calls.total() == 0
+
+
+def test_condense_question_prompt_is_keyed_on_the_follow_up(inner: CountingLLM, embedder: Any) -> None:
+    from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
+
+    llm = BinarySemanticCacheLLM(inner, embedder=embedder)
+    history = "user: Tell me about France.\nassistant: France is a country in Europe."
+    llm.predict(DEFAULT_PROMPT, chat_history=history, question=QUESTION)
+    llm.predict(DEFAULT_PROMPT, chat_history=history, question=PARAPHRASE)
+    assert inner.calls["chat"] == 1
+    llm.predict(DEFAULT_PROMPT, chat_history=history, question="What is the population of France?")
+    llm.predict(DEFAULT_PROMPT, chat_history="user: Hi", question=QUESTION)
+    assert inner.calls["chat"] == 3

@@ -126,9 +126,11 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         max_semantic_chars: texts longer than this only hit when identical (an embedding model sees a
             bounded number of tokens, and a short difference in a long prompt barely moves it); None
             turns the limit off.
-        question_vars: template variables that hold the user's question in ``predict``/``stream``.
+        question_vars: template variables that hold the user's question in ``predict``/``stream``
+            (``query_str`` in query engines, ``question`` in the condense-question chat prompt).
         callback_manager: defaults to the wrapped LLM's.
-        **cache_options: passed to `bsc.SemanticCache` (threshold, ttl, max_entries, ...).
+        **cache_options: passed to `bsc.SemanticCache` (threshold, ttl, max_entries, path, autosave, ...);
+            with ``path`` the cache is loaded from and saved to a snapshot (``llm.cache.save()``).
 
     Raises:
         TypeError: if ``llm`` is not a LlamaIndex `LLM`, or options conflict (see ``cache``).
@@ -146,7 +148,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         default=1000, description="Longer texts only hit when identical; None for no limit."
     )
     question_vars: tuple[str, ...] = Field(
-        default=("query_str",), description="Template variables holding the user's question."
+        default=("query_str", "question"), description="Template variables holding the user's question."
     )
 
     _llm: LLM = PrivateAttr()
@@ -164,7 +166,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         verifier: Verifier | None = None,
         key_fn: KeyFunction | None = None,
         max_semantic_chars: int | None = 1000,
-        question_vars: Sequence[str] = ("query_str",),
+        question_vars: Sequence[str] = ("query_str", "question"),
         callback_manager: CallbackManager | None = None,
         **cache_options: Any,
     ) -> None:

@@ -55,7 +55,7 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
         guard: the false-hit guard (True, False or a configured `bsc.FalseHitGuard`).
         verifier: an optional second opinion on each semantic candidate.
         callback_manager: defaults to the wrapped engine's.
-        **cache_options: passed to `bsc.SemanticCache` (threshold, ttl, max_entries, ...).
+        **cache_options: passed to `bsc.SemanticCache` (threshold, ttl, max_entries, path, autosave, ...).
 
     Raises:
         TypeError: if ``query_engine`` is not a LlamaIndex query engine, or options conflict.
