@@ -1,0 +1,90 @@
+"""Atomic saves: a saving process killed (SIGKILL) at random moments never leaves a half-written snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bsc import BinarySemanticCache
+from bsc.persistence import load, save
+
+KILLS = 60
+ENTRIES = 60_000
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork to start the saving process")
+
+
+def fingerprint(cache: BinarySemanticCache) -> str:
+    """A digest of the observable state: index parts, responses, metadata, namespaces."""
+    digest = hashlib.sha256()
+    names, counts, codes, ids, lru, _expires, free = cache._index.to_parts()
+    digest.update(repr(names).encode())
+    # Expiry times move onto the loading process's clock, so they are left out.
+    for array in (counts, codes, ids, lru, free):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr([(e.response, e.metadata and dict(e.metadata), e.namespace) if e else None
+                        for e in cache._entries]).encode())
+    return digest.hexdigest()
+
+
+def filled(n: int, seed: int) -> BinarySemanticCache:
+    rng = np.random.default_rng(seed)
+    cache = BinarySemanticCache(32, rerank=0, max_entries=2 * ENTRIES, ttl=3600.0)
+    for ns in ("default", "other"):
+        x = rng.standard_normal((n // 2, 32)).astype(np.float32)
+        cache.put_many(x, [f"answer {seed}-{ns}-{i} " + "x" * (i % 50) for i in range(n // 2)], namespace=ns)
+    return cache
+
+
+def saving_child(cache: BinarySemanticCache, path: Path) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: save, then leave without running the parent's exit handlers
+        code = 0
+        try:
+            save(cache, path)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+@pytest.mark.slow
+def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "cache.bsc"
+    old, new = filled(ENTRIES, seed=1), filled(ENTRIES, seed=2)
+    for entry_id in new._index.lru_order()[::7]:
+        new.delete(entry_id)
+    save(old, path)
+    old_bytes = path.read_bytes()
+    old_state, new_state = fingerprint(old), fingerprint(new)
+    assert old_state != new_state
+
+    start = time.perf_counter()
+    pid = saving_child(new, path)
+    assert os.waitpid(pid, 0)[1] == 0
+    save_seconds = time.perf_counter() - start  # fork + save, the window the kills aim into
+
+    rng = random.Random(1234)
+    seen = {"old": 0, "new": 0}
+    for _ in range(KILLS):
+        path.write_bytes(old_bytes)
+        pid = saving_child(new, path)
+        time.sleep(rng.uniform(0, 1.2 * save_seconds))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        state = fingerprint(load(path))
+        assert state in (old_state, new_state)
+        seen["old" if state == old_state else "new"] += 1
+        for leftover in tmp_path.glob(".cache.bsc.*.tmp"):
+            leftover.unlink()  # what a killed save leaves behind; never read by a load
+    print(f"{KILLS} kills in a {save_seconds * 1e3:.0f} ms save: {seen}", file=sys.stderr)
+    assert seen["old"] > 0 and seen["new"] > 0, seen
