@@ -13,7 +13,7 @@ Layout (version 1, little-endian, sections 64-byte aligned, zero padding between
                         dim, code_bits, seed, max_entries, entries n, handles h, namespaces k, rerank,
                         threshold, ttl, flags, cache clock and wall clock at save, hit/miss/eviction/
                         expiration counters
-    table    13 x 32    per section: kind, reserved, offset, length, checksum
+    table    14 x 32    per section: kind, reserved, offset, length, checksum
     codes    n*words u64  every namespace's codes, contiguous, namespace after namespace (mmap-able:
                         `codes_view` scans them in place)
     ids      n u32      entry id (handle | generation << 24) of each code row
@@ -23,6 +23,7 @@ Layout (version 1, little-endian, sections 64-byte aligned, zero padding between
     ns_counts    k u32  rows per namespace
     ns_offsets   k+1 u64, ns_names UTF-8   namespace names
     vectors  h*dim i8   int8 rerank rows by handle (empty when rerank is 0)
+    norms    h f32      their norms, as the cache keeps them (empty when rerank is 0)
     kinds    h u8       per handle: 0 free, 1 str response, 2 bytes response
     resp_offsets h+1 u64, resp_blob   responses (str as UTF-8 with surrogatepass)
     metadata            one JSON array with h items: an object or null per handle
@@ -100,6 +101,7 @@ _SECTIONS = (
     "ns_offsets",
     "ns_names",
     "vectors",
+    "norms",
     "kinds",
     "resp_offsets",
     "resp_blob",
@@ -194,6 +196,12 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         handles = len(ids) + len(free)
         vectors = np.zeros((handles, cache.dim) if cache.rerank else (0, 0), dtype=np.int8)
         vectors[: len(cache._vectors)] = cache._vectors[:handles]
+        norms = np.ones(handles if cache.rerank else 0, dtype="<f4")
+        kept = getattr(cache, "_vector_norms", None)
+        if kept is not None and cache.rerank:
+            norms[: len(kept)] = kept[:handles]
+        elif cache.rerank:
+            norms = _row_norms(vectors)
         clock_at_save = cache._clock()
         with cache._stats_lock:
             counters = (cache._hits, cache._misses, cache._evictions, cache._expirations)
@@ -237,6 +245,7 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         name_offsets,
         b"".join(encoded_names),
         vectors,
+        norms.astype("<f4", copy=False),
         kinds,
         resp_offsets,
         resp_blob,
@@ -379,8 +388,11 @@ def load(
             entries = _read_entries(buf, header, names)
         rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
         cache._vectors = _section_array(buf, header, "vectors", np.int8).reshape(rows, width).copy()
-    if hasattr(cache, "_vector_norms"):
-        cache._vector_norms = _row_norms(cache._vectors)
+        norms = _section_array(buf, header, "norms", np.float32).copy()
+        if not np.all(np.isfinite(norms)) or np.any(norms < 0):
+            raise CacheFormatError("section norms: a rerank vector norm is negative or not finite")
+        if hasattr(cache, "_vector_norms"):
+            cache._vector_norms = norms
     cache._index = index
     cache._entries = entries
     cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
@@ -523,6 +535,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         "ns_counts": namespaces * 4,
         "ns_offsets": (namespaces + 1) * 8,
         "vectors": handles * dim if rerank else 0,
+        "norms": handles * 4 if rerank else 0,
         "kinds": handles,
         "resp_offsets": (handles + 1) * 8,
     }
