@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -137,6 +138,23 @@ def test_rayon_thread_count_does_not_change_results(threads: str) -> None:
     assert proc.stdout.strip().endswith("ok")
 
 
+def test_concurrent_calls_from_python_threads_are_correct() -> None:
+    # The scan runs with the GIL released; results must not mix between threads.
+    rng = np.random.default_rng(6)
+    codes = rng.integers(0, 2**64, size=(50_000, 4), dtype=np.uint64)
+    queries = rng.integers(0, 2**64, size=(32, 4), dtype=np.uint64)
+    want = [_reference(codes, q, 5, None) for q in queries]
+
+    def work(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return hamming_search(codes, queries[i], k=5)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(work, range(len(queries))))
+    for (gi, gd), (wi, wd) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(gi, wi)
+        np.testing.assert_array_equal(gd, wd)
+
+
 def test_cpu_features_lists_levels_then_selection() -> None:
     feats = cpu_features()
     assert feats[0] == "scalar"
@@ -211,7 +229,7 @@ def test_read_only_codes_are_accepted() -> None:
 )
 def test_wrong_dtype_raises_type_error(codes: object, query: object, match: str) -> None:
     with pytest.raises(TypeError, match=match):
-        hamming_search(codes, query)
+        hamming_search(codes, query)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -240,7 +258,7 @@ def test_wrong_shape_or_argument_raises_value_error(
 
 def test_non_integer_k_raises_type_error() -> None:
     with pytest.raises(TypeError):
-        hamming_search(np.zeros((3, 4), np.uint64), np.zeros(4, np.uint64), k=1.5)
+        hamming_search(np.zeros((3, 4), np.uint64), np.zeros(4, np.uint64), k=1.5)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
