@@ -114,22 +114,29 @@ async def test_ainvoke_and_abatch_use_the_cache(rag: Rag) -> None:
     assert rag.generations == 2
 
 
-def test_batch_return_exceptions_keeps_failures_out_of_the_cache(
+def test_batch_return_exceptions_keeps_hits_and_keeps_failures_out_of_the_cache(
     single_thread_default_embedder: object,
 ) -> None:
     attempts: list[str] = []
+    down = [False]
 
     def flaky(question: str) -> str:
         attempts.append(question)
-        if len(attempts) == 1:
+        if down[0]:
             raise RuntimeError("upstream down")
-        return "ok"
+        return f"answer to {question}"
 
     cached = SemanticCacheRunnable(RunnableLambda(flaky))
-    outputs = cached.batch(["What is 2 + 2?"], return_exceptions=True)
-    assert isinstance(outputs[0], RuntimeError)
-    assert cached.invoke("What is 2 + 2?") == "ok"
-    assert len(attempts) == 2
+    cached.invoke("What is the capital of France?")
+    down[0] = True
+    outputs = cached.batch(["Which city is the capital of France?", "What is 2 + 2?"], return_exceptions=True)
+    assert outputs[0] == "answer to What is the capital of France?"
+    assert isinstance(outputs[1], RuntimeError)
+    with pytest.raises(RuntimeError):
+        cached.batch(["What is 2 + 2?"])
+    down[0] = False
+    assert cached.invoke("What is 2 + 2?") == "answer to What is 2 + 2?"
+    assert len(attempts) == 4
 
 
 def test_unserializable_output_is_returned_but_not_cached(single_thread_default_embedder: object) -> None:

@@ -24,6 +24,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from bsc.cache import DEFAULT_THRESHOLD
+
 __all__ = [
     "DemoPrompt",
     "DemoResult",
@@ -250,8 +252,7 @@ def run_demo(
 
     _print_header(out, prompts, kinds)
     start = time.perf_counter()
-    options = {} if threshold is None else {"threshold": threshold}
-    cache = BinarySemanticLLMCache(**options)
+    cache = BinarySemanticLLMCache(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     print(f"Local embedding model loaded in {time.perf_counter() - start:.1f} s.\n", file=out, flush=True)
 
     previous = get_llm_cache()

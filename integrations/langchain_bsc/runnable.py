@@ -16,6 +16,7 @@ from typing import Any
 
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
 from bsc.embedders import LangChainEmbedder
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
 from langchain_core.load.serializable import Serializable
@@ -165,7 +166,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         """The cached output for the input's question, or the chain's output (then cached)."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
 
-    def _invoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
         question, namespace = self._locate(input)
         cached = self._output(self._cache.lookup(question, namespace=namespace))
         if cached is not _MISS:
@@ -178,7 +181,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         """`invoke` that awaits the embedder and the chain."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
-    async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
         question, namespace = self._locate(input)
         cached = self._output(await self._cache.alookup(question, namespace=namespace))
         if cached is not _MISS:
@@ -202,9 +207,14 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         (in one ``chain.batch``)."""
         if not inputs:
             return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
-        )
+
+        def run(
+            inputs: list[Any], run_manager: list[CallbackManagerForChainRun], config: list[RunnableConfig]
+        ) -> list[Any]:
+            return self._batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+        # _batch_with_config keeps return_exceptions to itself, hence the closure.
+        return self._batch_with_config(run, inputs, config, return_exceptions=return_exceptions)
 
     def _batch(
         self,
