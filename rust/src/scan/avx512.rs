@@ -1,6 +1,6 @@
 //! AVX-512 VPOPCNTDQ kernels: eight (or sixteen) codes per block, their distances gathered into one zmm
-//! and compared against the broadcast limit with one mask compare. The block leaves the vector loop only when a code is
-//! within the limit, which after the first few blocks is rare.
+//! and compared against the broadcast limit with one mask compare. The block leaves the vector loop only
+//! when a code is within the limit, which after the first few blocks is rare.
 
 use std::arch::x86_64::*;
 
