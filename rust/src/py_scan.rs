@@ -83,7 +83,7 @@ pub fn hamming_search<'py>(
 
     let codes_ro = codes_arr.cast::<PyArray2<u64>>()?.readonly();
     let query_ro = query_arr.cast::<PyArray1<u64>>()?.readonly();
-    // Borrowed when the rows are laid out one after another; `as_slice` alone would also accept Fortran order.
+    // Borrowed when the rows lie one after another; `as_slice` alone would also accept Fortran order.
     let codes_rows: Cow<'_, [u64]> = match codes_ro.as_slice() {
         Ok(rows) if codes_arr.is_c_contiguous() => Cow::Borrowed(rows),
         _ => Cow::Owned(codes_ro.as_array().iter().copied().collect()),
