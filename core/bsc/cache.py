@@ -439,6 +439,10 @@ class BinarySemanticCache:
     def __contains__(self, id: object) -> bool:
         return isinstance(id, int) and 0 <= id < 2**32 and id in self._index
 
+    def namespace_len(self, namespace: str) -> int:
+        """Number of entries in ``namespace`` (0 for one that does not exist)."""
+        return self._index.namespace_len(namespace)
+
     def namespaces(self) -> list[str]:
         """Names of the namespaces that hold entries."""
         return self._index.namespaces()

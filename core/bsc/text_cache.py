@@ -187,6 +187,8 @@ class SemanticCache:
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
+        if not self.cache.namespace_len(namespace):
+            return self._miss()  # nothing to compare with: don't pay for an embedding
         return self._semantic_hit(text, self._embed([text])[0], namespace)
 
     async def alookup(self, text: str, *, namespace: str = "default") -> Hit | None:
@@ -195,6 +197,8 @@ class SemanticCache:
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
+        if not self.cache.namespace_len(namespace):
+            return self._miss()
         return self._semantic_hit(text, (await self._aembed([text]))[0], namespace)
 
     def lookup_many(self, texts: Sequence[str], *, namespace: str = "default") -> list[Hit | None]:
@@ -208,6 +212,10 @@ class SemanticCache:
             for i, v in zip(todo, vectors, strict=True):
                 out[i] = self._semantic_hit(texts[i], v, namespace)
         return out
+
+    def _miss(self) -> None:
+        with self._lock:
+            self._misses += 1
 
     def _exact_hit(self, text: str, namespace: str) -> Hit | None:
         key = _exact_key(namespace, text)
