@@ -417,7 +417,8 @@ def _load_cache(path: str, dim: int, options: dict[str, Any]) -> BinarySemanticC
     for name in ("ttl", "rerank"):
         if name in options and options[name] != getattr(cache, name):
             raise ValueError(
-                f"the cache file was saved with {name}={getattr(cache, name)}, but {name}={options[name]} was given"
+                f"the cache file was saved with {name}={getattr(cache, name)}, "
+                f"but {name}={options[name]} was given"
             )
     return cache
 
