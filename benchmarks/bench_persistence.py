@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from bsc import BinarySemanticCache
 from bsc.cache import _Entry
 from bsc.persistence import read_index
@@ -125,8 +124,11 @@ def main() -> None:
         "code_bits": 256,
         "dim": DIM,
         "repeat": args.repeat,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_1m_at_start": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m_at_start": os.getloadavg()[0],
+        },
         "modes": {},
     }
     with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
@@ -137,11 +139,14 @@ def main() -> None:
     print(f"{args.entries:,} entries, 256-bit codes, median of {args.repeat} (wall / CPU)")
     print(f"{'mode':<12} {'file MB':>8} {'save':>17} {'index-only load':>19} {'full load':>17}")
     for name, r in results["modes"].items():
-        cell = lambda k, unit=1.0, fmt="{:.2f} s": (  # noqa: E731
-            f"{fmt.format(r[k]['wall_s'] * unit)} / {fmt.format(r[k]['cpu_s'] * unit)}"
+
+        def cell(key: str, unit: float = 1.0, fmt: str = "{:.2f} s", r: dict[str, Any] = r) -> str:
+            return f"{fmt.format(r[key]['wall_s'] * unit)} / {fmt.format(r[key]['cpu_s'] * unit)}"
+
+        print(
+            f"{name:<12} {r['file_mb']:>8.0f} {cell('save'):>17} "
+            f"{cell('index_load', 1e3, '{:.0f} ms'):>19} {cell('full_load'):>17}"
         )
-        print(f"{name:<12} {r['file_mb']:>8.0f} {cell('save'):>17} "
-              f"{cell('index_load', 1e3, '{:.0f} ms'):>19} {cell('full_load'):>17}")
     print("\npeers (same data, same run):")
     for name, r in results["modes"].items():
         print(

@@ -6,18 +6,18 @@ import hashlib
 import os
 import pickle
 import struct
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import bsc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import bsc
 from bsc import BinarySemanticCache, CacheFormatError, SemanticCache
 from bsc.persistence import _SECTIONS, codes_view, load, read_index, save
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DIM = 8
 
@@ -100,8 +100,15 @@ def observable(cache: BinarySemanticCache) -> dict[str, Any]:
         "namespaces": cache.namespaces(),
         "len": len(cache),
         "counters": (stats.hits, stats.misses, stats.evictions, stats.expirations),
-        "settings": (cache.dim, cache.code_bits, cache.seed, cache.threshold, cache.max_entries, cache.ttl,
-                     cache.rerank),
+        "settings": (
+            cache.dim,
+            cache.code_bits,
+            cache.seed,
+            cache.threshold,
+            cache.max_entries,
+            cache.ttl,
+            cache.rerank,
+        ),
     }
 
 
@@ -148,8 +155,9 @@ def test_saving_twice_writes_identical_files_and_index_only_load_matches(tmp_pat
     save(cache, tmp_path / "two.bsc")
     # Only the save time differs between the two files; the index parts are the same.
     assert read_index(tmp_path / "one.bsc").to_parts()[0] == cache._index.to_parts()[0]
-    for mine, theirs in zip(read_index(tmp_path / "two.bsc").to_parts()[1:], cache._index.to_parts()[1:],
-                            strict=True):
+    for mine, theirs in zip(
+        read_index(tmp_path / "two.bsc").to_parts()[1:], cache._index.to_parts()[1:], strict=True
+    ):
         np.testing.assert_array_equal(mine, theirs)
 
 
@@ -307,8 +315,9 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         ("put", i, f"résponse {i}" if i % 3 else b"\x00\xffbytes", ["a", "b", "default"][i % 3], {"i": i})
         for i in range(14)
     ]
-    cache = build([*ops, ("delete", 2), ("delete", 5), ("get", 7)], code_bits=256, rerank=3, ttl=60.0,
-                  clock=clock)
+    cache = build(
+        [*ops, ("delete", 2), ("delete", 5), ("get", 7)], code_bits=256, rerank=3, ttl=60.0, clock=clock
+    )
     path = tmp_path_factory.mktemp("snap") / "good.bsc"
     save(cache, path)
     return path.read_bytes()
@@ -350,7 +359,7 @@ def test_a_bit_flip_in_every_section_and_in_the_padding_is_rejected_naming_the_p
             checked += 1
     # Padding between sections.
     ends = sorted((o + n, o) for o, n in spans.values())
-    gaps = [(end, nxt) for (end, _), (_, nxt) in zip(ends, ends[1:], strict=False) if nxt > end]
+    gaps = [(end, nxt) for (end, _), (_, nxt) in pairwise(ends) if nxt > end]
     assert gaps
     for end, _ in gaps:
         data = bytearray(snapshot)
@@ -391,7 +400,9 @@ def test_a_consistent_header_with_a_broken_index_is_rejected_by_the_rust_checks(
     data[lru_at : lru_at + 4] = data[lru_at + 4 : lru_at + 8]
     index = _SECTIONS.index("lru")
     lru_off, lru_len = spans["lru"]
-    struct.pack_into("<Q", data, 192 + 32 * index + 24, xxhash.xxh3_64_intdigest(bytes(data[lru_off:lru_off + lru_len])))
+    struct.pack_into(
+        "<Q", data, 192 + 32 * index + 24, xxhash.xxh3_64_intdigest(bytes(data[lru_off : lru_off + lru_len]))
+    )
     struct.pack_into("<Q", data, 24, 0)
     struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(bytes(data[: 192 + 32 * len(_SECTIONS)])))
     assert "index: LRU row" in str(_rejected(tmp_path, bytes(data)))
@@ -440,4 +451,3 @@ def test_corrupted_variants_are_all_rejected_cleanly(
             index_only = False
     error = _rejected(tmp_path, bytes(data), index_only=index_only)
     assert isinstance(error, ValueError) and str(error)
-

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bsc import BinarySemanticCache
 from bsc.persistence import load, save
 
@@ -30,8 +29,14 @@ def fingerprint(cache: BinarySemanticCache) -> str:
     # Expiry times move onto the loading process's clock, so they are left out.
     for array in (counts, codes, ids, lru, free):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(repr([(e.response, e.metadata and dict(e.metadata), e.namespace) if e else None
-                        for e in cache._entries]).encode())
+    digest.update(
+        repr(
+            [
+                (e.response, e.metadata and dict(e.metadata), e.namespace) if e else None
+                for e in cache._entries
+            ]
+        ).encode()
+    )
     return digest.hexdigest()
 
 

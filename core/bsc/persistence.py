@@ -53,12 +53,12 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import pairwise, repeat
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -185,7 +185,7 @@ def save(cache: BinarySemanticCache, path: PathLike) -> None:
 
 def _raw(data: npt.NDArray[Any] | bytes) -> memoryview:
     if isinstance(data, np.ndarray):
-        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
     return memoryview(data)
 
 
@@ -217,11 +217,12 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         entries[h] = vacant
     if None in entries:
         raise RuntimeError("cache snapshot is inconsistent: a live index entry has no published response")
-    entry_ids = np.fromiter(map(itemgetter(0), entries), dtype=np.int64, count=handles)
+    published = cast("list[tuple[int, str | bytes, Mapping[str, Any] | None, str]]", entries)
+    entry_ids = np.fromiter(map(itemgetter(0), published), dtype=np.int64, count=handles)
     if not np.array_equal(entry_ids[handle_of_row], ids):
         raise RuntimeError("cache snapshot is inconsistent: published entries differ from the index")
-    responses: list[str | bytes] = list(map(itemgetter(1), entries))
-    meta_list: list[Mapping[str, Any] | None] = list(map(itemgetter(2), entries))
+    responses: list[str | bytes] = list(map(itemgetter(1), published))
+    meta_list: list[Mapping[str, Any] | None] = list(map(itemgetter(2), published))
 
     kinds, resp_offsets, resp_blob, separated = _encode_responses(responses, handles)
     kinds[free_handles] = _FREE
@@ -235,28 +236,48 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serializable to be saved: {exc}") from exc
 
-    sections: list[memoryview] = [_raw(data) for data in (
-        codes.astype("<u8", copy=False),
-        ids.astype("<u4", copy=False),
-        lru.astype("<u4", copy=False),
-        expires.astype("<f8", copy=False),
-        free.astype("<u4", copy=False),
-        counts.astype("<u4", copy=False),
-        name_offsets,
-        b"".join(encoded_names),
-        vectors,
-        norms.astype("<f4", copy=False),
-        kinds,
-        resp_offsets,
-        resp_blob,
-        metadata.encode("utf-8", "surrogatepass"),
-    )]
+    sections: list[memoryview] = [
+        _raw(data)
+        for data in (
+            codes.astype("<u8", copy=False),
+            ids.astype("<u4", copy=False),
+            lru.astype("<u4", copy=False),
+            expires.astype("<f8", copy=False),
+            free.astype("<u4", copy=False),
+            counts.astype("<u4", copy=False),
+            name_offsets,
+            b"".join(encoded_names),
+            vectors,
+            norms.astype("<f4", copy=False),
+            kinds,
+            resp_offsets,
+            resp_blob,
+            metadata.encode("utf-8", "surrogatepass"),
+        )
+    ]
     flags = (_FLAG_TTL if cache.ttl is not None else 0) | (_FLAG_SEPARATED if separated else 0)
     fixed = _HEADER.pack(
-        _MAGIC, FORMAT_VERSION, _ENDIAN, _TABLE_END, len(_SECTIONS), 0,
-        cache.dim, cache.code_bits, cache.seed, cache.max_entries, len(ids), handles, len(names),
-        cache.rerank, cache.threshold, cache.ttl or 0.0, flags, 0,
-        clock_at_save, wall_at_save, *counters,
+        _MAGIC,
+        FORMAT_VERSION,
+        _ENDIAN,
+        _TABLE_END,
+        len(_SECTIONS),
+        0,
+        cache.dim,
+        cache.code_bits,
+        cache.seed,
+        cache.max_entries,
+        len(ids),
+        handles,
+        len(names),
+        cache.rerank,
+        cache.threshold,
+        cache.ttl or 0.0,
+        flags,
+        0,
+        clock_at_save,
+        wall_at_save,
+        *counters,
     ).ljust(_HEADER_SIZE, b"\0")
     table = bytearray()
     offset = _TABLE_END
@@ -310,10 +331,8 @@ def _write_atomically(path: str, header: bytes, sections: list[memoryview]) -> N
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     # The rename is durable only once the directory entry is on disk.
     dir_fd = os.open(directory, os.O_RDONLY)
@@ -492,11 +511,34 @@ class _Mapped:
 
 def _parse_header(buf: bytes, file_size: int) -> _Header:
     if bytes(buf[:8]) != _MAGIC:
-        raise CacheFormatError(f"header: not a bsc cache file (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})")
+        raise CacheFormatError(
+            f"header: not a bsc cache file (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})"
+        )
     (
-        _, version, endian, header_size, n_sections, checksum, dim, code_bits, seed, max_entries, entries,
-        handles, namespaces, rerank, threshold, ttl, flags, _, clock_at_save, wall_at_save,
-        hits, misses, evictions, expirations,
+        _,
+        version,
+        endian,
+        header_size,
+        n_sections,
+        checksum,
+        dim,
+        code_bits,
+        seed,
+        max_entries,
+        entries,
+        handles,
+        namespaces,
+        rerank,
+        threshold,
+        ttl,
+        flags,
+        _,
+        clock_at_save,
+        wall_at_save,
+        hits,
+        misses,
+        evictions,
+        expirations,
     ) = _HEADER.unpack_from(buf)
     if endian != _ENDIAN:
         if endian == 0x0403_0201:
@@ -514,11 +556,15 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
     struct.pack_into("<Q", head, _CHECKSUM_AT, 0)
     if _checksum(head) != checksum:
         raise CacheFormatError("header: checksum mismatch (the header or section table is corrupted)")
-    if bytes(buf[_HEADER.size:_HEADER_SIZE]).strip(b"\0"):
+    if bytes(buf[_HEADER.size : _HEADER_SIZE]).strip(b"\0"):
         raise CacheFormatError("header: reserved bytes are not zero")
     if code_bits not in (64, 128, 256, 512, 1024) or dim == 0:
         raise CacheFormatError(f"header: invalid dim {dim} or code_bits {code_bits}")
-    if not entries <= handles <= _MAX_HANDLES or namespaces > entries or flags & ~(_FLAG_TTL | _FLAG_SEPARATED):
+    if (
+        not entries <= handles <= _MAX_HANDLES
+        or namespaces > entries
+        or flags & ~(_FLAG_TTL | _FLAG_SEPARATED)
+    ):
         raise CacheFormatError(
             f"header: inconsistent counts (entries {entries}, handles {handles}, namespaces {namespaces})"
         )
@@ -635,7 +681,7 @@ def _build_index(
     """The index and the namespace names."""
     blob = _section_bytes(buf, header, "ns_names")
     offsets = _offsets(buf, header, "ns_offsets", len(blob)).tolist()
-    names = [_decode(blob[a:b], "ns_names") for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    names = [_decode(blob[a:b], "ns_names") for a, b in pairwise(offsets)]
     counts = _section_array(buf, header, "ns_counts", np.uint32)
     ids = _section_array(buf, header, "ids", np.uint32)
     expires = _section_array(buf, header, "expires", np.float64)
@@ -676,7 +722,7 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
         raise CacheFormatError("section kinds: response kinds do not match the index's live entries")
     blob = _section_bytes(buf, header, "resp_blob")
     offsets = _offsets(buf, header, "resp_offsets", len(blob))
-    spans = np.diff(offsets.astype(np.int64))
+    spans = cast("npt.NDArray[np.int64]", np.diff(offsets.astype(np.int64)))
     if np.any(spans[~live] != int(header.separated)):
         raise CacheFormatError("section resp_offsets: a free handle has a response")
     if header.separated:
@@ -701,7 +747,11 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
     namespace_of = np.array([*names, ""], dtype=object)[handle_ns].tolist()
     # tuple.__new__ builds the named tuples in C: a million entries in tens of milliseconds.
     entries: list[_Entry | None] = list(
-        map(tuple.__new__, repeat(_Entry), zip(entry_ids.tolist(), responses, frozen, namespace_of, strict=True))
+        map(
+            tuple.__new__,
+            repeat(_Entry),
+            zip(entry_ids.tolist(), responses, frozen, namespace_of, strict=True),
+        )
     )
     for h in np.flatnonzero(~live).tolist():
         entries[h] = None
