@@ -171,6 +171,9 @@ def save(cache: BinarySemanticCache, path: PathLike) -> None:
         cache: the cache to save.
         path: the target file; its directory must exist.
 
+    Metadata is stored as JSON: it round-trips exactly when it is made of dicts with str keys, lists,
+    str, int, float, bool and None (a tuple comes back as a list, a non-str key as a str).
+
     Raises:
         TypeError: a metadata value that JSON cannot encode.
         OSError: the file cannot be written (the previous snapshot, if any, is left as it was).
