@@ -374,7 +374,7 @@ def _print_report(out: TextIO, result: DemoResult, with_cache: _Pass, stats: Any
         p(f"  FALSE HIT: {prompt!r} got the answer to {source!r}", file=out)
     p(
         f"Cache: {stats.cache.entries} entries, {stats.cache.bytes_per_entry:.0f} bytes each; "
-        f"{stats.guard_rejections} candidates refused by the false-hit guard; "
+        f"{stats.guard_rejections} candidates refused by the false-hit guard;\n  "
         f"{stats.embedded_texts} texts embedded in {stats.embed_seconds:.1f} s, "
         f"searches took {stats.search_seconds * 1000:.1f} ms in total.",
         file=out,
