@@ -13,6 +13,9 @@ use pyo3::prelude::*;
 use crate::error::BscError;
 use crate::scan::{self, Level};
 
+/// `(indices, distances)` as NumPy arrays.
+type SearchResult<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>);
+
 /// The k nearest codes to `query` by Hamming distance, by exhaustive scan.
 ///
 /// Args:
@@ -41,7 +44,7 @@ pub fn hamming_search<'py>(
     query: &Bound<'py, PyAny>,
     k: i64,
     max_distance: Option<i64>,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>)> {
+) -> PyResult<SearchResult<'py>> {
     let codes_arr = uint64_array(py, codes, "codes", "(n, words)")?;
     let query_arr = uint64_array(py, query, "query", "(words,)")?;
     let (n, words) = match codes_arr.shape() {
