@@ -15,6 +15,8 @@ use crate::projection::projection_matrix;
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
 /// Batches at least this large are split over the rayon pool; below it the hand-off costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 4 * BATCH_ROWS;
+/// From this many vectors on, a packed GEMM (matrixmultiply) beats the single-vector kernel.
+const GEMM_MIN_ROWS: usize = 8;
 /// Vectors encoded per pass over the projection matrix (and per parallel task).
 const BATCH_ROWS: usize = 64;
 
@@ -26,8 +28,12 @@ pub struct Encoder {
     matrix: Vec<f32>,
     /// The same matrix transposed, `(dim, code_bits)`, so one input element scales a run of outputs.
     transposed: Vec<f32>,
-    /// Euclidean norm of each matrix row, for the Cauchy–Schwarz error bound.
-    row_norms: Vec<f64>,
+    /// Per row: 1.001 · γ_dim · ‖P[r]‖₂, so that `row_bound[r] · ‖x‖₂ + underflow` bounds the rounding
+    /// error of any f32 evaluation of <x, P[r]> (Cauchy–Schwarz on Σ|x_c P_rc|; 1.001 covers the
+    /// rounding of the bound's own arithmetic, relative ~1e-13 here).
+    row_bound: Vec<f64>,
+    /// Absolute slack for products that underflow to f32 subnormals (each loses at most 2^-150).
+    underflow: f64,
 }
 
 impl Encoder {
@@ -47,11 +53,15 @@ impl Encoder {
                 transposed[c * code_bits + r] = p;
             }
         }
-        let row_norms = matrix
+        let n = dim as f64;
+        let unit = f64::from(f32::EPSILON) / 2.0; // f32 unit roundoff, 2^-24
+        let gamma = n * unit / (1.0 - n * unit);
+        let row_bound = matrix
             .chunks_exact(dim)
-            .map(|row| row.iter().map(|&p| f64::from(p) * f64::from(p)).sum::<f64>().sqrt())
+            .map(|row| 1.001 * gamma * row.iter().map(|&p| f64::from(p) * f64::from(p)).sum::<f64>().sqrt())
             .collect();
-        Ok(Self { dim, code_bits, seed, matrix, transposed, row_norms })
+        let underflow = 1.001 * n * f64::from_bits(0x36A0_0000_0000_0000); // n · 2^-149
+        Ok(Self { dim, code_bits, seed, matrix, transposed, row_bound, underflow })
     }
 
     pub fn dim(&self) -> usize {
@@ -111,30 +121,30 @@ impl Encoder {
     /// Encodes up to `BATCH_ROWS` finite vectors.
     fn encode_rows(&self, xs: &[f32], out: &mut [u64]) {
         let rows = xs.len() / self.dim;
-        let mut approx = vec![0.0f32; rows * self.code_bits];
-        project(xs, self.dim, &self.transposed, self.code_bits, &mut approx);
-        let n = self.dim as f64;
-        let unit = f64::from(f32::EPSILON) / 2.0; // f32 unit roundoff, 2^-24
-        let gamma = n * unit / (1.0 - n * unit);
-        // Absolute slack for products that underflow to f32 subnormals (each loses at most 2^-150).
-        let underflow = n * f64::from_bits(0x36A0_0000_0000_0000); // 2^-149
+        let bits = self.code_bits;
+        let mut approx = vec![0.0f32; rows * bits];
+        project(xs, self.dim, &self.transposed, bits, &mut approx);
         let words = self.words();
-        out.fill(0);
-        for (i, x) in xs.chunks_exact(self.dim).enumerate() {
+        for ((x, a), code) in xs.chunks_exact(self.dim).zip(approx.chunks_exact(bits)).zip(out.chunks_exact_mut(words)) {
             let x_norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-            let code = &mut out[i * words..(i + 1) * words];
-            for r in 0..self.code_bits {
-                let a = f64::from(approx[i * self.code_bits + r]);
-                // 1.001 covers the rounding of the bound's own arithmetic (relative ~1e-13 here).
-                let bound = 1.001 * (gamma * x_norm * self.row_norms[r] + underflow);
-                let positive = if a.is_finite() && a.abs() > bound {
-                    a > 0.0
-                } else {
-                    exact_dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0
-                };
-                if positive {
-                    code[r / 64] |= 1u64 << (r % 64);
+            for (w, word) in code.iter_mut().enumerate() {
+                let (mut positive, mut uncertain) = (0u64, 0u64);
+                for j in 0..64 {
+                    let r = w * 64 + j;
+                    let v = f64::from(a[r]);
+                    positive |= u64::from(v > 0.0) << j;
+                    // An f32 overflow (inf, or NaN from inf - inf) proves nothing: uncertain too.
+                    let certain = v.abs() > self.row_bound[r] * x_norm + self.underflow && v.is_finite();
+                    uncertain |= u64::from(!certain) << j;
                 }
+                while uncertain != 0 {
+                    let j = uncertain.trailing_zeros() as usize;
+                    uncertain &= uncertain - 1;
+                    let r = w * 64 + j;
+                    let exact = exact_dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0;
+                    positive = (positive & !(1u64 << j)) | (u64::from(exact) << j);
+                }
+                *word = positive;
             }
         }
     }
@@ -154,7 +164,30 @@ fn check_finite(x: &[f32], row: usize) -> Result<()> {
 /// `out[i][r] ≈ <xs[i], row r>` in f32 for up to `BATCH_ROWS` vectors. Any evaluation order is fine:
 /// the caller only trusts a value beyond its rounding-error bound.
 fn project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out: &mut [f32]) {
-    dispatch_project(xs, dim, transposed, bits, out)
+    let rows = xs.len() / dim;
+    if rows < GEMM_MIN_ROWS {
+        return dispatch_project(xs, dim, transposed, bits, out);
+    }
+    // SAFETY: the pointers and strides describe exactly the slices: xs is rows×dim row-major,
+    // transposed is dim×bits row-major, out is rows×bits row-major; sgemm writes only within out.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            dim,
+            bits,
+            1.0,
+            xs.as_ptr(),
+            dim as isize,
+            1,
+            transposed.as_ptr(),
+            bits as isize,
+            1,
+            0.0,
+            out.as_mut_ptr(),
+            bits as isize,
+            1,
+        );
+    }
 }
 
 /// Outputs `block..block+B` for `V` vectors: `B` accumulators per vector, one pass over the inputs, so
