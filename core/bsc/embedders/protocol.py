@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -181,11 +182,14 @@ class _PerLoop(Generic[_T]):
     def __init__(self, factory: Callable[[], _T]) -> None:
         self._factory = factory
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # loops in different threads may ask at the same time
 
     def get(self) -> _T:
+        """The client for the running loop, created on first use in that loop."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._factory()
-            self._clients[loop] = client
-        return client
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = self._factory()
+                self._clients[loop] = client
+            return client
