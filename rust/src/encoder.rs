@@ -39,7 +39,9 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(dim: usize, code_bits: usize, seed: u64) -> Result<Self> {
         if dim == 0 {
-            return Err(BscError::InvalidArgument("dim must be a positive integer, got 0".into()));
+            return Err(BscError::InvalidArgument(
+                "dim must be a positive integer, got 0".into(),
+            ));
         }
         if !SUPPORTED_CODE_BITS.contains(&code_bits) {
             return Err(BscError::InvalidArgument(format!(
@@ -58,10 +60,26 @@ impl Encoder {
         let gamma = n * unit / (1.0 - n * unit);
         let row_bound = matrix
             .chunks_exact(dim)
-            .map(|row| 1.001 * gamma * row.iter().map(|&p| f64::from(p) * f64::from(p)).sum::<f64>().sqrt())
+            .map(|row| {
+                1.001
+                    * gamma
+                    * row
+                        .iter()
+                        .map(|&p| f64::from(p) * f64::from(p))
+                        .sum::<f64>()
+                        .sqrt()
+            })
             .collect();
         let underflow = 1.001 * n * f64::from_bits(0x36A0_0000_0000_0000); // n · 2^-149
-        Ok(Self { dim, code_bits, seed, matrix, transposed, row_bound, underflow })
+        Ok(Self {
+            dim,
+            code_bits,
+            seed,
+            matrix,
+            transposed,
+            row_bound,
+            underflow,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -92,7 +110,7 @@ impl Encoder {
 
     /// Encodes `n` row-major vectors into `out` (`n * words()` u64s), in parallel for large batches.
     pub fn encode_batch(&self, xs: &[f32], out: &mut [u64]) -> Result<()> {
-        if xs.len() % self.dim != 0 || out.len() != xs.len() / self.dim * self.words() {
+        if !xs.len().is_multiple_of(self.dim) || out.len() != xs.len() / self.dim * self.words() {
             return Err(BscError::Shape(format!(
                 "expected embeddings of dimension {} ({} values do not form whole rows)",
                 self.dim,
@@ -125,8 +143,16 @@ impl Encoder {
         let mut approx = vec![0.0f32; rows * bits];
         project(xs, self.dim, &self.transposed, bits, &mut approx);
         let words = self.words();
-        for ((x, a), code) in xs.chunks_exact(self.dim).zip(approx.chunks_exact(bits)).zip(out.chunks_exact_mut(words)) {
-            let x_norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        for ((x, a), code) in xs
+            .chunks_exact(self.dim)
+            .zip(approx.chunks_exact(bits))
+            .zip(out.chunks_exact_mut(words))
+        {
+            let x_norm = x
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
             for (w, word) in code.iter_mut().enumerate() {
                 let (mut positive, mut uncertain) = (0u64, 0u64);
                 for j in 0..64 {
@@ -134,14 +160,16 @@ impl Encoder {
                     let v = f64::from(a[r]);
                     positive |= u64::from(v > 0.0) << j;
                     // An f32 overflow (inf, or NaN from inf - inf) proves nothing: uncertain too.
-                    let certain = v.abs() > self.row_bound[r] * x_norm + self.underflow && v.is_finite();
+                    let certain =
+                        v.abs() > self.row_bound[r] * x_norm + self.underflow && v.is_finite();
                     uncertain |= u64::from(!certain) << j;
                 }
                 while uncertain != 0 {
                     let j = uncertain.trailing_zeros() as usize;
                     uncertain &= uncertain - 1;
                     let r = w * 64 + j;
-                    let exact = exact_dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0;
+                    let exact =
+                        exact_dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0;
                     positive = (positive & !(1u64 << j)) | (u64::from(exact) << j);
                 }
                 *word = positive;
@@ -230,13 +258,19 @@ fn project_generic<const B: usize>(
     let mut v = 0;
     while v < rows {
         if rows - v >= 4 {
-            let (x, o) = (&xs[v * dim..(v + 4) * dim], &mut out[v * bits..(v + 4) * bits]);
+            let (x, o) = (
+                &xs[v * dim..(v + 4) * dim],
+                &mut out[v * bits..(v + 4) * bits],
+            );
             for block in (0..bits).step_by(64) {
                 project_block::<4, 64>(x, dim, transposed, bits, block, o, madd);
             }
             v += 4;
         } else {
-            let (x, o) = (&xs[v * dim..(v + 1) * dim], &mut out[v * bits..(v + 1) * bits]);
+            let (x, o) = (
+                &xs[v * dim..(v + 1) * dim],
+                &mut out[v * bits..(v + 1) * bits],
+            );
             for block in (0..bits).step_by(B) {
                 project_block::<1, B>(x, dim, transposed, bits, block, o, madd);
             }
@@ -249,7 +283,7 @@ fn project_generic<const B: usize>(
 fn dispatch_project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out: &mut [f32]) {
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn avx512(xs: &[f32], dim: usize, t: &[f32], bits: usize, out: &mut [f32]) {
-        if bits % 256 == 0 {
+        if bits.is_multiple_of(256) {
             project_generic::<256>(xs, dim, t, bits, out, f32::mul_add);
         } else {
             project_generic::<64>(xs, dim, t, bits, out, f32::mul_add);
@@ -259,10 +293,13 @@ fn dispatch_project(xs: &[f32], dim: usize, transposed: &[f32], bits: usize, out
     unsafe fn avx2(xs: &[f32], dim: usize, t: &[f32], bits: usize, out: &mut [f32]) {
         project_generic::<64>(xs, dim, t, bits, out, f32::mul_add);
     }
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    {
         // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
         unsafe { avx512(xs, dim, transposed, bits, out) }
-    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    } else if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         unsafe { avx2(xs, dim, transposed, bits, out) }
     } else {
@@ -311,7 +348,9 @@ mod tests {
     use super::*;
 
     fn lcg(state: &mut u64) -> f32 {
-        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -375,7 +414,8 @@ mod tests {
         enc.encode_batch(&xs, &mut batch).unwrap();
         for i in 0..n {
             let mut one = vec![0u64; 2];
-            enc.encode_into(&xs[i * 40..(i + 1) * 40], &mut one).unwrap();
+            enc.encode_into(&xs[i * 40..(i + 1) * 40], &mut one)
+                .unwrap();
             assert_eq!(&batch[i * 2..i * 2 + 2], &one[..]);
         }
     }
@@ -386,10 +426,21 @@ mod tests {
         assert!(Encoder::new(8, 100, 1).is_err());
         let enc = Encoder::new(4, 64, 1).unwrap();
         let mut out = [0u64; 1];
-        assert!(matches!(enc.encode_into(&[1.0, 2.0, 3.0], &mut out), Err(BscError::Shape(_))));
-        assert!(matches!(enc.encode_into(&[1.0, f32::NAN, 3.0, 4.0], &mut out), Err(BscError::NonFinite(_))));
-        assert!(matches!(enc.encode_batch(&[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, f32::INFINITY, 4.0], &mut [0; 2]),
-            Err(BscError::NonFinite(_))));
+        assert!(matches!(
+            enc.encode_into(&[1.0, 2.0, 3.0], &mut out),
+            Err(BscError::Shape(_))
+        ));
+        assert!(matches!(
+            enc.encode_into(&[1.0, f32::NAN, 3.0, 4.0], &mut out),
+            Err(BscError::NonFinite(_))
+        ));
+        assert!(matches!(
+            enc.encode_batch(
+                &[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, f32::INFINITY, 4.0],
+                &mut [0; 2]
+            ),
+            Err(BscError::NonFinite(_))
+        ));
     }
 
     #[test]

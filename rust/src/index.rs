@@ -94,7 +94,9 @@ pub struct Index {
 impl Index {
     pub fn new(words: usize, max_entries: usize, with_expiry: bool) -> Result<Self> {
         if ![1, 2, 4, 8, 16].contains(&words) {
-            return Err(BscError::InvalidArgument(format!("words must be 1, 2, 4, 8 or 16, got {words}")));
+            return Err(BscError::InvalidArgument(format!(
+                "words must be 1, 2, 4, 8 or 16, got {words}"
+            )));
         }
         if max_entries == 0 || max_entries > MAX_ENTRIES {
             return Err(BscError::InvalidArgument(format!(
@@ -134,7 +136,9 @@ impl Index {
     }
 
     pub fn namespace_len(&self, namespace: &str) -> usize {
-        self.space_of.get(namespace).map_or(0, |&s| self.spaces[s as usize].ids.len())
+        self.space_of
+            .get(namespace)
+            .map_or(0, |&s| self.spaces[s as usize].ids.len())
     }
 
     pub fn namespaces(&self) -> Vec<String> {
@@ -173,9 +177,18 @@ impl Index {
     }
 
     /// Stores `code` in `namespace`; when full, first evicts the least recently used entry (returned).
-    pub fn insert(&mut self, namespace: &str, code: &[u64], expires_at: f64) -> Result<(EntryId, Option<EntryId>)> {
+    pub fn insert(
+        &mut self,
+        namespace: &str,
+        code: &[u64],
+        expires_at: f64,
+    ) -> Result<(EntryId, Option<EntryId>)> {
         self.check_code(code)?;
-        let evicted = if self.len >= self.max_entries { self.lru_tail_id() } else { None };
+        let evicted = if self.len >= self.max_entries {
+            self.lru_tail_id()
+        } else {
+            None
+        };
         if let Some(old) = evicted {
             self.remove(old);
         }
@@ -256,7 +269,8 @@ impl Index {
         let sp = &mut self.spaces[space];
         let last = sp.ids.len() - 1;
         if pos != last {
-            sp.codes.copy_within(last * words..(last + 1) * words, pos * words);
+            sp.codes
+                .copy_within(last * words..(last + 1) * words, pos * words);
             sp.ids[pos] = sp.ids[last];
             let moved = handle_of(sp.ids[pos]);
             self.slots[moved as usize].set_field(POS, pos as u32);
@@ -310,7 +324,10 @@ impl Index {
     }
 
     fn unlink(&mut self, h: u32) {
-        let (prev, next) = (self.slots[h as usize].field(PREV), self.slots[h as usize].field(NEXT));
+        let (prev, next) = (
+            self.slots[h as usize].field(PREV),
+            self.slots[h as usize].field(NEXT),
+        );
         if prev != NIL {
             self.slots[prev as usize].set_field(NEXT, next);
         } else {
@@ -346,7 +363,10 @@ impl Index {
             if self.with_expiry && self.expires[handle_of(id) as usize] <= now {
                 expired.push(id);
             } else {
-                live.push(Found { id, distance: n.distance });
+                live.push(Found {
+                    id,
+                    distance: n.distance,
+                });
             }
         }
         Ok((live, expired))
@@ -371,7 +391,11 @@ impl Index {
                 Some(&s) => self.spaces[s as usize].ids.clone(),
                 None => Vec::new(),
             },
-            None => self.spaces.iter().flat_map(|sp| sp.ids.iter().copied()).collect(),
+            None => self
+                .spaces
+                .iter()
+                .flat_map(|sp| sp.ids.iter().copied())
+                .collect(),
         };
         if namespace.is_none() {
             let (words, max, exp) = (self.words, self.max_entries, self.with_expiry);
@@ -403,8 +427,16 @@ impl Index {
         let slot = &self.slots[handle_of(id) as usize];
         let sp = &self.spaces[slot.space() as usize];
         let pos = slot.field(POS) as usize;
-        let expires = if self.with_expiry { self.expires[handle_of(id) as usize] } else { f64::INFINITY };
-        Some((&sp.name, &sp.codes[pos * self.words..(pos + 1) * self.words], expires))
+        let expires = if self.with_expiry {
+            self.expires[handle_of(id) as usize]
+        } else {
+            f64::INFINITY
+        };
+        Some((
+            &sp.name,
+            &sp.codes[pos * self.words..(pos + 1) * self.words],
+            expires,
+        ))
     }
 }
 
@@ -473,7 +505,9 @@ fn mark_once(seen: &mut [bool], v: usize) -> bool {
 impl Index {
     /// Takes the index apart into flat arrays (see `IndexParts`); `from_parts` rebuilds an equal index.
     pub fn to_parts(&self) -> IndexParts {
-        let live: Vec<usize> = (0..self.spaces.len()).filter(|&s| !self.spaces[s].ids.is_empty()).collect();
+        let live: Vec<usize> = (0..self.spaces.len())
+            .filter(|&s| !self.spaces[s].ids.is_empty())
+            .collect();
         let mut row_start = vec![0u32; self.spaces.len()];
         let mut parts = IndexParts {
             names: Vec::with_capacity(live.len()),
@@ -493,12 +527,18 @@ impl Index {
             parts.ids.extend_from_slice(&sp.ids);
         }
         if self.with_expiry {
-            parts.expires = parts.ids.iter().map(|&id| self.expires[handle_of(id) as usize]).collect();
+            parts.expires = parts
+                .ids
+                .iter()
+                .map(|&id| self.expires[handle_of(id) as usize])
+                .collect();
         }
         let mut h = self.lru_tail;
         while h != NIL {
             let slot = &self.slots[h as usize];
-            parts.lru.push(row_start[slot.space() as usize] + slot.field(POS));
+            parts
+                .lru
+                .push(row_start[slot.space() as usize] + slot.field(POS));
             h = slot.field(PREV);
         }
         let mut h = self.free_head;
@@ -513,7 +553,12 @@ impl Index {
     /// Rebuilds an index from `parts`, checking every invariant first: counts add up, names are unique,
     /// every handle below `ids.len() + free.len()` is used exactly once, `lru` is a permutation of the
     /// rows, expiries are not NaN. Corrupt input is an error, never a panic or a half-built index.
-    pub fn from_parts(words: usize, max_entries: usize, with_expiry: bool, parts: IndexPartsRef<'_>) -> Result<Self> {
+    pub fn from_parts(
+        words: usize,
+        max_entries: usize,
+        with_expiry: bool,
+        parts: IndexPartsRef<'_>,
+    ) -> Result<Self> {
         let mut ix = Self::new(words, max_entries, with_expiry)?;
         let n = parts.ids.len();
         if parts.names.len() != parts.counts.len() {
@@ -524,17 +569,24 @@ impl Index {
             )));
         }
         if parts.names.len() > MAX_NAMESPACES {
-            return Err(corrupt(format!("{} namespaces, at most {MAX_NAMESPACES}", parts.names.len())));
+            return Err(corrupt(format!(
+                "{} namespaces, at most {MAX_NAMESPACES}",
+                parts.names.len()
+            )));
         }
         if parts.counts.contains(&0) {
             return Err(corrupt("a namespace with no entries".to_owned()));
         }
         let total: u64 = parts.counts.iter().map(|&c| u64::from(c)).sum();
         if total != n as u64 {
-            return Err(corrupt(format!("namespace counts add up to {total}, but there are {n} ids")));
+            return Err(corrupt(format!(
+                "namespace counts add up to {total}, but there are {n} ids"
+            )));
         }
         if n > max_entries {
-            return Err(corrupt(format!("{n} entries exceed max_entries {max_entries}")));
+            return Err(corrupt(format!(
+                "{n} entries exceed max_entries {max_entries}"
+            )));
         }
         if parts.codes.len() != n * words {
             return Err(corrupt(format!(
@@ -543,7 +595,10 @@ impl Index {
             )));
         }
         if parts.lru.len() != n {
-            return Err(corrupt(format!("LRU order has {} rows, expected {n}", parts.lru.len())));
+            return Err(corrupt(format!(
+                "LRU order has {} rows, expected {n}",
+                parts.lru.len()
+            )));
         }
         let expected_expires = if with_expiry { n } else { 0 };
         if parts.expires.len() != expected_expires {
@@ -562,20 +617,32 @@ impl Index {
         let mut seen = vec![false; handles];
         for &id in parts.ids.iter().chain(parts.free.iter()) {
             if !mark_once(&mut seen, handle_of(id) as usize) {
-                return Err(corrupt(format!("handle {} is out of range or used twice", handle_of(id))));
+                return Err(corrupt(format!(
+                    "handle {} is out of range or used twice",
+                    handle_of(id)
+                )));
             }
         }
         let mut seen = vec![false; n];
         for &row in parts.lru {
             if !mark_once(&mut seen, row as usize) {
-                return Err(corrupt(format!("LRU row {row} is out of range or listed twice")));
+                return Err(corrupt(format!(
+                    "LRU row {row} is out of range or listed twice"
+                )));
             }
         }
         for name in parts.names {
-            if ix.space_of.insert(name.clone(), ix.spaces.len() as u32).is_some() {
+            if ix
+                .space_of
+                .insert(name.clone(), ix.spaces.len() as u32)
+                .is_some()
+            {
                 return Err(corrupt(format!("namespace {name:?} is listed twice")));
             }
-            ix.spaces.push(Space { name: name.clone(), ..Space::default() });
+            ix.spaces.push(Space {
+                name: name.clone(),
+                ..Space::default()
+            });
         }
 
         // Everything is validated: from here on the build cannot fail.
@@ -648,7 +715,9 @@ mod tests {
     #[test]
     fn delete_never_hides_another_match() {
         let mut ix = Index::new(4, 100, false).unwrap();
-        let ids: Vec<_> = (0..20).map(|i| ix.insert("n", &code(i), f64::INFINITY).unwrap().0).collect();
+        let ids: Vec<_> = (0..20)
+            .map(|i| ix.insert("n", &code(i), f64::INFINITY).unwrap().0)
+            .collect();
         for (i, &id) in ids.iter().enumerate().step_by(2) {
             assert!(ix.remove(id), "{i}");
         }
@@ -722,7 +791,9 @@ mod tests {
         let mut model: Vec<(EntryId, String, u64)> = Vec::new(); // LRU order, oldest first
         let mut s: u64 = 12345;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             s >> 33
         };
         for _ in 0..5000 {
@@ -750,7 +821,10 @@ mod tests {
             }
             assert_eq!(ix.len(), model.len());
         }
-        assert_eq!(ix.lru_order(), model.iter().map(|e| e.0).collect::<Vec<_>>());
+        assert_eq!(
+            ix.lru_order(),
+            model.iter().map(|e| e.0).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -759,7 +833,9 @@ mod parts_tests {
     use super::*;
 
     fn lcg(s: &mut u64) -> u64 {
-        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *s >> 33
     }
 
@@ -772,7 +848,9 @@ mod parts_tests {
             let op = lcg(&mut s) % 10;
             if op < 6 || live.is_empty() {
                 let ns = format!("ns{}", lcg(&mut s) % 4);
-                let (id, ev) = ix.insert(&ns, &[lcg(&mut s), lcg(&mut s)], step as f64).unwrap();
+                let (id, ev) = ix
+                    .insert(&ns, &[lcg(&mut s), lcg(&mut s)], step as f64)
+                    .unwrap();
                 live.retain(|&l| Some(l) != ev);
                 live.push(id);
             } else if op < 8 {
@@ -794,13 +872,21 @@ mod parts_tests {
             let (ns, code, exp) = a.entry(id).unwrap();
             let (ns2, code2, exp2) = b.entry(id).unwrap();
             assert_eq!((ns, code, exp.to_bits()), (ns2, code2, exp2.to_bits()));
-            assert_eq!(a.search(ns, code, 3, 128, 0.0).unwrap(), b.search(ns, code, 3, 128, 0.0).unwrap());
+            assert_eq!(
+                a.search(ns, code, 3, 128, 0.0).unwrap(),
+                b.search(ns, code, 3, 128, 0.0).unwrap()
+            );
         }
         // The same future: new ids (free-list order, generations) and evictions match.
         for i in 0..60u64 {
             let ns = format!("ns{}", i % 5);
-            let code: Vec<u64> = (0..a.words() as u64).map(|w| i ^ w.rotate_left(9)).collect();
-            assert_eq!(a.insert(&ns, &code, 1.0).unwrap(), b.insert(&ns, &code, 1.0).unwrap());
+            let code: Vec<u64> = (0..a.words() as u64)
+                .map(|w| i ^ w.rotate_left(9))
+                .collect();
+            assert_eq!(
+                a.insert(&ns, &code, 1.0).unwrap(),
+                b.insert(&ns, &code, 1.0).unwrap()
+            );
         }
         assert_eq!(a.lru_order(), b.lru_order());
     }
@@ -850,10 +936,22 @@ mod parts_tests {
         for (what, f) in broken {
             let mut p = good.clone();
             f(&mut p);
-            assert!(Index::from_parts(2, 40, true, p.as_ref()).is_err(), "{what} accepted");
+            assert!(
+                Index::from_parts(2, 40, true, p.as_ref()).is_err(),
+                "{what} accepted"
+            );
         }
-        assert!(Index::from_parts(2, 40, false, good.as_ref()).is_err(), "expiry mismatch accepted");
-        assert!(Index::from_parts(4, 40, true, good.as_ref()).is_err(), "word count mismatch accepted");
-        assert!(Index::from_parts(2, 3, true, good.as_ref()).is_err(), "over capacity accepted");
+        assert!(
+            Index::from_parts(2, 40, false, good.as_ref()).is_err(),
+            "expiry mismatch accepted"
+        );
+        assert!(
+            Index::from_parts(4, 40, true, good.as_ref()).is_err(),
+            "word count mismatch accepted"
+        );
+        assert!(
+            Index::from_parts(2, 3, true, good.as_ref()).is_err(),
+            "over capacity accepted"
+        );
     }
 }

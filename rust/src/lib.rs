@@ -27,7 +27,7 @@ mod _native {
     #[pymodule_export]
     use crate::py_encoder::BinaryEncoder;
     #[pymodule_export]
-    use crate::py_scan::{cpu_features, hamming_search};
-    #[pymodule_export]
     use crate::py_index::HammingIndex;
+    #[pymodule_export]
+    use crate::py_scan::{cpu_features, hamming_search};
 }

@@ -7,8 +7,9 @@ use pyo3::prelude::*;
 /// XXH3-64 (seed 0) of a C-contiguous bytes-like object, computed with the GIL released.
 #[pyfunction]
 pub fn xxh3_64(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let buffer = PyBuffer::<u8>::get(data)
-        .map_err(|_| PyTypeError::new_err("expected a bytes-like object (bytes, memoryview, uint8 array)"))?;
+    let buffer = PyBuffer::<u8>::get(data).map_err(|_| {
+        PyTypeError::new_err("expected a bytes-like object (bytes, memoryview, uint8 array)")
+    })?;
     if !buffer.is_c_contiguous() {
         return Err(PyTypeError::new_err("expected a C-contiguous buffer"));
     }

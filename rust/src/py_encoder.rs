@@ -19,10 +19,10 @@ pub struct BinaryEncoder {
 }
 
 /// Input rows as float32, borrowed when the array already is C-contiguous float32.
-fn rows_f32<'a, T: Element + Copy>(arr: &'a numpy::PyReadonlyArrayDyn<'_, T>, cast: fn(T) -> f32) -> Cow<'a, [f32]>
-where
-    T: 'static,
-{
+fn rows_f32<'a, T: Element + Copy + 'static>(
+    arr: &'a numpy::PyReadonlyArrayDyn<'_, T>,
+    cast: fn(T) -> f32,
+) -> Cow<'a, [f32]> {
     // `as_slice` also accepts Fortran order, whose memory order is not the row order we need.
     match arr.as_slice().ok().filter(|_| arr.is_c_contiguous()) {
         Some(s) if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() => {
@@ -39,7 +39,9 @@ impl BinaryEncoder {
     #[new]
     #[pyo3(signature = (dim, code_bits = 256, seed = 42))]
     fn new(dim: usize, code_bits: usize, seed: u64) -> PyResult<Self> {
-        Ok(Self { inner: Encoder::new(dim, code_bits, seed)? })
+        Ok(Self {
+            inner: Encoder::new(dim, code_bits, seed)?,
+        })
     }
 
     #[getter]
@@ -94,7 +96,9 @@ impl BinaryEncoder {
             [d] if *d == dim => None,
             [n, d] if *d == dim && *n > 0 => Some(*n),
             [0, d] if *d == dim => {
-                return Err(PyValueError::new_err(format!("expected at least one embedding, got shape (0, {dim})")))
+                return Err(PyValueError::new_err(format!(
+                    "expected at least one embedding, got shape (0, {dim})"
+                )))
             }
             _ => {
                 return Err(PyValueError::new_err(format!(
@@ -117,7 +121,9 @@ impl BinaryEncoder {
     /// The `(code_bits, dim)` float32 projection matrix (a copy), for tests and reimplementations.
     fn projection_matrix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let arr = PyArray1::from_slice(py, self.inner.matrix());
-        Ok(arr.reshape([self.inner.code_bits(), self.inner.dim()])?.into_any())
+        Ok(arr
+            .reshape([self.inner.code_bits(), self.inner.dim()])?
+            .into_any())
     }
 
     fn __repr__(&self) -> String {

@@ -8,10 +8,15 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use std::borrow::Cow;
 
-use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use crate::index::{EntryId, Index, IndexPartsRef};
+
+/// `([(id, distance)], expired_ids)`.
+type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
@@ -29,7 +34,7 @@ impl HammingIndex {
     }
 }
 
-fn one_code<'a>(code: &'a PyReadonlyArray1<'_, u64>) -> Vec<u64> {
+fn one_code(code: &PyReadonlyArray1<'_, u64>) -> Vec<u64> {
     match code.as_slice() {
         Ok(s) => s.to_vec(),
         Err(_) => code.as_array().iter().copied().collect(),
@@ -60,7 +65,9 @@ impl HammingIndex {
     #[new]
     #[pyo3(signature = (words, max_entries, with_expiry = false))]
     fn new(words: usize, max_entries: usize, with_expiry: bool) -> PyResult<Self> {
-        Ok(Self { inner: RwLock::new(Index::new(words, max_entries, with_expiry)?) })
+        Ok(Self {
+            inner: RwLock::new(Index::new(words, max_entries, with_expiry)?),
+        })
     }
 
     #[getter]
@@ -142,10 +149,14 @@ impl HammingIndex {
         k: usize,
         max_distance: u32,
         now: f64,
-    ) -> PyResult<(Vec<(EntryId, u32)>, Vec<EntryId>)> {
+    ) -> PyResult<SearchResult> {
         let query = one_code(&query);
-        let (found, expired) = py.detach(|| self.read().search(namespace, &query, k, max_distance, now))?;
-        Ok((found.into_iter().map(|f| (f.id, f.distance)).collect(), expired))
+        let (found, expired) =
+            py.detach(|| self.read().search(namespace, &query, k, max_distance, now))?;
+        Ok((
+            found.into_iter().map(|f| (f.id, f.distance)).collect(),
+            expired,
+        ))
     }
 
     fn remove(&self, py: Python<'_>, id: EntryId) -> bool {
@@ -176,7 +187,11 @@ impl HammingIndex {
 
     /// `(namespace, code, expires_at)` of a live entry, or None.
     fn entry(&self, py: Python<'_>, id: EntryId) -> Option<(String, Vec<u64>, f64)> {
-        py.detach(|| self.read().entry(id).map(|(ns, code, exp)| (ns.to_owned(), code.to_vec(), exp)))
+        py.detach(|| {
+            self.read()
+                .entry(id)
+                .map(|(ns, code, exp)| (ns.to_owned(), code.to_vec(), exp))
+        })
     }
 
     /// The index as flat arrays, `(names, counts, codes, ids, lru, expires, free)` (see
@@ -224,6 +239,8 @@ impl HammingIndex {
             free: &free,
         };
         let index = py.detach(|| Index::from_parts(words, max_entries, with_expiry, parts))?;
-        Ok(Self { inner: RwLock::new(index) })
+        Ok(Self {
+            inner: RwLock::new(index),
+        })
     }
 }
