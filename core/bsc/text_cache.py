@@ -62,10 +62,8 @@ def normalise_prompt(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
-def _exact_key(namespace: str, text: str) -> bytes:
-    return hashlib.blake2b(
-        namespace.encode() + b"\0" + normalise_prompt(text).encode(), digest_size=16
-    ).digest()
+def _exact_key(text: str) -> bytes:
+    return hashlib.blake2b(normalise_prompt(text).encode(), digest_size=16).digest()
 
 
 class SemanticCache:
@@ -126,7 +124,8 @@ class SemanticCache:
         self.verifier = verifier
         self._memo: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._memo_size = memo_size
-        self._exact: dict[bytes, int] = {}
+        # namespace -> digest of the normalised prompt -> entry id
+        self._exact: dict[str, dict[bytes, int]] = {}
         self._lock = threading.Lock()
         self._exact_hits = self._semantic_hits = self._misses = 0
         self._guard_rejections = self._verifier_rejections = 0
@@ -218,15 +217,18 @@ class SemanticCache:
             self._misses += 1
 
     def _exact_hit(self, text: str, namespace: str) -> Hit | None:
-        key = _exact_key(namespace, text)
-        entry_id = self._exact.get(key)
+        table = self._exact.get(namespace)
+        if not table:
+            return None
+        key = _exact_key(text)
+        entry_id = table.get(key)
         if entry_id is None:
             return None
         entry = self.cache.entry(entry_id)
-        if entry is None or entry.namespace != namespace:
+        if entry is None or entry.namespace != namespace:  # evicted, expired or deleted since
             with self._lock:
-                if self._exact.get(key) == entry_id:
-                    del self._exact[key]
+                if table.get(key) == entry_id:
+                    del table[key]
             return None
         self.cache.touch(entry_id)
         with self._lock:
@@ -329,14 +331,16 @@ class SemanticCache:
         stored = [{"prompt": t, "metadata": None if m is None else dict(m)} for t, m in zip(texts, metas, strict=True)]
         ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
         with self._lock:
+            table = self._exact.setdefault(namespace, {})
             for text, new_id in zip(texts, ids, strict=True):
-                key = _exact_key(namespace, text)
-                old = self._exact.get(key)
-                self._exact[key] = new_id
+                key = _exact_key(text)
+                old = table.get(key)
+                table[key] = new_id
                 if old is not None and old != new_id:
                     self.cache.delete(old)
-            if len(self._exact) > 2 * max(len(self.cache), 1024):
-                self._exact = {k: v for k, v in self._exact.items() if v in self.cache}
+            # Evicted entries leave stale ids behind; sweep once they could outnumber the live ones.
+            if len(table) > 2 * max(self.cache.namespace_len(namespace), 1024):
+                self._exact[namespace] = {k: v for k, v in table.items() if v in self.cache}
         return ids
 
     # ---------------------------------------------------------------- the rest
@@ -344,7 +348,10 @@ class SemanticCache:
         """Removes every entry, or only one namespace's."""
         self.cache.clear(namespace)
         with self._lock:
-            self._exact = {k: v for k, v in self._exact.items() if v in self.cache}
+            if namespace is None:
+                self._exact = {}
+            else:
+                self._exact.pop(namespace, None)
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -423,15 +430,15 @@ def _load_cache(path: str, dim: int, options: dict[str, Any]) -> BinarySemanticC
     return cache
 
 
-def _exact_table(cache: BinarySemanticCache) -> dict[bytes, int]:
+def _exact_table(cache: BinarySemanticCache) -> dict[str, dict[bytes, int]]:
     """The exact-text table rebuilt from the prompts stored in the entries' metadata; least recently used
     first, so where two entries share a prompt the most recently used one wins."""
-    table: dict[bytes, int] = {}
+    table: dict[str, dict[bytes, int]] = {}
     for entry_id in cache._index.lru_order():
         hit = cache.entry(entry_id)
         prompt = None if hit is None or hit.metadata is None else hit.metadata.get("prompt")
         if hit is not None and isinstance(prompt, str):
-            table[_exact_key(hit.namespace, prompt)] = entry_id
+            table.setdefault(hit.namespace, {})[_exact_key(prompt)] = entry_id
     return table
 
 
