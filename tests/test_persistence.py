@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from bsc import BinarySemanticCache, CacheFormatError, SemanticCache
+from bsc._native import xxh3_64
 from bsc.persistence import _SECTIONS, codes_view, load, read_index, save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -392,19 +393,15 @@ def test_a_consistent_header_with_a_broken_index_is_rejected_by_the_rust_checks(
     tmp_path: Path, snapshot: bytes
 ) -> None:
     # Make the LRU list name one row twice, then fix every checksum: only from_parts can notice.
-    import xxhash
-
     spans = _section_spans(snapshot)
     data = bytearray(snapshot)
     lru_at, _ = spans["lru"]
     data[lru_at : lru_at + 4] = data[lru_at + 4 : lru_at + 8]
     index = _SECTIONS.index("lru")
     lru_off, lru_len = spans["lru"]
-    struct.pack_into(
-        "<Q", data, 192 + 32 * index + 24, xxhash.xxh3_64_intdigest(bytes(data[lru_off : lru_off + lru_len]))
-    )
+    struct.pack_into("<Q", data, 192 + 32 * index + 24, xxh3_64(bytes(data[lru_off : lru_off + lru_len])))
     struct.pack_into("<Q", data, 24, 0)
-    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(bytes(data[: 192 + 32 * len(_SECTIONS)])))
+    struct.pack_into("<Q", data, 24, xxh3_64(bytes(data[: 192 + 32 * len(_SECTIONS)])))
     assert "index: LRU row" in str(_rejected(tmp_path, bytes(data)))
 
 
