@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class FakeEmbeddingServer:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.embedders: list[OpenAIEmbedder | OllamaEmbedder] = []  # closed at teardown
         self.failures: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.dim = FAKE_DIM
         fake = self
@@ -129,22 +130,28 @@ class FakeEmbeddingServer:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeEmbeddingServer]:
+async def server() -> AsyncIterator[FakeEmbeddingServer]:
     fake = FakeEmbeddingServer()
     yield fake
+    for embedder in fake.embedders:
+        await embedder.aclose()
     fake.stop()
 
 
 def openai_embedder(server: FakeEmbeddingServer, **kwargs: Any) -> OpenAIEmbedder:
     options: dict[str, Any] = {"api_key": "sk-test", "base_url": f"{server.url}/v1", "max_retries": 2}
     options.update(kwargs)
-    return OpenAIEmbedder(options.pop("model", "fake-embedding-model"), **options)
+    embedder = OpenAIEmbedder(options.pop("model", "fake-embedding-model"), **options)
+    server.embedders.append(embedder)
+    return embedder
 
 
 def ollama_embedder(server: FakeEmbeddingServer, **kwargs: Any) -> OllamaEmbedder:
     options: dict[str, Any] = {"base_url": server.url, "backoff": 0.001}
     options.update(kwargs)
-    return OllamaEmbedder("fake-embed", **options)
+    embedder = OllamaEmbedder("fake-embed", **options)
+    server.embedders.append(embedder)
+    return embedder
 
 
 FAST_RETRY = {"retry-after-ms": "5"}
@@ -407,8 +414,13 @@ def test_openai_unknown_model_width_is_discovered_with_one_call(server: FakeEmbe
 
 def test_openai_aembed_works_from_successive_event_loops(server: FakeEmbeddingServer) -> None:
     embedder = openai_embedder(server)
-    first = asyncio.run(embedder.aembed(["one"]))
-    second = asyncio.run(embedder.aembed(["one"]))
+
+    async def embed_then_close_this_loops_client() -> npt.NDArray[np.float32]:
+        async with embedder:
+            return await embedder.aembed(["one"])
+
+    first = asyncio.run(embed_then_close_this_loops_client())
+    second = asyncio.run(embed_then_close_this_loops_client())
     np.testing.assert_array_equal(first, second)
     assert len(server.requests) == 2
 
@@ -475,9 +487,9 @@ async def test_ollama_unreachable_server_raises_after_retrying(mode: str) -> Non
     with socket.socket() as probe:  # a port that was free a moment ago: connections are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    embedder = OllamaEmbedder(base_url=f"http://127.0.0.1:{port}", max_retries=2, backoff=0.001)
-    with pytest.raises(OllamaError, match=r"could not reach Ollama .* after 3 attempts"):
-        await embed_with(embedder, ["x"], mode)
+    async with OllamaEmbedder(base_url=f"http://127.0.0.1:{port}", max_retries=2, backoff=0.001) as embedder:
+        with pytest.raises(OllamaError, match=r"could not reach Ollama .* after 3 attempts"):
+            await embed_with(embedder, ["x"], mode)
 
 
 def test_ollama_reply_without_embeddings_raises_a_clear_error(server: FakeEmbeddingServer) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from bsc.embedders.protocol import _chunks, _EmbedderBase, _PerLoop
 
@@ -46,7 +46,8 @@ class OllamaEmbedder(_EmbedderBase):
 
     5xx responses and connection errors/timeouts are retried with exponential backoff and
     jitter (`backoff`, doubling, at most 8 s) up to `max_retries` times; a 4xx raises at once
-    with the server's message (e.g. a model that has not been pulled).
+    with the server's message (e.g. a model that has not been pulled). Use it as a context
+    manager (``with`` or ``async with``), or call `close` / `aclose`, to release connections.
 
     Args:
         model: Ollama model name, e.g. ``"nomic-embed-text"``.
@@ -100,6 +101,29 @@ class OllamaEmbedder(_EmbedderBase):
     def name(self) -> str:
         """``"ollama:<model>"``."""
         return f"ollama:{self._model}"
+
+    def close(self) -> None:
+        """Close the synchronous HTTP client's connections. Async clients need `aclose`."""
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client of the running event loop and the synchronous client."""
+        client = self._aclient.pop()
+        if client is not None:
+            await client.aclose()
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def _delay(self, attempt: int) -> float:
         return min(self._backoff * 2.0**attempt, _MAX_BACKOFF) * (1.0 - 0.25 * random.random())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from bsc.embedders.protocol import _chunks, _EmbedderBase, _PerLoop
 
@@ -30,7 +30,8 @@ class OpenAIEmbedder(_EmbedderBase):
 
     Rate limits (429), server errors (5xx), 408/409 and timeouts are retried by the client
     itself with exponential backoff and jitter (honouring ``Retry-After``), up to
-    `max_retries` times; other 4xx errors raise at once.
+    `max_retries` times; other 4xx errors raise at once. Use it as a context manager (``with``
+    or ``async with``), or call `close` / `aclose`, to release pooled connections.
 
     Args:
         model: Embedding model id.
@@ -92,6 +93,29 @@ class OpenAIEmbedder(_EmbedderBase):
         """``"openai:<model>"``, with ``":<dimensions>"`` appended when shortened."""
         suffix = f":{self._dimensions}" if self._dimensions is not None else ""
         return f"openai:{self._model}{suffix}"
+
+    def close(self) -> None:
+        """Close the synchronous HTTP client's connections. Async clients need `aclose`."""
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client of the running event loop and the synchronous client."""
+        client = self._aclient.pop()
+        if client is not None:
+            await client.close()
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def _request_args(self, batch: list[str]) -> dict[str, Any]:
         args: dict[str, Any] = {"model": self._model, "input": batch}

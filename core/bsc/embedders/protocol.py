@@ -193,3 +193,9 @@ class _PerLoop(Generic[_T]):
                 client = self._factory()
                 self._clients[loop] = client
             return client
+
+    def pop(self) -> _T | None:
+        """Remove and return the running loop's client, if it made one, so the caller can close it."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            return self._clients.pop(loop, None)
