@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,17 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
         TypeError: ``x`` is not a numeric array (strings, objects, integers, booleans).
         ValueError: wrong number of dimensions, wrong length, empty, NaN/inf, or an all-zero vector.
     """
+    if (
+        ndim == 1
+        and type(x) is np.ndarray
+        and x.dtype == np.float32
+        and x.shape == (dim,)
+        and x.flags.c_contiguous
+    ):
+        # The common case on the lookup path: one check for NaN/inf/zero, no conversion.
+        square = float(np.dot(x, x))
+        if 0.0 < square < math.inf:
+            return x
     if isinstance(x, str | bytes):
         raise TypeError(f"expected a float array for the {what}, got {type(x).__name__}")
     try:

@@ -324,10 +324,10 @@ class BinarySemanticCache:
         x = as_embeddings(embedding, self.dim, ndim=1)
         code = self._encoder.encode(x)
         unit = normalised(x) if self.rerank else None
+        shortlist = max(k, self._k)
         for _ in range(_SEARCH_RETRIES):
-            found, expired = self._index.search(
-                namespace, code, max(k, self._k), self._radius, self._clock()
-            )
+            now = self._clock() if self.ttl is not None else 0.0
+            found, expired = self._index.search(namespace, code, shortlist, self._radius, now)
             if expired:
                 self._purge(expired)
             hits = self._decide(found, unit)
