@@ -35,7 +35,7 @@ lint: install
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check core integrations tests benchmarks
 	$(VENV)/bin/ruff format --check core integrations tests benchmarks
-	$(VENV)/bin/mypy core/bsc
+	$(VENV)/bin/mypy core/bsc integrations/langchain_bsc integrations/llamaindex_bsc
 
 bench: install
 	$(PY) benchmarks/bench_core.py

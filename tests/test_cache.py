@@ -7,11 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from bsc import BinarySemanticCache
 from bsc.thresholds import cosine_spread, radius_for, shortlist_radius, similarity_from_distance
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DIM = 64
 
@@ -257,8 +256,15 @@ def test_bad_batches_store_nothing() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": 1.5}, {"threshold": float("nan")}, {"code_bits": 100}, {"max_entries": 0}, {"ttl": -1.0},
-     {"rerank": -1}, {"threshold": "0.9"}],
+    [
+        {"threshold": 1.5},
+        {"threshold": float("nan")},
+        {"code_bits": 100},
+        {"max_entries": 0},
+        {"ttl": -1.0},
+        {"rerank": -1},
+        {"threshold": "0.9"},
+    ],
 )
 def test_bad_parameters_raise_value_error(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):

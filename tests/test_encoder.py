@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from bsc import BinaryEncoder, oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from bsc import BinaryEncoder, oracle
 
 CODE_BITS = (64, 128, 256, 512, 1024)
 DIMS = (384, 768, 1536)
@@ -34,13 +35,16 @@ def test_rust_equals_oracle_on_random_vectors(dim: int, code_bits: int) -> None:
 def test_projection_matrix_is_bit_identical_to_the_oracle() -> None:
     for dim, bits, seed in [(384, 256, 42), (5, 64, 0), (1536, 1024, 2**64 - 1)]:
         rust = BinaryEncoder(dim, bits, seed).projection_matrix()
-        np.testing.assert_array_equal(rust.view(np.uint32), oracle.projection_matrix(dim, bits, seed).view(np.uint32))
+        np.testing.assert_array_equal(
+            rust.view(np.uint32), oracle.projection_matrix(dim, bits, seed).view(np.uint32)
+        )
 
 
 def test_rust_equals_oracle_on_real_minilm_embeddings(minilm_path) -> None:
     from bsc.embedders import SentenceTransformerEmbedder
 
-    prompts = [line.split("\t")[0] for line in open("benchmarks/data/prompt_pairs.tsv").read().splitlines()[1:]]
+    rows = Path("benchmarks/data/prompt_pairs.tsv").read_text().splitlines()[1:]
+    prompts = [line.split("\t")[0] for line in rows]
     x = SentenceTransformerEmbedder(minilm_path).embed(prompts[:120])
     for bits in CODE_BITS:
         _oracle_matches(x, bits, seed=42)
@@ -91,7 +95,7 @@ def test_rust_equals_oracle_on_extreme_magnitudes() -> None:
     hnp.arrays(
         np.float32,
         st.tuples(st.integers(1, 6), st.integers(1, 40)),
-        elements=st.floats(-2.0**100, 2.0**100, width=32, allow_nan=False, allow_subnormal=True),
+        elements=st.floats(-(2.0**100), 2.0**100, width=32, allow_nan=False, allow_subnormal=True),
     ),
     st.sampled_from(CODE_BITS),
     st.integers(0, 2**64 - 1),
@@ -149,5 +153,5 @@ def test_bad_input_raises_a_clear_error(value: object, error: type[Exception], m
 
 @pytest.mark.parametrize(("dim", "bits"), [(0, 256), (384, 100), (384, 2048)])
 def test_bad_parameters_raise_value_error(dim: int, bits: int) -> None:
-    with pytest.raises(ValueError, match="dim|code_bits"):
+    with pytest.raises(ValueError, match=r"dim|code_bits"):
         BinaryEncoder(dim, bits)

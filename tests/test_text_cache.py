@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-
 from bsc import FalseHitGuard, Hit, SemanticCache
 
 
@@ -129,7 +128,9 @@ def test_batch_lookups_and_updates(embedder: CountingEmbedder) -> None:
     cache = SemanticCache(embedder)
     ids = cache.update_many(["How tall is Mount Everest?", "Who wrote Hamlet?"], ["8,849 m", "Shakespeare"])
     assert len(ids) == 2
-    hits = cache.lookup_many(["Who is the author of Hamlet?", "How tall is Mount Everest?", "Best pizza dough?"])
+    hits = cache.lookup_many(
+        ["Who is the author of Hamlet?", "How tall is Mount Everest?", "Best pizza dough?"]
+    )
     assert [h.response if h else None for h in hits] == ["Shakespeare", "8,849 m", None]
     assert hits[1] is not None and hits[1].exact
 

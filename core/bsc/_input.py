@@ -36,14 +36,14 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise ValueError(f"expected a rectangular float array for the {what}: {exc}") from None
     if arr.dtype.kind != _FLOAT_KINDS:
-        raise TypeError(
-            f"expected a float16/float32/float64 array for the {what}, got dtype {arr.dtype}"
-        )
+        raise TypeError(f"expected a float16/float32/float64 array for the {what}, got dtype {arr.dtype}")
     shape_hint = f"({dim},)" if ndim == 1 else f"(n, {dim})"
     if arr.ndim != ndim:
         raise ValueError(f"expected the {what} to have shape {shape_hint}, got shape {arr.shape}")
     if arr.shape[-1] != dim:
-        raise ValueError(f"expected the {what} to have dimension {dim}, got {arr.shape[-1]} (shape {arr.shape})")
+        raise ValueError(
+            f"expected the {what} to have dimension {dim}, got {arr.shape[-1]} (shape {arr.shape})"
+        )
     if arr.size == 0:
         raise ValueError(f"expected at least one {what}, got shape {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)

@@ -201,7 +201,7 @@ class BinarySemanticCache:
         x = as_embeddings(embeddings, self.dim, ndim=2, what="embeddings")
         if len(responses) != len(x):
             raise ValueError(f"expected {len(x)} responses (one per embedding), got {len(responses)}")
-        metas = list(metadata) if metadata is not None else [None] * len(x)
+        metas: list[Mapping[str, Any] | None] = list(metadata) if metadata is not None else [None] * len(x)
         if len(metas) != len(x):
             raise ValueError(f"expected {len(x)} metadata items (one per embedding), got {len(metas)}")
         return self._put_rows(x, list(responses), namespace, metas)
@@ -230,7 +230,7 @@ class BinarySemanticCache:
             self._grow(top)
             for row, (new_id, response, meta) in enumerate(zip(ids, responses, metas, strict=True)):
                 h = new_id & _HANDLE_MASK
-                if q8 is not None:
+                if q8 is not None and q8_norms is not None:
                     self._vectors[h] = q8[row]
                     self._vector_norms[h] = q8_norms[row]
                 self._entries[h] = _Entry(new_id, response, _frozen(meta), namespace)
@@ -428,7 +428,12 @@ class BinarySemanticCache:
         from bsc.persistence import load
 
         return load(
-            path, dim=dim, code_bits=code_bits, seed=seed, threshold=threshold, max_entries=max_entries,
+            path,
+            dim=dim,
+            code_bits=code_bits,
+            seed=seed,
+            threshold=threshold,
+            max_entries=max_entries,
             clock=clock,
         )
 

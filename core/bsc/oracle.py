@@ -83,7 +83,7 @@ def encode(x: npt.ArrayLike, *, code_bits: int = 256, seed: int = 42) -> npt.NDA
     arr = np.asarray(x)
     single = arr.ndim == 1
     x32 = np.atleast_2d(arr).astype(np.float32)
-    n, dim = x32.shape
+    dim = x32.shape[1]
     p32 = projection_matrix(dim, code_bits, seed)
     x64, p64 = x32.astype(np.float64), p32.astype(np.float64)
     approx = x64 @ p64.T  # every product is exact in float64; only the summation rounds

@@ -187,7 +187,8 @@ class SemanticCache:
         if exact is not None:
             return exact
         if not self.cache.namespace_len(namespace):
-            return self._miss()  # nothing to compare with: don't pay for an embedding
+            self._miss()  # nothing to compare with: don't pay for an embedding
+            return None
         return self._semantic_hit(text, self._embed([text])[0], namespace)
 
     async def alookup(self, text: str, *, namespace: str = "default") -> Hit | None:
@@ -197,7 +198,8 @@ class SemanticCache:
         if exact is not None:
             return exact
         if not self.cache.namespace_len(namespace):
-            return self._miss()
+            self._miss()
+            return None
         return self._semantic_hit(text, (await self._aembed([text]))[0], namespace)
 
     def lookup_many(self, texts: Sequence[str], *, namespace: str = "default") -> list[Hit | None]:
@@ -213,6 +215,7 @@ class SemanticCache:
         return out
 
     def _miss(self) -> None:
+        """Counts a lookup answered without a search (an empty namespace)."""
         with self._lock:
             self._misses += 1
 
@@ -315,7 +318,9 @@ class SemanticCache:
             _check_text(t, i)
         if len(responses) != len(texts):
             raise ValueError(f"expected {len(texts)} responses (one per text), got {len(responses)}")
-        metas = list(metadata) if metadata is not None else [None] * len(texts)
+        metas: list[Mapping[str, Any] | None] = (
+            list(metadata) if metadata is not None else [None] * len(texts)
+        )
         if not texts:
             return []
         return self._store(list(texts), self._embed(texts), list(responses), namespace, metas)
@@ -328,7 +333,10 @@ class SemanticCache:
         namespace: str,
         metas: list[Mapping[str, Any] | None],
     ) -> list[int]:
-        stored = [{"prompt": t, "metadata": None if m is None else dict(m)} for t, m in zip(texts, metas, strict=True)]
+        stored = [
+            {"prompt": t, "metadata": None if m is None else dict(m)}
+            for t, m in zip(texts, metas, strict=True)
+        ]
         ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
         with self._lock:
             table = self._exact.setdefault(namespace, {})
