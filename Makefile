@@ -33,9 +33,9 @@ lint: install
 	cargo fmt --check
 	cargo clippy --no-default-features --all-targets -- -D warnings
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check core integrations tests benchmarks
-	$(VENV)/bin/ruff format --check core integrations tests benchmarks
-	$(VENV)/bin/mypy core/bsc integrations/langchain_bsc integrations/llamaindex_bsc
+	$(VENV)/bin/ruff check core tests benchmarks
+	$(VENV)/bin/ruff format --check core tests benchmarks
+	$(VENV)/bin/mypy core/bsc core/langchain_bsc core/llamaindex_bsc
 
 bench: install
 	$(PY) benchmarks/bench_core.py
