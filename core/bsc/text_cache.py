@@ -42,7 +42,12 @@ _CANDIDATES = 5
 
 @dataclass(frozen=True, slots=True)
 class SemanticCacheStats:
-    """Counters of a text-level cache (a snapshot), beside the underlying binary cache's."""
+    """Counters of a text-level cache (a snapshot).
+
+    The hit/miss counters here are the text-level ones. ``cache`` holds the underlying
+    `BinarySemanticCache`'s stats for its sizes and evictions; its own ``hits``/``misses`` count only
+    direct ``get`` calls, which the text-level cache does not make (it searches, then applies the guard).
+    """
 
     exact_hits: int
     semantic_hits: int
