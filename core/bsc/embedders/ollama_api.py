@@ -6,9 +6,9 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from bsc.embedders.protocol import _chunks, _EmbedderBase, _PerLoop
+from bsc.embedders.protocol import _chunks, _HttpEmbedderBase, _PerLoop
 
 if TYPE_CHECKING:
     import httpx
@@ -41,7 +41,7 @@ def _server_message(response: httpx.Response) -> str:
     return response.text[:500]
 
 
-class OllamaEmbedder(_EmbedderBase):
+class OllamaEmbedder(_HttpEmbedderBase):
     """Embeds with a model served by Ollama.
 
     5xx responses and connection errors/timeouts are retried with exponential backoff and
@@ -101,29 +101,6 @@ class OllamaEmbedder(_EmbedderBase):
     def name(self) -> str:
         """``"ollama:<model>"``."""
         return f"ollama:{self._model}"
-
-    def close(self) -> None:
-        """Close the synchronous HTTP client's connections. Async clients need `aclose`."""
-        self._client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client of the running event loop and the synchronous client."""
-        client = self._aclient.pop()
-        if client is not None:
-            await client.aclose()
-        self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def _delay(self, attempt: int) -> float:
         return min(self._backoff * 2.0**attempt, _MAX_BACKOFF) * (1.0 - 0.25 * random.random())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from bsc.embedders.protocol import _chunks, _EmbedderBase, _PerLoop
+from bsc.embedders.protocol import _chunks, _HttpEmbedderBase, _PerLoop
 
 if TYPE_CHECKING:
     import openai
@@ -25,7 +25,7 @@ def _rows(response: Any) -> list[list[float]]:
     return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
 
 
-class OpenAIEmbedder(_EmbedderBase):
+class OpenAIEmbedder(_HttpEmbedderBase):
     """Embeds with the OpenAI embeddings API through the official `openai` client.
 
     Rate limits (429), server errors (5xx), 408/409 and timeouts are retried by the client
@@ -94,28 +94,8 @@ class OpenAIEmbedder(_EmbedderBase):
         suffix = f":{self._dimensions}" if self._dimensions is not None else ""
         return f"openai:{self._model}{suffix}"
 
-    def close(self) -> None:
-        """Close the synchronous HTTP client's connections. Async clients need `aclose`."""
-        self._client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client of the running event loop and the synchronous client."""
-        client = self._aclient.pop()
-        if client is not None:
-            await client.close()
-        self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def _close_async_client(self, client: Any) -> None:
+        await client.close()  # the openai client's async close is `close`
 
     def _request_args(self, batch: list[str]) -> dict[str, Any]:
         args: dict[str, Any] = {"model": self._model, "input": batch}

@@ -14,7 +14,7 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -199,3 +199,37 @@ class _PerLoop(Generic[_T]):
         loop = asyncio.get_running_loop()
         with self._lock:
             return self._clients.pop(loop, None)
+
+
+class _HttpEmbedderBase(_EmbedderBase):
+    """Closing for embedders that hold a sync HTTP client in ``_client`` and per-loop async clients in
+    ``_aclient``, as plain calls and as sync/async context managers."""
+
+    _client: Any
+    _aclient: _PerLoop[Any]
+
+    def close(self) -> None:
+        """Close the synchronous HTTP client's connections. Async clients need `aclose`."""
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client of the running event loop and the synchronous client."""
+        client = self._aclient.pop()
+        if client is not None:
+            await self._close_async_client(client)
+        self._client.close()
+
+    async def _close_async_client(self, client: Any) -> None:
+        await client.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
