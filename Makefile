@@ -40,6 +40,10 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/bench_namespaces.py
+	$(PY) benchmarks/bench_text.py
+	$(PY) benchmarks/bench_persistence.py
+	$(PY) benchmarks/bench_embed.py --threads 1
 	$(PY) benchmarks/quality.py
 
 clean:
