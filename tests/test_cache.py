@@ -354,3 +354,103 @@ def test_random_operations_agree_with_a_dict_model(ops: list[tuple[str, int]]) -
             order.remove(victim)
         assert len(cache) == len(order)
     assert sorted(order) == sorted(i for ids in model.values() for i in ids)
+
+
+def test_concurrent_evicting_puts_never_yield_a_hit_below_the_threshold() -> None:
+    # A put into a full cache reuses the evicted entry's handle and overwrites its rerank row; a reader
+    # that validated the old entry must not score it with the new row.
+    rng = np.random.default_rng(16)
+    q = unit(rng)
+    far = [at_cosine(rng, q, 0.85) for _ in range(4)]  # below the threshold
+    near = at_cosine(rng, q, 0.999)
+    cache = BinarySemanticCache(DIM, threshold=0.9, max_entries=1, rerank=10)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                cache.put(far[i % 4], "far")
+                cache.put(near, "near")
+                if i % 50 == 0:
+                    cache.clear()
+                i += 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wrong = 0
+    try:
+        for _ in range(20_000):
+            hit = cache.get(q)
+            if hit is not None and hit.response != "near":
+                wrong += 1
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert wrong == 0
+
+
+def test_with_a_ttl_a_full_cache_evicts_expired_entries_before_live_ones() -> None:
+    rng = np.random.default_rng(17)
+    clock = FakeClock()
+    cache = BinarySemanticCache(DIM, max_entries=2, ttl=10.0, clock=clock)
+    a, b, d = unit(rng, 3)
+    cache.put(a, "a")
+    clock.now += 5
+    cache.put(b, "b")
+    assert cache.get(a) is not None  # a is now the most recently used...
+    clock.now += 6  # ...but expired; b is live
+    cache.put(d, "d")
+    assert cache.get(b).response == "b"  # type: ignore[union-attr]
+    assert cache.get(d).response == "d"  # type: ignore[union-attr]
+    assert cache.stats().evictions == 0 and cache.stats().expirations == 1
+
+
+def test_threshold_one_hits_only_the_identical_embedding_in_both_modes() -> None:
+    rng = np.random.default_rng(18)
+    x = unit(rng)
+    for rerank in (0, 10):
+        cache = BinarySemanticCache(DIM, threshold=1.0, rerank=rerank)
+        cache.put(x, "same")
+        assert cache.get(x) is not None
+        assert cache.get(at_cosine(rng, x, 0.99)) is None
+
+
+def test_metadata_is_deep_copied_and_must_be_json_compatible() -> None:
+    rng = np.random.default_rng(19)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    meta = {"tags": ["a"], "src": {"url": "u"}}
+    cache.put(x, "r", metadata=meta)
+    meta["tags"].append("changed")  # type: ignore[attr-defined]
+    meta["src"]["url"] = "changed"  # type: ignore[index]
+    assert cache.get(x).metadata == {"tags": ["a"], "src": {"url": "u"}}  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="metadata 1 must be JSON-compatible"):
+        cache.put_many(unit(rng, 2), ["p", "q"], metadata=[None, {"when": object()}])
+    assert len(cache) == 1  # nothing of the failed batch was stored
+
+
+def test_search_rejects_a_non_positive_k_and_odd_namespaces() -> None:
+    rng = np.random.default_rng(20)
+    cache = BinarySemanticCache(DIM)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            cache.search(unit(rng), k=k)
+    with pytest.raises(ValueError, match="lone surrogates"):
+        cache.put(unit(rng), "r", namespace="\ud800")
+    cache.put(unit(rng), "r", namespace="")  # the empty name is a namespace like any other
+    assert cache.namespaces() == [""]
+
+
+def test_ids_from_before_clear_do_not_name_later_entries() -> None:
+    rng = np.random.default_rng(21)
+    cache = BinarySemanticCache(DIM)
+    old = cache.put(unit(rng), "old")
+    cache.clear()
+    new = cache.put(unit(rng), "new")
+    assert old != new and old not in cache and cache.entry(old) is None
+    assert cache.delete(old) is False and new in cache

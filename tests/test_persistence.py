@@ -223,16 +223,19 @@ def test_an_empty_cache_round_trips(tmp_path: Path) -> None:
     assert loaded.get(vector(1)) is not None
 
 
-def test_metadata_that_json_cannot_encode_is_refused_and_the_old_file_kept(tmp_path: Path) -> None:
+def test_metadata_that_json_cannot_encode_is_refused_at_put_and_the_file_stays_loadable(
+    tmp_path: Path,
+) -> None:
     cache = BinarySemanticCache(DIM)
     cache.put(vector(1), "fine")
     path = tmp_path / "c.bsc"
     cache.save(path)
-    before = path.read_bytes()
-    cache.put(vector(2), "bad", metadata={"obj": object()})
+    # Refused when stored (what could not be saved is never accepted), and nothing is stored.
     with pytest.raises(TypeError, match="JSON"):
-        cache.save(path)
-    assert path.read_bytes() == before
+        cache.put(vector(2), "bad", metadata={"obj": object()})
+    assert len(cache) == 1
+    cache.save(path)
+    assert len(BinarySemanticCache.load(path)) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.bsc"]
 
 

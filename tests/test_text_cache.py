@@ -160,3 +160,16 @@ def test_custom_guard_rules_are_used(embedder: CountingEmbedder) -> None:
     cache = SemanticCache(embedder, guard=FalseHitGuard(rules=[]), threshold=0.8)
     cache.update("What is 15% of 80?", "12")
     assert cache.lookup("What is 25% of 80?") is not None
+
+
+def test_exact_table_never_serves_another_prompt_after_slot_reuse(embedder: CountingEmbedder) -> None:
+    # ids carry an 8-bit generation: after 256 reuses of a slot an old id names a new entry. The exact
+    # table must still only answer the prompt that was stored.
+    cache = SemanticCache(embedder, max_entries=3)
+    cache.update("What is the capital of France?", "Paris")
+    cache.update("Tell me a joke", "knock knock")
+    for i in range(600):
+        cache.update("What's the weather today?", f"weather report #{i}")
+        cache.update("How tall is Mount Everest?", "8,849 m")
+    hit = cache.lookup("What is the capital of France?")
+    assert hit is None or hit.response == "Paris"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -91,6 +92,9 @@ class _Entry(NamedTuple):
 
 _HANDLE_MASK = 0x00FF_FFFF
 _SEARCH_RETRIES = 4
+# The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
+# within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
+_INT8_TOLERANCE = 1e-4
 
 
 class BinarySemanticCache:
@@ -170,6 +174,7 @@ class BinarySemanticCache:
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._expirations = 0
+        self._last_sweep = -math.inf
 
     # ---------------------------------------------------------------- writing
     def put(
@@ -220,25 +225,50 @@ class BinarySemanticCache:
         for i, m in enumerate(metas):
             if m is not None and not isinstance(m, Mapping):
                 raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
+        # Everything that can fail happens before the index is touched, so an error stores nothing.
+        frozen = [_frozen(m, i) for i, m in enumerate(metas)]
         codes = self._encoder.encode(x)
         q8 = _quantize(normalised(x)) if self.rerank else None
         q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32) if q8 is not None else None
         expires = self._clock() + self.ttl if self.ttl is not None else math.inf
         with self._write_lock:
+            if self.ttl is not None:
+                self._make_room_from_expired(len(x))
             ids, evicted = self._index.insert_many(namespace, codes, expires)
             top = max(i & _HANDLE_MASK for i in ids) + 1
             self._grow(top)
-            for row, (new_id, response, meta) in enumerate(zip(ids, responses, metas, strict=True)):
+            entries = self._entries
+            for row, (new_id, response, meta) in enumerate(zip(ids, responses, frozen, strict=True)):
                 h = new_id & _HANDLE_MASK
+                # Unpublish before overwriting the handle's rerank row: a reader that validated the
+                # previous occupant re-checks it after copying the row (see `_decide`).
+                entries[h] = None
                 if q8 is not None and q8_norms is not None:
                     self._vectors[h] = q8[row]
                     self._vector_norms[h] = q8_norms[row]
-                self._entries[h] = _Entry(new_id, response, _frozen(meta), namespace)
-            self._drop_payloads(e for e in evicted if e not in ids)
+                entries[h] = _Entry(new_id, response, meta, namespace)
+            # An id evicted within this batch had its handle reused by a later row: already replaced.
+            self._drop_payloads(evicted)
         if evicted:
             with self._stats_lock:
                 self._evictions += len(evicted)
         return list(ids)
+
+    def _make_room_from_expired(self, incoming: int) -> None:
+        """With a TTL, a full cache drops expired entries before the LRU evicts live ones (caller holds
+        the write lock). The sweep is a full pass, so it runs at most once per ttl/16 seconds: an
+        entry can outlive its TTL by that much before it is preferred over a live one."""
+        if self.max_entries - len(self._index) >= incoming or self.ttl is None:
+            return
+        now = self._clock()
+        if now - self._last_sweep < self.ttl / 16:
+            return
+        self._last_sweep = now
+        gone = [i for i in self._index.expired(now) if self._index.remove(i)]
+        self._drop_payloads(gone)
+        if gone:
+            with self._stats_lock:
+                self._expirations += len(gone)
 
     def _grow(self, handles: int) -> None:
         if handles > len(self._entries):
@@ -321,6 +351,8 @@ class BinarySemanticCache:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
         hit or a miss and does not refresh LRU order (``get`` does both)."""
         _check_namespace(namespace)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         x = as_embeddings(embedding, self.dim, ndim=1)
         code = self._encoder.encode(x)
         unit = normalised(x) if self.rerank else None
@@ -336,7 +368,8 @@ class BinarySemanticCache:
         return []
 
     def _decide(self, found: list[tuple[int, int]], unit: npt.NDArray[np.float32] | None) -> list[Hit]:
-        entries = self._entries
+        # One snapshot of the containers: `clear()` replaces them, `_grow` replaces the arrays.
+        entries, vectors, norms = self._entries, self._vectors, self._vector_norms
         published: list[tuple[_Entry, int]] = []
         for entry_id, distance in found:
             h = entry_id & _HANDLE_MASK
@@ -349,14 +382,24 @@ class BinarySemanticCache:
                 Hit(e.response, similarity_from_distance(d, n), d, e.id, e.metadata, e.namespace)
                 for e, d in published
             ]
+        rows = min(len(vectors), len(norms))
+        published = [(e, d) for e, d in published if (e.id & _HANDLE_MASK) < rows]  # newer than the arrays
         if not published:
             return []
-        # Read after validating the entries: the array current now holds their rows.
-        vectors, norms = self._vectors, self._vector_norms
         handles = [e.id & _HANDLE_MASK for e, _ in published]
-        sims = (vectors[handles].astype(np.float32) @ unit) / norms[handles]
+        copies, copy_norms = vectors[handles].astype(np.float32), norms[handles]
+        # A writer unpublishes a handle before overwriting its row, so an entry still published after
+        # the copy was copied with its own row.
+        still = [entries[h] is e for h, (e, _) in zip(handles, published, strict=True)]
+        if not all(still):
+            keep = np.flatnonzero(still)
+            published = [published[i] for i in keep]
+            copies, copy_norms = copies[keep], copy_norms[keep]
+            if not published:
+                return []
+        sims = (copies @ unit) / copy_norms
         order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold
+        threshold = self.threshold - _INT8_TOLERANCE
         return [
             Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
@@ -367,7 +410,8 @@ class BinarySemanticCache:
     def entry(self, id: int) -> Hit | None:
         """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
         h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**32 else None
-        entry = self._entries[h] if h is not None and h < len(self._entries) else None
+        entries = self._entries
+        entry = entries[h] if h is not None and h < len(entries) else None
         if entry is None or entry.id != id or id not in self._index:
             return None
         if self.ttl is not None:
@@ -487,11 +531,40 @@ class BinarySemanticCache:
 def _check_namespace(namespace: object) -> None:
     if not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+    try:
+        namespace.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"namespace must be valid Unicode (no lone surrogates), got {namespace!r}") from None
 
 
-def _frozen(meta: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    # A private read-only copy: neither the caller's later changes nor a reader's can alter the entry.
-    return None if meta is None else MappingProxyType(dict(meta))
+def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any] | None:
+    """A deep, read-only copy of JSON-compatible metadata (what persistence can store), so neither the
+    caller's later changes nor a reader's can alter the entry. Raises TypeError for anything else."""
+    if meta is None:
+        return None
+    try:
+        copied = json.loads(json.dumps(meta, default=_plain))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"metadata {index} must be JSON-compatible (str keys; str, number, bool, None, "
+            f"list, dict values): {exc}"
+        ) from None
+    if not isinstance(copied, dict):
+        raise TypeError(f"metadata {index} must be a mapping, got {type(meta).__name__}")
+    return freeze(copied)
+
+
+def _plain(value: object) -> object:
+    # Already-frozen metadata (a read-only mapping) may be stored again, e.g. copied from a Hit.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-compatible")
+
+
+def freeze(value: dict[str, Any]) -> Mapping[str, Any]:
+    """The stored form of decoded JSON metadata: a read-only view of a private copy. Nested lists and
+    dicts stay plain JSON values (so they compare equal to what was stored); don't mutate them."""
+    return MappingProxyType(value)
 
 
 def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:

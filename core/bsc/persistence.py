@@ -57,14 +57,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import pairwise, repeat
 from operator import itemgetter
-from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from bsc._native import HammingIndex, xxh3_64
-from bsc.cache import BinarySemanticCache, _Entry
+from bsc.cache import BinarySemanticCache, _Entry, freeze
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
 
@@ -741,7 +740,7 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
         raise CacheFormatError(f"section metadata: expected a JSON array of {handles} items")
     frozen: list[Mapping[str, Any] | None] = metas
     if metas.count(None) != handles:
-        frozen = [None if m is None else MappingProxyType(m) for m in metas if m is None or type(m) is dict]
+        frozen = [None if m is None else freeze(m) for m in metas if m is None or type(m) is dict]
         if len(frozen) != handles:
             raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
 

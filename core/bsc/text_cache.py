@@ -233,7 +233,15 @@ class SemanticCache:
         if entry_id is None:
             return None
         entry = self.cache.entry(entry_id)
-        if entry is None or entry.namespace != namespace:  # evicted, expired or deleted since
+        stored = None if entry is None or entry.metadata is None else entry.metadata.get("prompt")
+        # The id may be stale (evicted, expired, deleted) or, after 256 reuses of its slot, name a later
+        # entry: only an entry stored for this very prompt answers it.
+        if (
+            entry is None
+            or entry.namespace != namespace
+            or not isinstance(stored, str)
+            or _exact_key(stored) != key
+        ):
             with self._lock:
                 if table.get(key) == entry_id:
                     del table[key]

@@ -397,13 +397,10 @@ impl Index {
                 .flat_map(|sp| sp.ids.iter().copied())
                 .collect(),
         };
-        if namespace.is_none() {
-            let (words, max, exp) = (self.words, self.max_entries, self.with_expiry);
-            *self = Self::new(words, max, exp).expect("parameters were validated at construction");
-        } else {
-            for &id in &ids {
-                self.remove(id);
-            }
+        // One by one, so every freed handle moves to its next generation and ids handed out before
+        // the clear never name a later entry. Last positions first: no codes are moved.
+        for &id in ids.iter().rev() {
+            self.remove(id);
         }
         ids
     }
@@ -772,6 +769,17 @@ mod tests {
         assert_eq!(live, vec![Found { id: b, distance: 0 }]);
         assert_eq!(expired, vec![a]);
         assert_eq!(ix.expired(25.0).len(), 2);
+    }
+
+    #[test]
+    fn ids_from_before_a_clear_do_not_name_later_entries() {
+        let mut ix = Index::new(4, 10, false).unwrap();
+        let old = ix.insert("n", &code(1), f64::INFINITY).unwrap().0;
+        ix.clear(None);
+        let new = ix.insert("n", &code(2), f64::INFINITY).unwrap().0;
+        assert_ne!(old, new);
+        assert!(!ix.contains(old) && !ix.remove(old));
+        assert!(ix.contains(new));
     }
 
     #[test]
