@@ -219,3 +219,14 @@ def test_copied_model_directory_shares_the_cached_graph(
     copy = OnnxEmbedder(model, cache_dir=cache_dir)
     assert copy.graph_path == onnx.graph_path  # keyed by config and weights, not by path
     assert copy.name == "sentence-transformers:my-minilm"
+
+
+def test_both_local_embedders_agree_on_which_texts_overflow_the_model(
+    onnx: OnnxEmbedder, minilm: SentenceTransformerEmbedder, prompts: list[str]
+) -> None:
+    long = " ".join(["token"] * 300)
+    edge = " ".join(["word"] * 254)  # 254 words + [CLS] + [SEP] = 256 tokens: just fits
+    texts = [*prompts[:20], long, edge, edge + " more"]
+    expected = [False] * 20 + [True, False, True]
+    assert minilm.overflows(texts) == expected
+    assert onnx.overflows(texts) == expected

@@ -34,6 +34,9 @@ class CountingEmbedder:
         self.texts.extend(texts)
         return await self.inner.aembed(texts)  # type: ignore[no-any-return]
 
+    def overflows(self, texts: list[str]) -> list[bool]:
+        return self.inner.overflows(texts)  # type: ignore[no-any-return]
+
 
 @pytest.fixture
 def embedder(single_thread_default_embedder: Any) -> CountingEmbedder:
@@ -173,3 +176,28 @@ def test_exact_table_never_serves_another_prompt_after_slot_reuse(embedder: Coun
         cache.update("How tall is Mount Everest?", "8,849 m")
     hit = cache.lookup("What is the capital of France?")
     assert hit is None or hit.response == "Paris"
+
+
+def test_prompts_longer_than_the_model_reads_are_matched_exactly_only(embedder: CountingEmbedder) -> None:
+    # MiniLM reads 256 tokens: two RAG prompts with the same long context and different questions
+    # embed identically, so a semantic hit between them would be a confident wrong answer.
+    context = " ".join(f"Fact {i}: the warehouse in city {i} opened in year {1900 + i}." for i in range(60))
+    assert embedder.inner.overflows([context]) == [True]
+    cache = SemanticCache(embedder)
+    first = f"Context: {context}\nQuestion: Who founded the company?"
+    cache.update(first, "the founder")
+    assert cache.lookup(f"Context: {context}\nQuestion: How do I reset my router?") is None
+    assert cache.lookup(first).response == "the founder"  # type: ignore[union-attr]
+    # A short prompt is never answered by the long prompt's entry either.
+    assert cache.lookup("Who founded the company?") is None
+
+
+def test_exact_matching_keeps_what_changes_meaning(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder, guard=False, threshold=0.999)
+    cache.update("What is 2³?", "8")
+    cache.update("Is this valid Python?\nif x:\n    pass", "yes")
+    exact = cache.lookup("What is 23?")
+    assert exact is None or not exact.exact
+    hit = cache.lookup("Is this valid Python?\nif x:\npass")
+    assert hit is None or not hit.exact
+    assert cache.lookup("What is  2³? ").exact  # type: ignore[union-attr]

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 #: holds the cached prompt. Use it for a cross-encoder or an LLM judge.
 Verifier = Callable[[str, Hit], bool]
 
-_SPACE = re.compile(r"\s+")
+# Spaces and tabs after the first non-blank character of a line (indentation is left alone).
+_INNER_SPACE = re.compile(r"(?<=\S)[ \t]+")
 _CANDIDATES = 5
 
 
@@ -62,9 +63,12 @@ class SemanticCacheStats:
 
 
 def normalise_prompt(text: str) -> str:
-    """The form used for exact matching: Unicode NFKC, whitespace collapsed and trimmed (case kept:
-    a code or name question can turn on it)."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    """The form used for exact matching: Unicode NFC, line endings unified, runs of spaces inside a line
+    collapsed, trailing spaces and outer blank lines dropped. Case, line breaks and indentation are
+    kept (code and names can turn on them), and so are compatibility characters: NFKC would make
+    "2³" read "23"."""
+    lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(_INNER_SPACE.sub(" ", line).rstrip() for line in lines).strip()
 
 
 def _exact_key(text: str) -> bytes:
@@ -191,8 +195,8 @@ class SemanticCache:
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
-        if not self.cache.namespace_len(namespace):
-            self._miss()  # nothing to compare with: don't pay for an embedding
+        if not self.cache.namespace_len(namespace) or self._overflowing([text])[0]:
+            self._miss()  # nothing to compare with, or too long to compare by meaning: don't embed
             return None
         return self._semantic_hit(text, self._embed([text])[0], namespace)
 
@@ -202,7 +206,7 @@ class SemanticCache:
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
-        if not self.cache.namespace_len(namespace):
+        if not self.cache.namespace_len(namespace) or self._overflowing([text])[0]:
             self._miss()
             return None
         return self._semantic_hit(text, (await self._aembed([text]))[0], namespace)
@@ -213,11 +217,23 @@ class SemanticCache:
             _check_text(t, i)
         out: list[Hit | None] = [self._exact_hit(t, namespace) for t in texts]
         todo = [i for i, h in enumerate(out) if h is None]
+        too_long = self._overflowing([texts[i] for i in todo]) if todo else []
+        for _ in range(sum(too_long)):
+            self._miss()
+        todo = [i for i, long in zip(todo, too_long, strict=True) if not long]
         if todo:
             vectors = self._embed([texts[i] for i in todo])
             for i, v in zip(todo, vectors, strict=True):
                 out[i] = self._semantic_hit(texts[i], v, namespace)
         return out
+
+    def _overflowing(self, texts: list[str]) -> list[bool]:
+        """Which texts the embedder cannot read whole (an embedder may say so with an ``overflows``
+        method; the local ones do). Their tail never reaches the embedding: a RAG prompt whose context
+        fills the window would look the same whatever question follows it, so such texts are matched
+        exactly only."""
+        check = getattr(self.embedder, "overflows", None)
+        return list(check(texts)) if callable(check) else [False] * len(texts)
 
     def _miss(self) -> None:
         """Counts a lookup answered without a search (an empty namespace)."""
@@ -258,6 +274,8 @@ class SemanticCache:
         guard_rejections = verifier_rejections = 0
         chosen: Hit | None = None
         for candidate in candidates:
+            if (candidate.metadata or {}).get("exact_only"):
+                continue  # stored from a prompt too long to compare by meaning
             hit = self._text_hit(candidate, exact=False)
             if self.guard is not None and hit.prompt is not None:
                 rule = self.guard.check(text, hit.prompt)
@@ -346,10 +364,14 @@ class SemanticCache:
         namespace: str,
         metas: list[Mapping[str, Any] | None],
     ) -> list[int]:
-        stored = [
+        too_long = self._overflowing(texts)
+        stored: list[dict[str, Any]] = [
             {"prompt": t, "metadata": None if m is None else dict(m)}
             for t, m in zip(texts, metas, strict=True)
         ]
+        for entry, long in zip(stored, too_long, strict=True):
+            if long:
+                entry["exact_only"] = True
         ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
         with self._lock:
             table = self._exact.setdefault(namespace, {})

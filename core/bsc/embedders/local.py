@@ -163,6 +163,15 @@ class SentenceTransformerEmbedder(_EmbedderBase):
         """E.g. ``"sentence-transformers:all-MiniLM-L6-v2"``."""
         return self._name
 
+    def overflows(self, texts: list[str]) -> list[bool]:
+        """Which texts are longer than the model reads (``max_seq_length`` tokens): the rest of such a
+        text does not reach the embedding, so a cache must not match it by meaning."""
+        model = self._loaded.model
+        limit = model.max_seq_length
+        with self._loaded.lock:
+            encoded = model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) > limit for ids in encoded["input_ids"]]
+
     def _embed_batch(self, texts: list[str]) -> object:
         with self._loaded.lock:
             return self._loaded.model.encode(

@@ -357,6 +357,11 @@ class OnnxEmbedder(_EmbedderBase):
         """The cached ONNX file this embedder runs."""
         return self._path
 
+    def overflows(self, texts: list[str]) -> list[bool]:
+        """Which texts are longer than the model reads (``max_seq_length`` tokens): the rest of such a
+        text does not reach the embedding, so a cache must not match it by meaning."""
+        return [bool(e.overflowing) for e in self._tokenizer.encode_batch(texts)]
+
     def _tokenized(self, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
         encodings = self._tokenizer.encode_batch(texts)
         return {
