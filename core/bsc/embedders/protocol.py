@@ -36,6 +36,10 @@ class Embedder(Protocol):
     that a non-str item raises `TypeError` naming its index, and that `aembed` does not
     block the running event loop.
 
+    Optionally, an embedder that truncates long input says so with
+    ``overflows(texts: list[str]) -> list[bool]`` (the local embedders do): `bsc.SemanticCache`
+    then matches such texts exactly only, since their tail never reached the embedding.
+
     Example:
         >>> def width(e: Embedder) -> int:
         ...     return e.embed(["hello"]).shape[1]
