@@ -20,8 +20,10 @@ from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.language_models import LLM
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
 
@@ -112,6 +114,33 @@ def test_chat_key_keeps_non_text_parts_of_the_question_in_the_partition() -> Non
     cat, dog = with_image("https://example.invalid/cat.png"), with_image("https://example.invalid/dog.png")
     assert cat.text == dog.text == "What is in this picture?"
     assert cat.partition != dog.partition
+
+
+def test_chat_key_ignores_the_random_ids_of_standard_content_blocks() -> None:
+    def picture_question(block_id: str | None = None) -> CacheKey:
+        image = create_image_block(url="https://example.invalid/cat.png")
+        if block_id is not None:
+            image["id"] = block_id
+        blocks = [create_text_block("What is in this picture?"), image]
+        history = [AIMessage(content_blocks=[create_text_block("Send me a picture.")])]
+        return default_cache_key(dumps([*history, HumanMessage(content_blocks=blocks)]))
+
+    assert picture_question() == picture_question()
+    assert picture_question().text == "What is in this picture?"
+    assert picture_question("img-1").partition != picture_question("img-2").partition
+
+
+def test_rebuilt_content_block_message_is_an_exact_hit(cache: BinarySemanticLLMCache) -> None:
+    model = FakeListChatModel(responses=["a cat", "a dog"], cache=cache)
+    for _ in range(2):
+        question = HumanMessage(
+            content_blocks=[
+                create_text_block("What is in this picture?"),
+                create_image_block(url="https://example.invalid/cat.png"),
+            ]
+        )
+        assert model.invoke([question]).content == "a cat"
+    assert cache.stats().exact_hits == 1
 
 
 def test_chat_key_counts_turns_after_the_question_and_the_question_name() -> None:

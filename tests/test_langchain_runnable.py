@@ -3,6 +3,7 @@ before retrieval, with the real local embedder."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -10,9 +11,15 @@ import pytest
 pytest.importorskip("langchain_core")
 
 from langchain_bsc import SemanticCacheRunnable
+from langchain_core._api.deprecation import LangChainDeprecationWarning
+from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.documents import Document
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import ConfigurableField, RunnableConfig, RunnableLambda
+from langchain_core.runnables.history import RunnableWithMessageHistory
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -159,3 +166,92 @@ def test_a_field_key_needs_a_mapping_input(rag: Rag) -> None:
         cached.invoke("just a string")
     with pytest.raises(TypeError, match="str"):
         SemanticCacheRunnable(rag.chain()).invoke({"question": QUESTION})
+
+
+# ------------------------------------------------------------------ the call's config
+def _alternatives_chain() -> Any:
+    small = FakeListChatModel(responses=["small model answer"] * 5)
+    big = FakeListChatModel(responses=["big model answer"] * 5)
+    model = small.configurable_alternatives(ConfigurableField(id="llm"), default_key="small", big=big)
+    return ChatPromptTemplate.from_messages([("human", "{question}")]) | model | StrOutputParser()
+
+
+def test_configurable_alternatives_partition_exactly(single_thread_default_embedder: object) -> None:
+    cached = SemanticCacheRunnable(_alternatives_chain(), key="question")
+    small = cached.invoke({"question": QUESTION}, {"configurable": {"llm": "small"}})
+    big = cached.invoke({"question": QUESTION}, {"configurable": {"llm": "big"}})
+    assert (small, big) == ("small model answer", "big model answer")
+    assert cached.invoke({"question": PARAPHRASE}, {"configurable": {"llm": "big"}}) == big
+    assert cached.stats().semantic_hits == 1
+
+
+async def test_message_history_sessions_never_share_answers(single_thread_default_embedder: object) -> None:
+    # Both classes are deprecated for LangGraph persistence but still what many chains key sessions
+    # with. The module's "error" filter outranks a filterwarnings mark on the test, hence the block.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LangChainDeprecationWarning)
+        histories: dict[str, InMemoryChatMessageHistory] = {}
+
+        def history(session_id: str) -> InMemoryChatMessageHistory:
+            return histories.setdefault(session_id, InMemoryChatMessageHistory())
+
+        model = FakeListChatModel(responses=["Your name is Alice.", "I don't know your name."])
+        prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+        chain = RunnableWithMessageHistory(
+            prompt | model | StrOutputParser(),
+            history,  # type: ignore[arg-type]
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+        history("alice").add_user_message("Hi, I'm Alice.")
+        history("alice").add_ai_message("Hello Alice!")
+        cached = SemanticCacheRunnable(chain, key="question")
+        alice = cached.invoke({"question": "What is my name?"}, {"configurable": {"session_id": "alice"}})
+        bob = await cached.ainvoke({"question": "What is my name?"}, {"configurable": {"session_id": "bob"}})
+    assert (alice, bob) == ("Your name is Alice.", "I don't know your name.")
+    assert [m.content for m in histories["bob"].messages] == ["What is my name?", "I don't know your name."]
+
+
+def test_configurable_that_is_not_json_bypasses_the_cache(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    config: RunnableConfig = {"configurable": {"client": object()}}
+    cached.invoke({"question": QUESTION}, config)
+    cached.batch([{"question": QUESTION}], config)
+    assert rag.generations == 2
+    assert cached.stats().cache.entries == 0
+
+
+def test_private_configurable_keys_do_not_partition(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    cached.invoke({"question": QUESTION}, {"configurable": {"__runtime": object(), "thread_id": "1"}})
+    cached.invoke({"question": QUESTION}, {"configurable": {"__runtime": object(), "thread_id": "1"}})
+    assert rag.generations == 1
+
+
+def test_a_partition_taking_config_decides_what_of_the_config_counts(rag: Rag) -> None:
+    def by_tenant(inputs: dict[str, Any], config: RunnableConfig) -> str:
+        return str(config.get("configurable", {}).get("tenant"))
+
+    cached = SemanticCacheRunnable(rag.chain(), key="question", partition=by_tenant)
+    cached.invoke({"question": QUESTION}, {"configurable": {"tenant": "a", "request_id": 1}})
+    cached.invoke({"question": QUESTION}, {"configurable": {"tenant": "a", "request_id": 2}})
+    cached.invoke({"question": QUESTION}, {"configurable": {"tenant": "b", "request_id": 3}})
+    assert rag.generations == 2
+
+
+# ------------------------------------------------------------------ batch errors
+async def test_batch_and_abatch_fail_only_the_input_that_cannot_be_keyed(rag: Rag) -> None:
+    cached = SemanticCacheRunnable(rag.chain(), key="question")
+    inputs = [{"question": QUESTION}, {"q": "typo in the key"}, {"question": OTHER}]
+    outputs = cached.batch(inputs, return_exceptions=True)
+    assert isinstance(outputs[1], KeyError)
+    assert [outputs[0].content, outputs[2].content] == [f"answer 1: {QUESTION}", f"answer 2: {OTHER}"]
+    again = await cached.abatch(inputs, return_exceptions=True)
+    assert isinstance(again[1], KeyError)
+    assert [again[0], again[2]] == [outputs[0], outputs[2]]
+    assert rag.generations == 2
+    with pytest.raises(KeyError):
+        cached.batch(inputs)
+    with pytest.raises(KeyError):
+        await cached.abatch(inputs)
+    assert rag.generations == 2

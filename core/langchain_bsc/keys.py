@@ -39,7 +39,9 @@ def default_cache_key(prompt: str) -> CacheKey:
     A chat prompt (the ``langchain_core.load.dumps`` JSON of a message list) embeds the text of its
     last human message; the partition is the canonical JSON of everything else: every other message
     (system prompt, earlier turns, tool calls and results after the question) and the question's own
-    non-text parts (images, attachments, ``name``, ``additional_kwargs``). A chat prompt without a
+    non-text parts (images, attachments, ``name``, ``additional_kwargs``). Content-block ids that
+    LangChain generates at random (``"lc_<uuid>"``) are left out, so rebuilding the same message
+    matches. A chat prompt without a
     human message embeds nothing (the empty text) and so matches exactly only. Any other prompt (a
     text LLM's) is embedded whole with an empty partition.
 
@@ -61,6 +63,7 @@ def default_cache_key(prompt: str) -> CacheKey:
     messages = _chat_messages(prompt)
     if messages is None:
         return CacheKey(prompt, "")
+    messages = [_without_generated_block_ids(m) for m in messages]
     last_human = next((i for i in range(len(messages) - 1, -1, -1) if _is_human(messages[i])), None)
     context: list[Any] = list(messages)
     text = ""
@@ -101,6 +104,24 @@ def _is_human(message: dict[str, Any]) -> bool:
     return message["kwargs"].get("type") == "human" or (
         bool(message["id"]) and message["id"][-1] in _HUMAN_CLASSES
     )
+
+
+def _without_generated_block_ids(message: dict[str, Any]) -> dict[str, Any]:
+    """The message without the ``id`` of content blocks whose id LangChain generated.
+
+    LangChain's standard content blocks get a fresh ``"lc_<uuid>"`` id each time a message is built,
+    so kept in the partition they would make every rebuilt message a miss.
+    """
+    content = message["kwargs"].get("content")
+    if not isinstance(content, list):
+        return message
+    blocks = [
+        {k: v for k, v in block.items() if k != "id"}
+        if isinstance(block, dict) and isinstance(block.get("id"), str) and block["id"].startswith("lc_")
+        else block
+        for block in content
+    ]
+    return {**message, "kwargs": {**message["kwargs"], "content": blocks}}
 
 
 def _split_content(content: Any) -> tuple[str, Any]:

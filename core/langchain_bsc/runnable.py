@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,13 +23,18 @@ from langchain_core.load import dumps
 from langchain_core.load.serializable import Serializable
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
-from langchain_core.runnables.utils import gather_with_concurrency
+from langchain_core.runnables.utils import accepts_config, gather_with_concurrency
 
 from langchain_bsc._serialization import OUTPUT_CLASSES, dump, load
 
 __all__ = ["SemanticCacheRunnable"]
 
+logger = logging.getLogger("langchain_bsc")
+
 _MISS = object()
+
+#: ``partition(input) -> str``, or ``partition(input, config) -> str`` (a parameter named ``config``).
+_Partition = Callable[[Any], str] | Callable[[Any, RunnableConfig], str]
 
 
 class SemanticCacheRunnable(Runnable[Any, Any]):
@@ -37,9 +43,17 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     The question is taken from each input by ``key``. Everything else that can change the answer must
     match exactly: by default, for a mapping input with a field-name ``key``, every other field of the
     input (so ``{"question": q, "tenant": "a"}`` never gets tenant "b"'s answer); ``partition``
-    overrides that. Outputs are stored as LangChain JSON: strings, numbers, lists, dicts, messages,
-    documents and generations by default (``allowed_objects`` widens that); an output that LangChain
-    cannot serialize (a plain pydantic model, say) is returned but not cached.
+    overrides that. The call's ``config["configurable"]`` must match too (the ``session_id`` of a
+    ``RunnableWithMessageHistory``, the choice of a ``configurable_alternatives`` model, a tenant id),
+    compared as canonical JSON; keys starting with ``"__"`` are left out, as LangChain does for
+    tracing, because they hold runtime objects (LangGraph's ``__pregel_*``), not choices. A call whose
+    ``configurable`` holds a value JSON cannot represent bypasses the cache: it runs the chain and
+    stores nothing. A ``partition`` with a parameter named ``config`` is called as
+    ``partition(input, config=config)`` and then decides alone what of the config counts.
+
+    Outputs are stored as LangChain JSON: strings, numbers, lists, dicts, messages, documents and
+    generations by default (``allowed_objects`` widens that); an output that LangChain cannot
+    serialize (a plain pydantic model, say) is returned but not cached.
 
     ``invoke``, ``ainvoke``, ``batch`` and ``abatch`` consult the cache (``batch`` embeds its questions
     in one call per partition and sends only the misses through the chain, in one ``chain.batch``).
@@ -49,8 +63,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         chain: the runnable to wrap (a retriever-and-model chain, usually).
         key: the input field holding the question, or ``key(input) -> question``; None when each
             input is the question itself (a str).
-        partition: ``partition(input) -> str`` that must match exactly for a hit; see above for the
-            default.
+        partition: ``partition(input) -> str`` that must match exactly for a hit (besides the
+            config's ``configurable``), or ``partition(input, config) -> str`` that replaces both;
+            see above for the default.
         embedding: any LangChain ``Embeddings``; None uses bsc's local all-MiniLM-L6-v2 (offline).
         threshold: minimum cosine similarity of two questions for a hit.
         max_entries: capacity; the least recently used entry is evicted beyond it.
@@ -83,7 +98,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         chain: Runnable[Any, Any],
         *,
         key: str | Callable[[Any], str] | None = None,
-        partition: Callable[[Any], str] | None = None,
+        partition: _Partition | None = None,
         embedding: Embeddings | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         max_entries: int = 100_000,
@@ -100,6 +115,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self.chain = chain
         self.key = key
         self.partition = partition
+        self._partition_takes_config = partition is not None and accepts_config(partition)
         self.namespace = namespace
         self.allowed_objects = tuple(allowed_objects)
         self._cache = SemanticCache(
@@ -125,8 +141,8 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return name or f"SemanticCache({self.chain.get_name()})" + (suffix or "")
 
     # ---------------------------------------------------------------- keys
-    def _locate(self, input: Any) -> tuple[str, str]:
-        """(question, bsc namespace) of one input."""
+    def _locate(self, input: Any, config: RunnableConfig) -> tuple[str, str] | None:
+        """(question, bsc namespace) of one call, or None when the call must bypass the cache."""
         if self.key is None:
             question = input
         elif callable(self.key):
@@ -140,15 +156,25 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 f"the question must be a str, got {type(question).__name__}; "
                 "pass key= to pick it from the input"
             )
-        if self.partition is not None:
-            exact = self.partition(input)
-        elif isinstance(self.key, str):
-            rest = {k: v for k, v in input.items() if k != self.key}
-            exact = dumps(rest, sort_keys=True) if rest else ""
+        # Typed loosely: which of the two signatures it has was found by accepts_config.
+        partition: Callable[..., str] | None = self.partition
+        configurable: str | None = ""
+        if partition is not None and self._partition_takes_config:
+            exact = partition(input, config=config)
         else:
-            exact = ""
-        digest = hashlib.blake2b(json.dumps([self.namespace, exact]).encode(), digest_size=16).hexdigest()
-        return question, f"chain:{digest}"
+            configurable = _configurable_key(config)
+            if configurable is None:
+                logger.debug("not caching a call whose config['configurable'] is not JSON")
+                return None
+            if partition is not None:
+                exact = partition(input)
+            elif isinstance(self.key, str):
+                rest = {k: v for k, v in input.items() if k != self.key}
+                exact = dumps(rest, sort_keys=True) if rest else ""
+            else:
+                exact = ""
+        key = json.dumps([self.namespace, exact, configurable])
+        return question, f"chain:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
 
     def _output(self, hit: Any) -> Any:
         if hit is None:
@@ -169,7 +195,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     def _invoke(
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        question, namespace = self._locate(input)
+        located = self._locate(input, config)
+        if located is None:
+            return self.chain.invoke(input, config, **kwargs)
+        question, namespace = located
         cached = self._output(self._cache.lookup(question, namespace=namespace))
         if cached is not _MISS:
             return cached
@@ -184,7 +213,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     async def _ainvoke(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        question, namespace = self._locate(input)
+        located = self._locate(input, config)
+        if located is None:
+            return await self.chain.ainvoke(input, config, **kwargs)
+        question, namespace = located
         cached = self._output(await self._cache.alookup(question, namespace=namespace))
         if cached is not _MISS:
             return cached
@@ -224,14 +256,24 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        located = [self._locate(i) for i in inputs]
         outputs: list[Any] = [_MISS] * len(inputs)
-        by_namespace: dict[str, list[int]] = defaultdict(list)
-        for i, (_, namespace) in enumerate(located):
-            by_namespace[namespace].append(i)
+        located: list[tuple[str, str] | None] = [None] * len(inputs)
+        by_namespace: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for i, (item, item_config) in enumerate(zip(inputs, config, strict=True)):
+            # Each input is keyed on its own, so one that cannot be keyed fails alone (as in abatch).
+            try:
+                where = self._locate(item, item_config)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                outputs[i] = exc
+                continue
+            located[i] = where
+            if where is not None:
+                by_namespace[where[1]].append((i, where[0]))
         for namespace, rows in by_namespace.items():
-            hits = self._cache.lookup_many([located[i][0] for i in rows], namespace=namespace)
-            for i, hit in zip(rows, hits, strict=True):
+            hits = self._cache.lookup_many([question for _, question in rows], namespace=namespace)
+            for (i, _), hit in zip(rows, hits, strict=True):
                 outputs[i] = self._output(hit)
         misses = [i for i, out in enumerate(outputs) if out is _MISS]
         if misses:
@@ -243,8 +285,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             )
             for i, out in zip(misses, fresh, strict=True):
                 outputs[i] = out
-                if not isinstance(out, Exception):
-                    self._store(*located[i], out)
+                where = located[i]
+                if where is not None and not isinstance(out, Exception):
+                    self._store(*where, out)
         return outputs
 
     async def abatch(
@@ -288,3 +331,20 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     def stats(self) -> SemanticCacheStats:
         """Exact and semantic hits, misses, hit rate, guard rejections, entries and bytes in use."""
         return self._cache.stats()
+
+
+def _configurable_key(config: RunnableConfig) -> str | None:
+    """Canonical JSON of the config's ``configurable`` without ``"__"`` keys; None if not JSON."""
+    configurable = {
+        k: v
+        for k, v in (config.get("configurable") or {}).items()
+        if not (isinstance(k, str) and k.startswith("__"))
+    }
+    if not configurable:
+        return ""
+    try:
+        return json.dumps(
+            configurable, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError):  # an object, a circular structure, mixed key types, NaN
+        return None
