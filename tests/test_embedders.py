@@ -535,6 +535,61 @@ async def test_llamaindex_adapter_returns_the_wrapped_model_vectors_normalised(m
     assert embedder.name == "llamaindex:MockEmbedding:mock-v1"
 
 
+async def test_llamaindex_adapter_runs_a_sync_only_model_off_the_event_loop() -> None:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    started, loop_ran = threading.Event(), threading.Event()
+
+    class SyncOnlyEmbedding(BaseEmbedding):
+        """No async of its own (like HuggingFaceEmbedding): BaseEmbedding's async calls the sync method."""
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            started.set()
+            # Only a task on the event loop sets loop_ran: run on the loop, this wait times out.
+            if not loop_ran.wait(timeout=5):
+                raise AssertionError("the sync model ran on the event loop and blocked it")
+            return [1.0, 2.0]
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_query_embedding(query)
+
+    async def release_once_started() -> None:
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        loop_ran.set()
+
+    releaser = asyncio.create_task(release_once_started())
+    try:
+        rows = await LlamaIndexEmbedder(SyncOnlyEmbedding()).aembed(["hello"])
+    finally:
+        loop_ran.set()
+        await releaser
+    np.testing.assert_allclose(rows, unit([[1.0, 2.0]]), rtol=1e-6)
+
+
+async def test_llamaindex_adapter_awaits_a_model_with_native_async() -> None:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    class AsyncEmbedding(BaseEmbedding):
+        def _get_text_embedding(self, text: str) -> list[float]:
+            raise AssertionError("the sync method was called from aembed")
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return await self._aget_text_embedding(query)
+
+        async def _aget_text_embedding(self, text: str) -> list[float]:
+            return [3.0, 4.0]
+
+    rows = await LlamaIndexEmbedder(AsyncEmbedding()).aembed(["hello"])
+    np.testing.assert_allclose(rows, [[0.6, 0.8]], rtol=1e-6)
+
+
 def test_adapters_reject_objects_without_embedding_methods() -> None:
     with pytest.raises(TypeError, match="LangChain Embeddings"):
         LangChainEmbedder(object())

@@ -32,7 +32,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.embeddings import MockEmbedding
@@ -40,6 +40,7 @@ from llama_index.core.llms import LLM, MockLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.tools import FunctionTool
@@ -301,11 +302,50 @@ def test_a_different_wrapped_model_or_temperature_misses(embedder: Any) -> None:
     assert again.calls["complete"] == 0
 
 
+class _StoppingCriteria:
+    """A live object in a model parameter (like a transformers ``StoppingCriteria``)."""
+
+
+class GenerateKwargsLLM(CountingLLM):
+    generate_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def test_a_json_value_beside_a_live_object_in_a_parameter_still_tells_models_apart(embedder: Any) -> None:
+    shared = SemanticCache(embedder)
+    cold = GenerateKwargsLLM(generate_kwargs={"temperature": 0.0, "stopping_criteria": _StoppingCriteria()})
+    hot = GenerateKwargsLLM(generate_kwargs={"temperature": 1.5, "stopping_criteria": _StoppingCriteria()})
+    for model in (cold, hot):
+        BinarySemanticCacheLLM(model, shared).complete(QUESTION)
+    assert [m.calls["complete"] for m in (cold, hot)] == [1, 1]
+    # The live object is keyed by its type, so another instance of it is the same model.
+    cold_again = GenerateKwargsLLM(
+        generate_kwargs={"temperature": 0.0, "stopping_criteria": _StoppingCriteria()}
+    )
+    BinarySemanticCacheLLM(cold_again, shared).complete(QUESTION)
+    assert cold_again.calls["complete"] == 0
+
+
 def test_user_namespaces_are_isolated(inner: CountingLLM, embedder: Any) -> None:
     shared = SemanticCache(embedder)
     BinarySemanticCacheLLM(inner, shared, namespace="tenant-a").complete(QUESTION)
     BinarySemanticCacheLLM(inner, shared, namespace="tenant-b").complete(QUESTION)
     assert inner.calls["complete"] == 2
+
+
+@pytest.mark.parametrize("namespace", ["acme", "acme\\"])
+def test_clear_keeps_a_namespace_that_only_extends_this_one(
+    inner: CountingLLM, embedder: Any, namespace: str
+) -> None:
+    shared = SemanticCache(embedder)
+    cleared = BinarySemanticCacheLLM(inner, shared, namespace=namespace)
+    kept = BinarySemanticCacheLLM(inner, shared, namespace=f"{namespace}:eu")
+    cleared.complete(QUESTION)
+    kept.complete(QUESTION)
+    cleared.clear()
+    kept.complete(QUESTION)
+    assert inner.calls["complete"] == 2
+    cleared.complete(QUESTION)
+    assert inner.calls["complete"] == 3
 
 
 def test_long_prompts_only_hit_when_identical(inner: CountingLLM, embedder: Any) -> None:
@@ -467,7 +507,11 @@ def test_install_llm_cache_wraps_settings_llm_once(inner: CountingLLM, embedder:
 
 def test_simple_chat_engine_paraphrase_skips_the_llm(inner: CountingLLM, embedder: Any) -> None:
     install_llm_cache(inner, embedder=embedder)
-    engine = SimpleChatEngine.from_defaults(system_prompt="You are a geography tutor.")
+    # LlamaIndex's default Memory opens an in-memory aiosqlite connection it never closes (a
+    # ResourceWarning when it is collected, in whichever test that happens); a buffer has none.
+    engine = SimpleChatEngine.from_defaults(
+        system_prompt="You are a geography tutor.", memory=ChatMemoryBuffer.from_defaults()
+    )
     first = engine.chat(QUESTION)
     engine.reset()
     again = engine.chat(PARAPHRASE)
@@ -520,6 +564,23 @@ def test_query_cache_skips_retrieval_on_a_paraphrase(inner: CountingLLM, embedde
     assert retriever.count == 2
     cached.clear()
     cached.query("How long is the warranty?")
+    assert retriever.count == 3
+
+
+def test_query_cache_clear_keeps_a_namespace_that_only_extends_this_one(
+    inner: CountingLLM, embedder: Any
+) -> None:
+    Settings.llm = inner
+    engine, retriever = _counting_engine()
+    shared = SemanticCache(embedder)
+    cleared = SemanticCacheQueryEngine(engine, shared, namespace="docs")
+    kept = SemanticCacheQueryEngine(engine, shared, namespace="docs:v2")
+    cleared.query("How long is the warranty?")
+    kept.query("How long is the warranty?")
+    cleared.clear()
+    kept.query("How long is the warranty?")
+    assert retriever.count == 2
+    cleared.query("How long is the warranty?")
     assert retriever.count == 3
 
 

@@ -118,7 +118,9 @@ def model_identity(llm: LLM) -> dict[str, Any]:
     """What identifies ``llm`` as a model: its class, model name and answer-shaping parameters.
 
     Taken from ``llm.to_dict()`` (pydantic fields, minus excluded ones) without transport settings and
-    credentials; a parameter that is not plain JSON is represented by its type name.
+    credentials. A value that is not plain JSON is represented by its type name, down to the single
+    value: the JSON values beside it (``temperature`` next to a ``stopping_criteria`` object in
+    ``generate_kwargs``) still tell models apart.
 
     Example:
         >>> from llama_index.core.llms import MockLLM
@@ -134,15 +136,34 @@ def model_identity(llm: LLM) -> dict[str, Any]:
     for name, value in raw.items():
         if name in _VOLATILE_FIELDS or _SECRET_FIELD.search(name):
             continue
-        try:
-            params[name] = json_safe(value)
-        except Unkeyable:
-            params[name] = f"<{type(value).__name__}>"
+        params[name] = _json_or_type_names(value)
     try:
         metadata = json_safe_items(llm.metadata.model_dump())
     except Exception:
         metadata = {}
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "params": params, "metadata": metadata}
+
+
+def _json_or_type_names(value: Any) -> Any:
+    """``value`` as `json_safe` gives it, with each part that is not plain JSON replaced by a
+    ``"<TypeName>"`` string (a type name is stable across processes, unlike a repr with an address)."""
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else _key_name(k): _json_or_type_names(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_or_type_names(v) for v in value]
+    try:
+        return json_safe(value)
+    except Unkeyable:
+        if isinstance(value, float):  # inf and nan stay apart
+            return f"<float {value!r}>"
+        return f"<{type(value).__name__}>"
+
+
+def _key_name(key: Any) -> str:
+    # Numbers and the like keep their value (e.g. token ids in a logit_bias); other objects their type.
+    if isinstance(key, (*_JSON_SCALARS, float)):
+        return f"<{type(key).__name__} {key!r}>"
+    return f"<{type(key).__name__}>"
 
 
 def _digest(parts: Any) -> str:
@@ -162,8 +183,19 @@ def namespace_for(kind: str, user_namespace: str, parts: Any) -> str:
 
 
 def namespace_prefix(kind: str, user_namespace: str) -> str:
-    """What every namespace of ``kind`` in ``user_namespace`` starts with (for clearing them all)."""
-    return f"llamaindex-{kind}:{user_namespace}:"
+    """What every namespace of ``kind`` in ``user_namespace`` starts with (for clearing them all).
+
+    ``:`` and ``\\`` in the user namespace are escaped with a backslash, so the prefix ends at the
+    first unescaped ``:`` and no other user namespace's prefix starts with it (``"acme"`` does not
+    match ``"acme:eu"``). Namespaces without either character read as they did before escaping, so
+    their saved entries are still found.
+
+    Example:
+        >>> namespace_prefix("llm", "acme:eu")
+        'llamaindex-llm:acme\\\\:eu:'
+    """
+    escaped = user_namespace.replace("\\", "\\\\").replace(":", "\\:")
+    return f"llamaindex-{kind}:{escaped}:"
 
 
 def _exact_only(key: CacheKey) -> CacheKey:
