@@ -454,3 +454,14 @@ def test_ids_from_before_clear_do_not_name_later_entries() -> None:
     new = cache.put(unit(rng), "new")
     assert old != new and old not in cache and cache.entry(old) is None
     assert cache.delete(old) is False and new in cache
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e20])
+def test_extreme_but_finite_embeddings_still_hit_in_both_modes(scale: float) -> None:
+    rng = np.random.default_rng(22)
+    x = (unit(rng) * scale).astype(np.float32)
+    for rerank in (0, 10):
+        cache = BinarySemanticCache(DIM, rerank=rerank)
+        cache.put(x, "r")
+        hit = cache.get(x)
+        assert hit is not None and hit.similarity > 0.99

@@ -25,8 +25,10 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
         and x.shape == (dim,)
         and x.flags.c_contiguous
     ):
-        # The common case on the lookup path: one check for NaN/inf/zero, no conversion.
-        square = float(np.dot(x, x))
+        # The common case on the lookup path: one check for NaN/inf/zero, no conversion. Squares of
+        # float32 values cannot overflow or underflow in float64, so this never warns.
+        wide = x.astype(np.float64)
+        square = float(np.dot(wide, wide))
         if 0.0 < square < math.inf:
             return x
     if isinstance(x, str | bytes):
@@ -61,7 +63,8 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
 
 
 def normalised(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Rows scaled to unit length (float32)."""
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: npt.NDArray[np.float32] = (x / norms).astype(np.float32, copy=False)
+    """Rows scaled to unit length (float32), computed in float64: a float32 norm over- or underflows
+    for rows that validation accepts (components near 1e20 or 1e-25)."""
+    wide = x.astype(np.float64)
+    out: npt.NDArray[np.float32] = (wide / np.linalg.norm(wide, axis=-1, keepdims=True)).astype(np.float32)
     return out
