@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-rust test-python lint bench clean
+.PHONY: install system-deps demo test test-rust test-python lint bench clean
 
 install: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml Cargo.toml $(wildcard rust/src/*.rs rust/src/*/*.rs)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Debian packages the tests need (servers, a headless browser): .ci/system-packages.txt.
+system-deps:
+	bash .ci/system_deps.sh
+
 demo: install
 	$(VENV)/bin/bsc demo
 
-test: install test-rust test-python
+test: install system-deps test-rust test-python
 
 test-rust:
 	cargo test --no-default-features --release
