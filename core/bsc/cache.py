@@ -94,7 +94,7 @@ _HANDLE_MASK = 0x00FF_FFFF
 _SEARCH_RETRIES = 4
 # The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
 # within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
-_INT8_TOLERANCE = 1e-4
+INT8_TOLERANCE = 1e-4
 
 
 class BinarySemanticCache:
@@ -399,7 +399,7 @@ class BinarySemanticCache:
                 return []
         sims = (copies @ unit) / copy_norms
         order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold - _INT8_TOLERANCE
+        threshold = self.threshold - INT8_TOLERANCE
         return [
             Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
