@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="sample this many pairs (stratified) of each public set")
     parser.add_argument("--sets", default="msrp,paws,prompts", help="comma-separated: msrp, paws, prompts")
     parser.add_argument("--docs", action="store_true", help="copy the plots to docs/calibrate/")
+    parser.add_argument("--threads", type=int, help="torch threads (1 is fastest on a loaded machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     sources = {
         "msrp": args.data / "msrp_pairs.tsv",
         "paws": args.data / "paws_pairs.tsv",

@@ -181,3 +181,24 @@ def test_the_bsc_command_lists_calibrate() -> None:
         [sys.executable, "-m", "bsc.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "calibrate" in result.stdout
+
+
+def test_prompts_are_read_from_text_lines_or_json_lines_with_prompt_or_messages(tmp_path: Path) -> None:
+    from bsc.calibrate import load_prompts
+
+    text = tmp_path / "p.txt"
+    text.write_text("  first prompt \n\nsecond prompt\n", encoding="utf-8")
+    assert load_prompts(text) == ["first prompt", "second prompt"]
+    jsonl = tmp_path / "p.jsonl"
+    rows = [
+        {"prompt": "plain prompt", "group": "x"},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "chat prompt"}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "parts prompt"}]}]},
+    ]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert load_prompts(jsonl) == ["plain prompt", "chat prompt", "parts prompt"]
+    jsonl.write_text(
+        '{"prompt": "ok"}\n{"messages": [{"role": "system", "content": "x"}]}\n', encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: 'messages' has no user message"):
+        load_prompts(jsonl)
