@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import numpy.typing as npt
 from bsc.calibrate import Calibration, LabelledPair, calibrate, load_pairs, write_report
-from bsc.calibrate.campaign import pq_band, recall_band
+from bsc.calibrate.cli import limit_threads
 from bsc.calibrate.report import PLOTS
 from bsc.embedders import Embedder, default_embedder
 
@@ -89,22 +89,22 @@ def sample(pairs: list[LabelledPair], limit: int | None, seed: int = 0) -> list[
 
 
 def row_of(name: str, c: Calibration, seconds: float) -> dict[str, object]:
-    by = {(q.method, q.bytes_per_entry): q for q in c.quantizers}
     sizes: dict[str, dict[str, object]] = {}
     for bits in c.bits:
-        binary, pq, int8 = by[("binary", bits // 8)], by[("pq", bits // 8)], by[("int8", bits // 8)]
+        binary, pq, int8 = c.at_size(bits)
+        bands = c.bands(bits)
         assert binary.retrieval is not None
-        pq_r = pq.retrieval.recall_at_10 if pq.retrieval else None
-        ratio = binary.retrieval.recall_at_10 / pq_r if pq_r else None
         sizes[str(bits)] = {
             "binary_recall_at_10": binary.retrieval.recall_at_10,
             "binary_overlap_at_10": binary.retrieval.overlap_at_10,
-            "band": recall_band(binary.retrieval.recall_at_10),
-            "overlap_band": recall_band(binary.retrieval.overlap_at_10),
-            "pq_recall_at_10": pq_r,
+            "band": bands.recall_at_10,
+            "overlap_band": bands.overlap_at_10,
+            "pq_recall_at_10": pq.retrieval.recall_at_10 if pq.retrieval else None,
             "pq_overlap_at_10": pq.retrieval.overlap_at_10 if pq.retrieval else None,
-            "vs_pq": ratio,
-            "vs_pq_band": None if ratio is None else pq_band(ratio),
+            "vs_pq": bands.vs_pq_recall,
+            "vs_pq_band": bands.vs_pq_recall_band,
+            "vs_pq_overlap": bands.vs_pq_overlap,
+            "vs_pq_overlap_band": bands.vs_pq_overlap_band,
             "int8_recall_at_10": int8.retrieval.recall_at_10 if int8.retrieval else None,
             "int8_overlap_at_10": int8.retrieval.overlap_at_10 if int8.retrieval else None,
             "two_stage_agreement_at_0.90": next(
@@ -146,7 +146,7 @@ def row_of(name: str, c: Calibration, seconds: float) -> dict[str, object]:
 def print_tables(rows: list[dict[str, object]]) -> None:
     print("\n| set | bits | binary R@10 | band | binary overlap@10 | PQ R@10 (overlap) | binary/PQ | "
           "int8 R@10 (overlap) | two-stage agreement t=0.90 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def f(x: object) -> str:
         return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
@@ -154,10 +154,13 @@ def print_tables(rows: list[dict[str, object]]) -> None:
     for r in rows:
         for bits, s in r["sizes"].items():  # type: ignore[attr-defined]
             ratio = "-" if s["vs_pq"] is None else f"{s['vs_pq']:.2f}x {s['vs_pq_band']}"
+            ratio_o = (
+                "-" if s["vs_pq_overlap"] is None else f"{s['vs_pq_overlap']:.2f}x {s['vs_pq_overlap_band']}"
+            )
             print(
                 f"| {r['set']} | {bits} | {f(s['binary_recall_at_10'])} | {s['band']} | "
                 f"{f(s['binary_overlap_at_10'])} ({s['overlap_band']}) | {f(s['pq_recall_at_10'])} "
-                f"({f(s['pq_overlap_at_10'])}) | {ratio} | {f(s['int8_recall_at_10'])} "
+                f"({f(s['pq_overlap_at_10'])}) | {ratio} | {ratio_o} | {f(s['int8_recall_at_10'])} "
                 f"({f(s['int8_overlap_at_10'])}) | {f(s['two_stage_agreement_at_0.90'])} |"
             )
     print("\n| set | prompts | pairs | anisotropy | outliers | TwoNN | PCA-90 | max bit share (256) | "
@@ -187,12 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="sample this many pairs (stratified) of each public set")
     parser.add_argument("--sets", default="msrp,paws,prompts", help="comma-separated: msrp, paws, prompts")
     parser.add_argument("--docs", action="store_true", help="copy the plots to docs/calibrate/")
-    parser.add_argument("--threads", type=int, help="torch threads (1 is fastest on a loaded machine)")
+    parser.add_argument(
+        "--threads", type=int, help="torch/faiss/BLAS threads (1 is fastest on a loaded machine)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     sources = {
         "msrp": args.data / "msrp_pairs.tsv",
         "paws": args.data / "paws_pairs.tsv",

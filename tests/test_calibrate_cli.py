@@ -81,9 +81,8 @@ def test_calibrate_writes_the_report_and_plots_for_prompts_and_pairs(
 
 def test_calibrate_demo_runs_offline_on_the_shipped_pairs(embedder: object, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert (
-        main(["calibrate", "--demo", "--bits", "256", "--out", str(out), "--no-progress", "--no-plots"]) == 0
-    )
+    argv = ["calibrate", "--demo", "--bits", "256", "--out", str(out), "--no-progress", "--no-plots"]
+    assert main([*argv, "--threads", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["pairs"] == len(demo_pairs()) >= 300
     rec = report["recommendation"]
@@ -163,6 +162,8 @@ def test_unknown_embedder_and_missing_file_are_clear_errors(
     assert "does not exist" in capsys.readouterr().err
     assert main(["calibrate"]) == 2
     assert "give a PROMPTS file" in capsys.readouterr().err
+    assert main(["calibrate", "--demo", "--threads", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--threads must be a positive number of threads, got 0" in capsys.readouterr().err
 
 
 def test_bad_option_values_are_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:

@@ -368,7 +368,13 @@ def plot(c: Calibration, out: Path) -> list[Path]:
         axes[1].plot([p.hit_rate for p in series], [p.precision for p in series], ".-", label=label)
     if rec is not None:
         axes[1].plot([rec.hit_rate], [rec.precision], "k*", ms=12, label=f"recommended t={rec.threshold:.2f}")
-    axes[1].axhline(1 - c.target_false_hit_rate, color="grey", ls="--", lw=0.8, label=f"precision at the {c.target_false_hit_rate:.0%} false-hit target")
+    axes[1].axhline(
+        1 - c.target_false_hit_rate,
+        color="grey",
+        ls="--",
+        lw=0.8,
+        label=f"precision at the {c.target_false_hit_rate:.0%} false-hit target",
+    )
     for ax, xlabel in ((axes[0], "recall"), (axes[1], "hit rate")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("precision")
