@@ -242,3 +242,15 @@ def test_importing_the_calibration_package_stays_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sampled_query_rows_get_the_same_neighbours_as_a_full_run() -> None:
+    emb = _clustered(300, 64)
+    rows = np.array([0, 7, 150, 299])
+    ids, sims = exact_neighbours(emb, 10)
+    sub_ids, sub_sims = exact_neighbours(emb, 10, rows)
+    assert (sub_ids == ids[rows]).all() and np.allclose(sub_sims, sims[rows])
+    codes = binary_codes(emb, 128)
+    assert (binary_neighbours(codes, 10, rows) == binary_neighbours(codes, 10)[rows]).all()
+    assert (int8_neighbours(emb, 16, 10, rows) == int8_neighbours(emb, 16, 10)[rows]).all()
+    assert not (ids[rows] == rows[:, None]).any()  # the query itself is never its own neighbour

@@ -47,19 +47,19 @@ I64 = npt.NDArray[np.int64]
 BIT_BALANCE_LIMIT = 0.60
 
 
-def top_k(queries: F32, database: F32, k: int, chunk: int = 1024) -> tuple[I64, F32]:
-    """Each query's ``k`` best database rows by inner product, best first, with the scores; query i
-    never returns database row i (queries and database are the same prompts, leave-one-out).
+def top_k(queries: F32, database: F32, k: int, rows: I64 | None = None, chunk: int = 1024) -> tuple[I64, F32]:
+    """Each query's ``k`` best database rows by inner product, best first, with the scores. Query i is
+    the prompt of database row ``rows[i]`` (default: row i) and never returns it (leave-one-out).
     Computed in chunks of ``chunk`` queries, so memory stays ``chunk * n``."""
     n = len(database)
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, {n - 1}] for {n} rows, got {k}")
+    own = np.arange(len(queries)) if rows is None else rows
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=np.float32)
     for start in range(0, len(queries), chunk):
         block = (queries[start : start + chunk] @ database.T).astype(np.float32)
-        rows = np.arange(len(block))
-        block[rows, rows + start] = -np.inf
+        block[np.arange(len(block)), own[start : start + len(block)]] = -np.inf
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
@@ -68,9 +68,10 @@ def top_k(queries: F32, database: F32, k: int, chunk: int = 1024) -> tuple[I64, 
     return ids, scores
 
 
-def exact_neighbours(emb: F32, k: int) -> tuple[I64, F32]:
-    """Each unit row's ``k`` nearest other rows by exact cosine, best first, with the cosines."""
-    return top_k(emb, emb, k)
+def exact_neighbours(emb: F32, k: int, rows: I64 | None = None) -> tuple[I64, F32]:
+    """The ``k`` nearest other rows of each unit row in ``rows`` (default: all) by exact cosine, best
+    first, with the cosines."""
+    return top_k(emb if rows is None else emb[rows], emb, k, rows)
 
 
 def recall_at(approx: I64, exact: I64, k: int) -> float:
@@ -186,9 +187,11 @@ class Geometry:
     median_nn_angle_deg: float
 
 
-def geometry(emb: F32, nn_ids: I64, *, seed: int = 0, sample_pairs: int = 20_000) -> Geometry:
-    """Geometry diagnostics of unit rows ``emb``, given each row's exact nearest other rows ``nn_ids``
-    (best first, at least two columns, from `exact_neighbours`)."""
+def geometry(
+    emb: F32, nn_ids: I64, rows: I64 | None = None, *, seed: int = 0, sample_pairs: int = 20_000
+) -> Geometry:
+    """Geometry diagnostics of unit rows ``emb``, given the exact nearest other rows ``nn_ids`` (best
+    first, at least two columns, from `exact_neighbours`) of the rows ``rows`` (default: all)."""
     n = len(emb)
     x = emb.astype(np.float64)
     total = x.sum(axis=0)
@@ -201,7 +204,8 @@ def geometry(emb: F32, nn_ids: I64, *, seed: int = 0, sample_pairs: int = 20_000
     outliers = float(np.mean(to_centre < median - 3.0 * mad)) if mad > 0 else 0.0
 
     # Distances in float64 from the vectors: from a float32 cosine near 1, sqrt(2 - 2 cos) is mostly noise.
-    r = np.linalg.norm(x[:, None, :] - x[nn_ids[:, :2]], axis=2)
+    own = x if rows is None else x[rows]
+    r = np.linalg.norm(own[:, None, :] - x[nn_ids[:, :2]], axis=2)
     usable = r[:, 0] > 1e-6
     twonn = _twonn(r[usable, 1] / r[usable, 0])
 

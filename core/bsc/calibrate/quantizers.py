@@ -77,26 +77,28 @@ def binary_codes(emb: F32, bits: int, seed: int = SEED) -> npt.NDArray[np.uint64
     return BinaryEncoder(emb.shape[1], bits, seed).encode(emb)
 
 
-def binary_neighbours(codes: npt.NDArray[np.uint64], k: int) -> I64:
-    """Each code's ``k`` nearest other codes by Hamming distance (ties by position, as bsc's scan breaks
-    them)."""
-    out = np.empty((len(codes), k), dtype=np.int64)
-    for i in range(len(codes)):
-        found, _ = hamming_search(codes, codes[i], k + 1)
-        others = found[found != i]
-        out[i] = others[:k]
-    return out
+def _all(n: int, rows: I64 | None) -> I64:
+    return np.arange(n, dtype=np.int64) if rows is None else rows
 
 
-def _drop_self(found: I64, k: int) -> I64:
+def binary_neighbours(codes: npt.NDArray[np.uint64], k: int, rows: I64 | None = None) -> I64:
+    """The ``k`` nearest other codes of each code in ``rows`` (default: all) by Hamming distance (ties
+    by position, as bsc's scan breaks them)."""
+    queries = _all(len(codes), rows)
+    found = np.stack([hamming_search(codes, codes[q], k + 1)[0] for q in queries])
+    return _drop_self(found, k, queries)
+
+
+def _drop_self(found: I64, k: int, queries: I64) -> I64:
     out = np.empty((len(found), k), dtype=np.int64)
-    for i, row in enumerate(found):
-        out[i] = row[row != i][:k]
+    for i, (row, q) in enumerate(zip(found, queries, strict=True)):
+        out[i] = row[row != q][:k]
     return out
 
 
-def pq_neighbours(emb: F32, n_bytes: int, k: int) -> I64:
-    """Each row's ``k`` nearest other rows through a faiss ``IndexPQ`` of ``n_bytes`` bytes an entry.
+def pq_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> I64:
+    """The ``k`` nearest other rows of each row in ``rows`` (default: all) through a faiss ``IndexPQ``
+    of ``n_bytes`` bytes an entry, trained on and holding every row.
 
     Raises:
         Skipped: faiss is not installed, fewer than 256 rows, or ``n_bytes`` does not divide the dim.
@@ -115,13 +117,15 @@ def pq_neighbours(emb: F32, n_bytes: int, k: int) -> I64:
     data = np.ascontiguousarray(emb, dtype=np.float32)
     index.train(data)
     index.add(data)
-    _, found = index.search(data, k + 1)
-    return _drop_self(found.astype(np.int64), k)
+    queries = _all(n, rows)
+    _, found = index.search(data[queries], k + 1)
+    return _drop_self(found.astype(np.int64), k, queries)
 
 
-def int8_neighbours(emb: F32, n_bytes: int, k: int) -> I64:
-    """Each row's ``k`` nearest other rows through ``n_bytes`` int8 components an entry (the top SVD
-    directions if ``n_bytes`` < dim, else every dimension), scalar-quantised per component."""
+def int8_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> I64:
+    """The ``k`` nearest other rows of each row in ``rows`` (default: all) through ``n_bytes`` int8
+    components an entry (the top SVD directions if ``n_bytes`` < dim, else every dimension),
+    scalar-quantised per component."""
     dim = emb.shape[1]
     x = emb.astype(np.float64)
     if n_bytes < dim:
@@ -130,37 +134,41 @@ def int8_neighbours(emb: F32, n_bytes: int, k: int) -> I64:
     low, high = x.min(axis=0), x.max(axis=0)
     step = np.where(high > low, (high - low) / 255.0, 1.0)
     stored = np.rint((x - low) / step) * step + low  # what 8 bits a component can hold
-    ids, _ = top_k(x.astype(np.float32), stored.astype(np.float32), k)
+    queries = _all(len(x), rows)
+    ids, _ = top_k(x[queries].astype(np.float32), stored.astype(np.float32), k, queries)
     return ids
 
 
-def compare_at_equal_memory(emb: F32, exact: I64, bits_list: list[int]) -> list[QuantizerRow]:
+def compare_at_equal_memory(
+    emb: F32, exact: I64, bits_list: list[int], rows: I64 | None = None
+) -> list[QuantizerRow]:
     """Binary, PQ and int8 rows at ``bits // 8`` bytes for each code size, plus ``int8-full``: every
-    dimension in 8 bits (``dim`` bytes, the two-stage rerank's copy)."""
-    rows: list[QuantizerRow] = []
+    dimension in 8 bits (``dim`` bytes, the two-stage rerank's copy). ``exact`` holds the exact top 10
+    of the query rows ``rows`` (default: every row)."""
+    out: list[QuantizerRow] = []
     dim = emb.shape[1]
     for bits in bits_list:
         n_bytes = bits // 8
-        rows.append(
-            QuantizerRow("binary", n_bytes, retrieval(binary_neighbours(binary_codes(emb, bits), K), exact))
-        )
+        binary = binary_neighbours(binary_codes(emb, bits), K, rows)
+        out.append(QuantizerRow("binary", n_bytes, retrieval(binary, exact)))
         try:
             few = len(emb) < PQ_RECOMMENDED_POINTS
             note = f"trained on {len(emb)} prompts (< {PQ_RECOMMENDED_POINTS}): optimistic" if few else None
-            rows.append(QuantizerRow("pq", n_bytes, retrieval(pq_neighbours(emb, n_bytes, K), exact), note))
+            out.append(
+                QuantizerRow("pq", n_bytes, retrieval(pq_neighbours(emb, n_bytes, K, rows), exact), note)
+            )
         except Skipped as why:
             logger.info("PQ at %d bytes skipped: %s", n_bytes, why)
-            rows.append(QuantizerRow("pq", n_bytes, None, str(why)))
+            out.append(QuantizerRow("pq", n_bytes, None, str(why)))
         if n_bytes < dim:
-            rows.append(QuantizerRow("int8", n_bytes, retrieval(int8_neighbours(emb, n_bytes, K), exact)))
-        else:
-            rows.append(
-                QuantizerRow("int8", n_bytes, None, f"{n_bytes} bytes >= dim {dim}: see the full row")
+            out.append(
+                QuantizerRow("int8", n_bytes, retrieval(int8_neighbours(emb, n_bytes, K, rows), exact))
             )
-    rows.append(
-        QuantizerRow("int8-full", dim, retrieval(int8_neighbours(emb, dim, K), exact), "every dimension")
-    )
-    return rows
+        else:
+            out.append(QuantizerRow("int8", n_bytes, None, f"{n_bytes} bytes >= dim {dim}: see the full row"))
+    full = retrieval(int8_neighbours(emb, dim, K, rows), exact)
+    out.append(QuantizerRow("int8-full", dim, full, "every dimension"))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +190,9 @@ class Agreement:
     float_hit_rate: float
 
 
-def _cache_decisions(emb: F32, bits: int, threshold: float, rerank: int) -> I64:
-    """For each prompt, the other prompt a real cache holding all of them returns, or -1 for a miss."""
+def _cache_decisions(emb: F32, bits: int, threshold: float, rerank: int, queries: I64) -> I64:
+    """For each prompt in ``queries``, the other prompt a real cache holding all of them returns, or -1
+    for a miss."""
     n = len(emb)
     # The query's own entry is always the nearest; one more shortlist slot keeps `rerank` for the others.
     cache = BinarySemanticCache(
@@ -191,25 +200,32 @@ def _cache_decisions(emb: F32, bits: int, threshold: float, rerank: int) -> I64:
     )
     ids = cache.put_many(emb, [""] * n)
     row_of = {entry_id: row for row, entry_id in enumerate(ids)}
-    out = np.full(n, -1, dtype=np.int64)
-    for i in range(n):
-        for hit in cache.search(emb[i], k=2):
-            if row_of[hit.id] != i:
+    out = np.full(len(queries), -1, dtype=np.int64)
+    for i, q in enumerate(queries):
+        for hit in cache.search(emb[q], k=2):
+            if row_of[hit.id] != q:
                 out[i] = row_of[hit.id]
                 break
     return out
 
 
 def decision_agreement(
-    emb: F32, exact_ids: I64, exact_sims: F32, bits_list: list[int], thresholds: list[float]
+    emb: F32,
+    exact_ids: I64,
+    exact_sims: F32,
+    bits_list: list[int],
+    thresholds: list[float],
+    rows: I64 | None = None,
 ) -> list[Agreement]:
-    """`Agreement` of the two-stage (default rerank) and binary-only caches at every size and threshold."""
+    """`Agreement` of the two-stage (default rerank) and binary-only caches at every size and threshold,
+    over the lookups of the rows ``rows`` (default: all), whose exact neighbours are given."""
+    queries = _all(len(emb), rows)
     out = []
     for bits in bits_list:
         for t in thresholds:
             reference = np.where(exact_sims[:, 0] >= t, exact_ids[:, 0], -1)
             for mode, rerank in (("two-stage", DEFAULT_RERANK), ("binary-only", 0)):
-                got = _cache_decisions(emb, bits, t, rerank)
+                got = _cache_decisions(emb, bits, t, rerank, queries)
                 ref_hit, got_hit = reference >= 0, got >= 0
                 out.append(
                     Agreement(

@@ -43,6 +43,10 @@ def _ratio(value: float | None, band: str | None) -> str:
     return "-" if value is None else f"{value:.2f}x {_band(band)}"
 
 
+def _queries(c: Calibration) -> str:
+    return "Each prompt" if c.queries == c.prompts else f"Each of {c.queries} sampled prompts"
+
+
 def _memory_section(c: Calibration) -> list[str]:
     binary_rows, memory_rows, notes = [], [], set()
     for bits in c.bits:
@@ -79,7 +83,7 @@ def _memory_section(c: Calibration) -> list[str]:
     lines = [
         "## Binary codes against exact float search",
         "",
-        f"Each of the {c.prompts} prompts looks up its 10 nearest other prompts. R@k: the exact nearest",
+        f"{_queries(c)} looks up its 10 nearest other prompts among all {c.prompts}. R@k: the exact nearest",
         "neighbour is in the top k (what a rerank shortlist needs); overlap@10: share of the exact top 10",
         "found; nDCG@10 graded by exact rank. Bands: >= 0.65 green, 0.55-0.65 yellow, below red (the",
         "campaign judges 256 and 512 bits).",
@@ -123,8 +127,9 @@ def _agreement_section(c: Calibration) -> list[str]:
     return [
         "## Cache decisions against exact float decisions",
         "",
-        "Share of lookups (each prompt against all others, in a real BinarySemanticCache) where the cache",
-        "and exact float search at the same threshold make the same decision: both miss, or the same entry.",
+        f"Share of lookups ({_queries(c).lower()} against all others, in a real BinarySemanticCache)",
+        "where the cache and exact float search at the same threshold make the same decision: both miss,",
+        "or the same entry.",
         "",
         *_table(["mode", "bits", *(f"t={t:.2f}" for t in thresholds)], rows),
         "",
