@@ -203,3 +203,10 @@ def test_prompts_are_read_from_text_lines_or_json_lines_with_prompt_or_messages(
     )
     with pytest.raises(ValueError, match=r"p\.jsonl:2: 'messages' has no user message"):
         load_prompts(jsonl)
+
+
+def test_the_shipped_demo_pairs_are_the_benchmark_prompt_pairs() -> None:
+    from bsc.calibrate import load_pairs
+
+    # One labelled set, two places (the package must ship it; the benchmarks read the repository's copy).
+    assert demo_pairs() == load_pairs(Path(__file__).parents[1] / "benchmarks" / "data" / "prompt_pairs.tsv")

@@ -54,6 +54,7 @@ __all__ = [
     "Calibration",
     "CodeSize",
     "calibrate",
+    "embed_all",
     "pq_band",
     "recall_band",
 ]
