@@ -14,8 +14,8 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
 import langchain_bsc
-from bsc.demo import SimulatedChatModel
 from langchain_bsc import BinarySemanticLLMCache, CacheKey, default_cache_key
+from langchain_bsc.demo import SimulatedChatModel
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache, set_llm_cache

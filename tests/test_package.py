@@ -47,7 +47,20 @@ def test_type_stubs_match_the_compiled_module() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_package_ships_its_typing_marker_and_demo_prompts() -> None:
+def test_package_ships_its_typing_marker() -> None:
     assert files("bsc").joinpath("py.typed").is_file()
-    prompts = files("bsc").joinpath("demo_data/prompts.jsonl").read_text().splitlines()
-    assert len(prompts) >= 100
+
+
+def test_bsc_demo_without_langchain_bsc_says_what_to_install_in_one_line() -> None:
+    # `bsc-cache` alone (no langchain-bsc): None in sys.modules makes the import fail as if not installed.
+    code = (
+        "import sys; sys.modules['langchain_bsc'] = None;"
+        "from bsc.cli import main; raise SystemExit(main(['demo', '--no-progress']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "langchain_bsc" in lines[0]
+    assert "pip install" in lines[0] and "integrations/langchain_bsc" in lines[0]

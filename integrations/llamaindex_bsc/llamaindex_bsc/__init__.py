@@ -9,6 +9,8 @@ Example:
     >>> Settings.llm = BinarySemanticCacheLLM(llm=MockLLM())
 """
 
+__version__ = "0.1.0"
+
 from llamaindex_bsc.keys import CacheKey, KeyFunction, LLMCall, default_cache_key
 from llamaindex_bsc.llm import BinarySemanticCacheLLM, install_llm_cache
 from llamaindex_bsc.query_engine import SemanticCacheQueryEngine

@@ -7,6 +7,8 @@ Example:
     >>> set_llm_cache(None)
 """
 
+__version__ = "0.1.0"
+
 from langchain_bsc.keys import CacheKey, KeyFunction, default_cache_key
 from langchain_bsc.llm_cache import BinarySemanticLLMCache
 from langchain_bsc.runnable import SemanticCacheRunnable
