@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import subprocess
 import sys
+import tomllib
 from importlib.resources import files
+from pathlib import Path
 
 import bsc
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_public_names_are_exactly_these() -> None:
     assert sorted(bsc.__all__) == sorted(
         [
+            "__version__",
             "DEFAULT_RERANK",
             "DEFAULT_THRESHOLD",
             "BinaryEncoder",
@@ -64,3 +72,21 @@ def test_bsc_demo_without_langchain_bsc_says_what_to_install_in_one_line() -> No
     assert len(lines) == 1, result.stderr
     assert "langchain_bsc" in lines[0]
     assert "pip install" in lines[0] and "integrations/langchain_bsc" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("module", "distribution"),
+    [("bsc", "bsc-cache"), ("langchain_bsc", "langchain-bsc"), ("llamaindex_bsc", "llama-index-bsc")],
+)
+def test_every_package_exports_the_version_of_its_installed_distribution(
+    module: str, distribution: str
+) -> None:
+    pytest.importorskip(module)
+    version = importlib.import_module(module).__version__
+    assert version == importlib.metadata.version(distribution)
+
+
+def test_bsc_version_is_the_one_in_pyproject_and_cargo() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
+    assert bsc.__version__ == pyproject["project"]["version"] == cargo["package"]["version"]
