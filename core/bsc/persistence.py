@@ -4,9 +4,9 @@ Loading a file only parses numbers, UTF-8 and JSON: it cannot run code. A save w
 beside the target, fsyncs it, renames it over the target and fsyncs the directory, so a crash at any
 moment leaves either the old snapshot or the new one (the next save or load of that path removes the
 temporary file a killed save left). A load copies the file into memory before checking it, so a file
-rewritten in place meanwhile is a `CacheFormatError`, never a crash. Every part carries an xxh3-64 checksum, and a
-truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises `CacheFormatError`
-naming the part that is wrong; nothing is half-loaded.
+rewritten in place meanwhile is a `CacheFormatError`, never a crash. Every part carries an xxh3-64
+checksum, and a truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises
+`CacheFormatError` naming the file and the part that is wrong; nothing is half-loaded.
 
 Layout (version 2, little-endian, sections 64-byte aligned, zero padding between them; the header and
 section table together are 640 bytes)::
@@ -617,9 +617,7 @@ def _read_snapshot(path: str, *, index_only: bool = False) -> tuple[_Header, mem
 
 def _parse_header(buf: bytes, file_size: int) -> _Header:
     if bytes(buf[:8]) != _MAGIC:
-        raise CacheFormatError(
-            f"header: not a bsc snapshot (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})"
-        )
+        raise CacheFormatError(f"header: not a bsc snapshot (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})")
     (
         _,
         version,
