@@ -659,3 +659,39 @@ def test_a_save_or_load_removes_the_temp_files_of_killed_saves_but_not_of_runnin
     os.rename(running, tmp_path / f".cache.bsc.{saver.pid}.abcd1234.tmp")  # its writer is dead too
     BinarySemanticCache.load(path)
     assert not list(tmp_path.glob(".cache.bsc.*.tmp"))
+
+
+def _as_version_1(data: bytes) -> bytes:
+    """A version-2 snapshot rewritten as version 1 wrote it: 32-bit ids and free handles."""
+    header = bytearray(data[:192])
+    struct.pack_into("<I", header, 8, 1)
+    table = bytearray()
+    body = bytearray()
+    position = 192 + 32 * len(_SECTIONS)
+    for i, name in enumerate(_SECTIONS):
+        _, _, offset, length, _ = struct.unpack_from("<IIQQQ", data, 192 + 32 * i)
+        payload = data[offset : offset + length]
+        if name in ("ids", "free"):
+            wide = np.frombuffer(payload, dtype="<u8")
+            assert np.all(wide >> 32 == 0)  # generations below 256 fit the old ids
+            payload = wide.astype("<u4").tobytes()
+        start = (position + 63) // 64 * 64
+        body += bytes(start - position) + payload
+        table += struct.pack("<IIQQQ", i + 1, 0, start, len(payload), xxh3_64(payload))
+        position = start + len(payload)
+    out = bytearray(header + table + body)
+    struct.pack_into("<Q", out, 24, 0)
+    struct.pack_into("<Q", out, 24, xxh3_64(bytes(out[: 192 + 32 * len(_SECTIONS)])))
+    return bytes(out)
+
+
+def test_a_version_1_snapshot_still_loads_with_the_same_ids_and_entries(
+    tmp_path: Path, snapshot: bytes
+) -> None:
+    new, old = tmp_path / "v2.bsc", tmp_path / "v1.bsc"
+    new.write_bytes(snapshot)
+    old.write_bytes(_as_version_1(snapshot))
+    a = load(new, clock=FakeClock(), wall_clock=frozen_wall())
+    b = load(old, clock=FakeClock(), wall_clock=frozen_wall())
+    assert observable(a) == observable(b)
+    assert len(read_index(old)) == len(a)

@@ -672,14 +672,21 @@ def freeze(value: dict[str, Any]) -> Mapping[str, Any]:
     return cast("Mapping[str, Any]", _freeze_value(value, 1))
 
 
-def _freeze_value(value: Any, depth: int) -> Any:
-    if isinstance(value, dict | list) and depth > MAX_METADATA_DEPTH:
+def _freeze_value(value: dict[str, Any] | list[Any], depth: int) -> FrozenDict | FrozenList:
+    if depth > MAX_METADATA_DEPTH:
         raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    # Copied whole in C first; only nested containers are replaced (snapshots load millions of these).
     if isinstance(value, dict):
-        return FrozenDict({k: _freeze_value(v, depth + 1) for k, v in value.items()})
-    if isinstance(value, list):
-        return FrozenList([_freeze_value(v, depth + 1) for v in value])
-    return value
+        mapping = FrozenDict(value)
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                dict.__setitem__(mapping, key, _freeze_value(item, depth + 1))
+        return mapping
+    array = FrozenList(value)
+    for i, item in enumerate(value):
+        if isinstance(item, dict | list):
+            list.__setitem__(array, i, _freeze_value(item, depth + 1))
+    return array
 
 
 def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:

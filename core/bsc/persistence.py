@@ -69,7 +69,7 @@ import numpy.typing as npt
 
 from bsc._input import as_int
 from bsc._native import CacheFormatError, HammingIndex, xxh3_64
-from bsc.cache import MAX_METADATA_DEPTH, BinarySemanticCache, _Entry, freeze
+from bsc.cache import MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
 
@@ -490,11 +490,14 @@ def load(
 
 def _row_norms(vectors: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
     """Norms of the int8 rerank rows, equal to ``np.linalg.norm(rows, axis=1)`` as the cache computes
-    them (sums of squares of small integers are exact in float64), in chunks to bound the memory."""
+    them: the sums of squares are integers, exact in int32 (at most 65,536 x 127², below 2³¹) as in
+    float64, so only the square root rounds, once, the same way. In chunks, to bound the memory."""
     norms = np.ones(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), 1 << 16):
-        chunk = vectors[start : start + (1 << 16)].astype(np.float64)
-        norms[start : start + len(chunk)] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+    step = 1 << 12
+    for start in range(0, len(vectors), step):
+        chunk = vectors[start : start + step].astype(np.int32)
+        squares = np.einsum("ij,ij->i", chunk, chunk)
+        norms[start : start + len(chunk)] = np.sqrt(squares.astype(np.float64))
     return norms
 
 
@@ -849,8 +852,13 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
     else:
         responses = _decode_responses(bytes(blob), offsets.tolist(), kinds)
 
+    text = _decode(_section_bytes(buf, header, "metadata"), "metadata")
+    # Without arrays inside the outer one (a '[' only there; text in a string just takes the slow path),
+    # the decoder itself builds the read-only objects; otherwise `freeze` walks each item. The fast
+    # path skips the depth check: `json.loads` still refuses what would exhaust the stack.
+    flat = text.count("[") == 1
     try:
-        metas = json.loads(_decode(_section_bytes(buf, header, "metadata"), "metadata"))
+        metas = json.loads(text, object_hook=FrozenDict if flat else None)
     except json.JSONDecodeError as exc:
         raise CacheFormatError(f"section metadata: invalid JSON ({exc.msg} at {exc.pos})") from None
     except RecursionError:
@@ -858,7 +866,10 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
     if not isinstance(metas, list) or len(metas) != handles:
         raise CacheFormatError(f"section metadata: expected a JSON array of {handles} items")
     frozen: list[Mapping[str, Any] | None] = metas
-    if metas.count(None) != handles:
+    if flat:
+        if sum(type(m) is FrozenDict for m in metas) + metas.count(None) != handles:
+            raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
+    elif metas.count(None) != handles:
         try:
             frozen = [None if m is None else freeze(m) for m in metas if m is None or type(m) is dict]
         except ValueError as exc:
