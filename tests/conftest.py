@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,31 @@ def run_isolated() -> object:
         return done.stdout
 
     return run
+
+
+@pytest.fixture
+def notebook_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of a Jupyter kernel that runs this very interpreter, offline and on one torch thread.
+
+    The spec lives in a temp ``JUPYTER_PATH``, so notebooks run in the test's environment on any machine
+    (no globally installed "python3" kernel, no install step in a fresh venv).
+    """
+    pytest.importorskip("ipykernel")
+    name = "bsc-test-python"
+    spec = tmp_path / "jupyter" / "kernels" / name
+    spec.mkdir(parents=True)
+    kernel = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bsc tests",
+        "language": "python",
+        # See single_thread_default_embedder for the thread limit.
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "OMP_NUM_THREADS": "1",
+        },
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return name
