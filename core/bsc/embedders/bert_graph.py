@@ -150,6 +150,7 @@ class BertGraph:
 
     model: bytes
     external: dict[str, npt.NDArray[np.float32]]
+    hidden_size: int
 
 
 def open_session(graph: BertGraph, options: Any) -> Any:
@@ -289,7 +290,7 @@ def build_bert_graph(transformer_dir: Path, *, pooling: Pooling) -> BertGraph:
         {"": _OPSET, _MS: 1},
         name="bsc-bert",
     )
-    return BertGraph(model, external)
+    return BertGraph(model, external, config.hidden_size)
 
 
 def _pooling_nodes(
@@ -297,7 +298,16 @@ def _pooling_nodes(
 ) -> list[bytes]:
     """Nodes reducing (batch, sequence, hidden) token vectors to the (batch, hidden) `OUTPUT`."""
     if pooling == "cls":
-        return [_node("Gather", [hidden, const("pool.first", np.array(0, dtype=np.int64))], OUTPUT, axis=1)]
+        zero, one = (
+            const("pool.zero", np.array([0], dtype=np.int64)),
+            const("pool.one", np.array([1], dtype=np.int64)),
+        )
+        return [
+            _node(
+                "Slice", [hidden, zero, one, one], "pool.first"
+            ),  # token 0 of axis 1, kept as (batch, 1, hidden)
+            _node("Squeeze", ["pool.first", one], OUTPUT),
+        ]
     # sentence-transformers: sum(token * mask) / clamp(sum(mask), min=1e-9).
     return [
         _node("Cast", [mask], "pool.mask", to=onnx_proto.FLOAT),

@@ -188,17 +188,16 @@ class OnnxEmbedder(_EmbedderBase):
         self._tokenizer = _sentence_transformers_tokenizer(Tokenizer, layout)
 
         graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling)
+        if graph.hidden_size != layout.dim:
+            raise ValueError(
+                f"{model_dir}: encoder width {graph.hidden_size} but pooling config width {layout.dim}"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = open_session(graph, options)
         # The session reads the weights in place: they must live as long as it does.
         self._weights = graph.external
-        width = self._session.get_outputs()[0].shape[-1]
-        if width != layout.dim:
-            raise ValueError(
-                f"{model_dir}: the encoder is {width} wide but the pooling config says {layout.dim}"
-            )
         logger.info("loaded %s on onnxruntime %s (%d threads)", model_dir, ort.__version__, threads)
 
     @property
