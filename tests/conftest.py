@@ -23,14 +23,12 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def single_thread_default_embedder() -> object:
-    """bsc's process-wide default embedder, loaded once, with torch limited to one thread.
+    """bsc's process-wide default embedder (all-MiniLM-L6-v2 on onnxruntime, one thread), loaded once.
 
-    On a busy machine torch's intra-op threads spin against other processes: a batch-1 MiniLM
-    embedding measured 0.8 s with two threads and 40 ms with one under load. Tests embed one
-    prompt at a time, where extra threads buy nothing. (The setting is process-wide.)
+    One thread because on a busy machine intra-op threads spin against other processes, and tests
+    embed one prompt at a time, where extra threads buy nothing.
     """
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("onnxruntime")
     from bsc.embedders import default_embedder
 
     return default_embedder()
