@@ -104,7 +104,7 @@ MAX_METADATA_DEPTH = 64
 _SEARCH_RETRIES = 4
 # The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
 # within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
-_INT8_TOLERANCE = 1e-4
+INT8_TOLERANCE = 1e-4
 
 
 class BinarySemanticCache:
@@ -432,7 +432,7 @@ class BinarySemanticCache:
         # produce a similarity outside what a cosine can be.
         sims = np.clip((copies @ unit) / copy_norms, -1.0, 1.0)
         order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold - _INT8_TOLERANCE
+        threshold = self.threshold - INT8_TOLERANCE
         return [
             Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
