@@ -11,8 +11,8 @@ Embeddings are cached in ``benchmarks/results/calibrate/embeddings/`` (keyed by 
 recomputes the measurements.
 
 Usage:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --data ../shared/data
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --limit 2000 --docs
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --docs --threads 1  # ../shared/data
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --limit 2000   # a stratified subset
 """
 
 from __future__ import annotations
