@@ -245,8 +245,8 @@ class OnnxEmbedder(_EmbedderBase):
     """A sentence-transformers model (Transformer + mean pooling) run by ONNX Runtime.
 
     Gives the same vectors as `SentenceTransformerEmbedder` for the same model (to ~1e-6),
-    faster on CPU: on the packaged all-MiniLM-L6-v2 with one thread, 2-3x at batch 1 and
-    1.3-1.5x at batch 64 (``benchmarks/bench_embed.py``). Because the vectors agree, `name`
+    faster on CPU, most at batch 1 (``benchmarks/bench_embed.py`` measures both runtimes in
+    one run; the README quotes the ratios and the machine). Because the vectors agree, `name`
     defaults to the torch embedder's name for the model (e.g.
     ``"sentence-transformers:all-MiniLM-L6-v2"``): the name keys caches, so a cache filled with
     one runtime is valid with the other. Pass `name` if you change anything that would make the
@@ -267,9 +267,8 @@ class OnnxEmbedder(_EmbedderBase):
         batch_size: Texts per forward pass (texts are sorted by length first, like
             sentence-transformers, to pad less).
         threads: onnxruntime intra-op threads; None means 1. More threads help only while
-            cores are idle (2 threads: 3.7 instead of 6.1 ms per prompt on an idle 2-core
-            machine); when other processes load the cores, the extra threads spin against them
-            and latency collapses, so raise it only on a machine you have to yourself.
+            cores are idle; when other processes load the cores, the extra threads spin against
+            them and latency collapses, so raise it only on a machine you have to yourself.
         name: Identifier to key caches by; defaults to the torch embedder's name for `model`.
 
     Raises:
