@@ -21,6 +21,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
         'pip install "bsc-cache[local,langchain]"',
     ),
+    "serve": (
+        "bsc.serve.cli",
+        "run an OpenAI-compatible caching proxy in front of an LLM API",
+        'pip install "bsc-cache[serve]"',
+    ),
 }
 
 
