@@ -123,7 +123,8 @@ class _Proxy:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         c = self.config
         timeout = httpx.Timeout(c.read_timeout, connect=c.connect_timeout)
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        # Idle connections are dropped before common servers' keep-alive timeouts (uvicorn's is 5 s).
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=3.0)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             self.client = client
             # One embedding at start so the first request does not pay for loading the model.
@@ -296,11 +297,18 @@ class _Proxy:
         assert self.client is not None and self.metrics is not None
         url = self.config.upstream_base + route
         started = time.perf_counter()
+        build = self.client.build_request
         try:
-            upstream = await self.client.send(
-                self.client.build_request(request.method, url, headers=self._upstream_headers(request), content=content),
-                stream=True,
-            )
+            try:
+                upstream = await self.client.send(
+                    build(request.method, url, headers=self._upstream_headers(request), content=content), stream=True
+                )
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A pooled connection the upstream closed as idle just as it was reused: the request never
+                # got an answer, so it is sent once more on a fresh connection (as the OpenAI SDKs retry).
+                upstream = await self.client.send(
+                    build(request.method, url, headers=self._upstream_headers(request), content=content), stream=True
+                )
         except httpx.TimeoutException:
             self.metrics.count(endpoint, "error")
             return error_response(
