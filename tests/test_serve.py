@@ -20,11 +20,10 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
 from bsc import SemanticCache  # noqa: E402
 from bsc.serve import ServeConfig, create_app  # noqa: E402
 from bsc.serve.testing import FakeUpstream, running  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 FRANCE = "What is the capital of France?"
 FRANCE_PARAPHRASE = "Which city is the capital of France?"
@@ -86,11 +85,16 @@ def start_proxy(upstream_url: str, single_thread_default_embedder: Any) -> Itera
 
 @pytest.fixture
 def proxy(start_proxy: Any) -> Proxy:
-    return start_proxy()
+    started: Proxy = start_proxy()
+    return started
 
 
-def chat(client: Any, question: str, *, model: str = "gpt-4o-mini", system: str | None = None, **kw: Any) -> Any:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+def chat(
+    client: Any, question: str, *, model: str = "gpt-4o-mini", system: str | None = None, **kw: Any
+) -> Any:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
     return client.chat.completions.with_raw_response.create(model=model, messages=messages, **kw)
 
 
@@ -152,7 +156,10 @@ def test_the_same_question_after_other_earlier_turns_misses(proxy: Proxy) -> Non
         return str(raw.headers["x-bsc-cache"])
 
     paris = [{"role": "user", "content": FRANCE}, {"role": "assistant", "content": "Paris."}]
-    rome = [{"role": "user", "content": "What is the capital of Italy?"}, {"role": "assistant", "content": "Rome."}]
+    rome = [
+        {"role": "user", "content": "What is the capital of Italy?"},
+        {"role": "assistant", "content": "Rome."},
+    ]
     assert ask(paris) == "miss"
     assert ask(paris) == "hit"
     assert ask(rome) == "miss"
@@ -269,7 +276,9 @@ def test_completions_hit_on_a_paraphrase_streamed_and_not(proxy: Proxy, fake: Fa
 def test_a_streamed_completions_miss_is_stored(proxy: Proxy, fake: FakeUpstream) -> None:
     client = proxy.client()
     streamed = "".join(
-        c.choices[0].text for c in client.completions.create(model="m", prompt=BREAD, stream=True) if c.choices
+        c.choices[0].text
+        for c in client.completions.create(model="m", prompt=BREAD, stream=True)
+        if c.choices
     )
     again = client.completions.with_raw_response.create(model="m", prompt=BREAD)
     assert again.headers["x-bsc-cache"] == "hit"
@@ -278,14 +287,19 @@ def test_a_streamed_completions_miss_is_stored(proxy: Proxy, fake: FakeUpstream)
 
 def test_responses_api_string_and_message_item_input(proxy: Proxy, fake: FakeUpstream) -> None:
     client = proxy.client()
-    first = client.responses.with_raw_response.create(model="gpt-4o-mini", input=FRANCE, instructions="Be brief.")
+    first = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input=FRANCE, instructions="Be brief."
+    )
     assert first.headers["x-bsc-cache"] == "miss"
     items = [{"role": "user", "content": [{"type": "input_text", "text": FRANCE_PARAPHRASE}]}]
-    second = client.responses.with_raw_response.create(model="gpt-4o-mini", input=items, instructions="Be brief.")
+    second = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input=items, instructions="Be brief."
+    )
     # A string input and an item list are different requests to the API: they must not share answers.
     assert second.headers["x-bsc-cache"] == "miss"
     third = client.responses.with_raw_response.create(
-        model="gpt-4o-mini", input=[{"role": "user", "content": [{"type": "input_text", "text": FRANCE}]}],
+        model="gpt-4o-mini",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": FRANCE}]}],
         instructions="Be brief.",
     )
     assert third.headers["x-bsc-cache"] == "hit"
@@ -295,7 +309,9 @@ def test_responses_api_string_and_message_item_input(proxy: Proxy, fake: FakeUps
     )
     assert paraphrase.headers["x-bsc-cache"] == "hit"
     assert paraphrase.parse().output_text == first.parse().output_text
-    other = client.responses.with_raw_response.create(model="gpt-4o-mini", input=FRANCE, instructions="Be verbose.")
+    other = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input=FRANCE, instructions="Be verbose."
+    )
     assert other.headers["x-bsc-cache"] == "miss"
     assert fake.calls["responses"] == 3
 
@@ -331,6 +347,27 @@ def test_embeddings_and_models_pass_through(proxy: Proxy, fake: FakeUpstream) ->
     assert fake.calls["embeddings"] == 1 and fake.calls["models"] == 1
 
 
+def test_azure_style_paths_are_cached_per_deployment(
+    start_proxy: Any, upstream_url: str, fake: FakeUpstream
+) -> None:
+    proxy = start_proxy(upstream=upstream_url.removesuffix("/v1") + "/openai", prefix="/openai")
+
+    def ask(deployment: str, question: str) -> Any:
+        client = openai.AzureOpenAI(
+            azure_endpoint=proxy.url,
+            api_key="azure-key",
+            api_version="2024-06-01",
+            azure_deployment=deployment,
+            max_retries=0,
+        )
+        return chat(client, question, model=deployment)
+
+    assert content(ask("gpt4", FRANCE)) == fake.answer(FRANCE, "gpt4", "azure-key")
+    assert ask("gpt4", FRANCE_PARAPHRASE).headers["x-bsc-cache"] == "hit"
+    assert ask("gpt35", FRANCE).headers["x-bsc-cache"] == "miss"  # another deployment, another path
+    assert fake.calls["chat"] == 2
+
+
 def test_a_path_outside_the_api_prefix_is_an_openai_style_404(proxy: Proxy) -> None:
     response = httpx.get(proxy.url + "/nothing/here")
     assert response.status_code == 404
@@ -361,26 +398,38 @@ def test_requests_that_must_not_be_cached_pass_through_and_are_counted(
 def test_tool_results_bypass_unless_configured(start_proxy: Any, fake: FakeUpstream) -> None:
     messages = [
         {"role": "user", "content": "What is the weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
     ]
     for options, outcomes in (({}, ["bypass", "bypass"]), ({"cache_tool_results": True}, ["miss", "hit"])):
         client = start_proxy(**options).client()
         seen = [
-            client.chat.completions.with_raw_response.create(model="m", messages=messages).headers["x-bsc-cache"]
+            client.chat.completions.with_raw_response.create(model="m", messages=messages).headers[
+                "x-bsc-cache"
+            ]
             for _ in range(2)
         ]
         assert seen == outcomes
 
 
-def test_cache_control_no_cache_refreshes_and_no_store_does_not_store(proxy: Proxy, fake: FakeUpstream) -> None:
+def test_cache_control_no_cache_refreshes_and_no_store_does_not_store(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
     client = proxy.client()
     assert chat(client, BREAD, extra_headers={"cache-control": "no-store"}).headers["x-bsc-cache"] == "miss"
     assert chat(client, BREAD).headers["x-bsc-cache"] == "miss"  # the no-store answer was not kept
     assert chat(client, BREAD).headers["x-bsc-cache"] == "hit"
-    fake.answer = lambda q, m, k: "a fresher answer"  # type: ignore[method-assign]
+    fake.answer = lambda question, model, key: "a fresher answer"  # type: ignore[method-assign]
     refreshed = chat(client, BREAD, extra_headers={"cache-control": "no-cache"})
     assert refreshed.headers["x-bsc-cache"] == "miss"
     assert content(chat(client, BREAD)) == "a fresher answer"
@@ -421,7 +470,7 @@ def test_shared_cache_and_namespace_header_opt_into_sharing(start_proxy: Any, fa
     chat(shared.client("sk-alice"), FRANCE)
     assert chat(shared.client("sk-bob"), FRANCE).headers["x-bsc-cache"] == "hit"
     named = start_proxy(namespace_header="x-team")
-    team = {"extra_headers": {"x-team": "search"}}
+    team: dict[str, Any] = {"extra_headers": {"x-team": "search"}}
     chat(named.client("sk-alice"), BREAD, **team)
     assert chat(named.client("sk-bob"), BREAD, **team).headers["x-bsc-cache"] == "hit"
     assert chat(named.client("sk-bob"), BREAD).headers["x-bsc-cache"] == "miss"
@@ -429,7 +478,8 @@ def test_shared_cache_and_namespace_header_opt_into_sharing(start_proxy: Any, fa
 
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize(
-    ("status", "error_class"), [(429, "RateLimitError"), (500, "InternalServerError"), (400, "BadRequestError")]
+    ("status", "error_class"),
+    [(429, "RateLimitError"), (500, "InternalServerError"), (400, "BadRequestError")],
 )
 def test_upstream_errors_reach_the_client_unchanged_and_are_not_cached(
     proxy: Proxy, fake: FakeUpstream, status: int, error_class: str
@@ -447,7 +497,9 @@ def test_upstream_errors_reach_the_client_unchanged_and_are_not_cached(
 
 
 def test_an_upstream_error_on_a_streaming_request_keeps_its_status(proxy: Proxy, fake: FakeUpstream) -> None:
-    fake.fail_with.append((429, {"error": {"message": "slow down", "type": "rate", "param": None, "code": None}}))
+    fake.fail_with.append(
+        (429, {"error": {"message": "slow down", "type": "rate", "param": None, "code": None}})
+    )
     with pytest.raises(openai.RateLimitError, match="slow down"):
         stream_text(proxy.client(), FRANCE)
 
@@ -490,7 +542,9 @@ def test_an_unreachable_upstream_is_an_openai_style_502(start_proxy: Any) -> Non
 def test_a_malformed_request_is_an_openai_style_400(
     proxy: Proxy, fake: FakeUpstream, body: bytes, param: str | None
 ) -> None:
-    response = httpx.post(proxy.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    response = httpx.post(
+        proxy.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -501,7 +555,7 @@ def test_a_malformed_request_is_an_openai_style_400(
 
 def test_the_openai_client_sees_a_400_as_bad_request(proxy: Proxy) -> None:
     with pytest.raises(openai.BadRequestError, match="input must be a string or an array"):
-        proxy.client().responses.create(model="m", input=42)  # type: ignore[arg-type]
+        proxy.client().responses.create(model="m", input=42)
 
 
 def test_a_body_over_the_limit_is_a_413(start_proxy: Any, fake: FakeUpstream) -> None:
@@ -597,9 +651,7 @@ def test_a_snapshot_written_at_shutdown_answers_after_a_restart(
     assert fake.calls["chat"] == 2
 
 
-def test_snapshots_are_also_written_periodically(
-    start_proxy: Any, tmp_path: Path
-) -> None:
+def test_snapshots_are_also_written_periodically(start_proxy: Any, tmp_path: Path) -> None:
     import time
 
     path = tmp_path / "cache.bsc"
@@ -640,13 +692,29 @@ def test_redis_without_the_shared_store_is_a_clear_error() -> None:
 def test_config_from_file_environment_and_flags(tmp_path: Path) -> None:
     path = tmp_path / "serve.toml"
     path.write_text('[serve]\nupstream = "http://127.0.0.1:11434/v1"\nport = 9000\nshared-cache = true\n')
-    env = {"BSC_SERVE_PORT": "9100", "BSC_SERVE_READ_TIMEOUT": "5", "BSC_SERVE_PRICES": json.dumps({"m": [1, 2]})}
+    env = {
+        "BSC_SERVE_PORT": "9100",
+        "BSC_SERVE_READ_TIMEOUT": "5",
+        "BSC_SERVE_PRICES": json.dumps({"m": [1, 2]}),
+    }
     config = ServeConfig.from_sources({"host": "0.0.0.0"}, config_file=path, environ=env)
     assert (config.upstream, config.port, config.shared_cache, config.host) == (
-        "http://127.0.0.1:11434/v1", 9100, True, "0.0.0.0",
+        "http://127.0.0.1:11434/v1",
+        9100,
+        True,
+        "0.0.0.0",
     )
     assert config.read_timeout == 5.0 and config.price_of("m-1") == (1, 2)
     with pytest.raises(ValueError, match="BSC_SERVE_PORT must be an integer"):
         ServeConfig.from_sources({}, environ={"BSC_SERVE_PORT": "eighty"})
     with pytest.raises(ValueError, match="path with workers > 1"):
         ServeConfig(path="x.bsc", workers=2)
+
+
+def test_the_readme_example_runs_and_prints_what_it_says(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## bsc serve:", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in section.split("```python\n")[1:] if "FakeUpstream" in b).split("```", 1)[0]
+    exec(compile(block, "README.md", "exec"), {})
+    expected = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# ")]
+    assert capsys.readouterr().out.splitlines() == expected

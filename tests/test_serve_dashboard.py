@@ -17,12 +17,11 @@ import pytest
 pytest.importorskip("starlette")
 openai = pytest.importorskip("openai")
 webdriver = pytest.importorskip("selenium.webdriver")
+from bsc.serve import ServeConfig, create_app  # noqa: E402
+from bsc.serve.testing import FakeUpstream, running  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-from bsc.serve import ServeConfig, create_app  # noqa: E402
-from bsc.serve.testing import FakeUpstream, running  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -36,7 +35,13 @@ def browser() -> Any:
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver
@@ -65,7 +70,9 @@ def test_the_dashboard_shows_the_numbers_of_a_real_request_sequence(
             ask("Tell me a joke", n=2)  # bypass
 
             browser.get(url + "/dashboard")
-            WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
+            WebDriverWait(browser, 30).until(
+                lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+            )
 
             def text(element_id: str) -> str:
                 return str(browser.find_element(By.ID, element_id).text)

@@ -44,7 +44,8 @@ def test_64_concurrent_clients_get_only_their_own_answers(single_thread_default_
         with running(app) as url:
             wrong, outcomes = asyncio.run(_load(url, fake))
             errors = [
-                line for line in httpx.get(url + "/metrics").text.splitlines()
+                line
+                for line in httpx.get(url + "/metrics").text.splitlines()
                 if line.startswith("bsc_requests_total") and 'outcome="error"' in line
             ]
     assert wrong == []
@@ -78,7 +79,9 @@ async def _load(url: str, fake: FakeUpstream) -> tuple[list[str], dict[str, int]
                     model=MODEL, messages=messages, stream=True
                 ) as response:
                     outcome = response.headers["x-bsc-cache"]
-                    text = "".join([c.choices[0].delta.content or "" async for c in await response.parse() if c.choices])
+                    text = "".join(
+                        [c.choices[0].delta.content or "" async for c in await response.parse() if c.choices]
+                    )
             else:
                 raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=messages)
                 outcome = raw.headers["x-bsc-cache"]

@@ -115,7 +115,9 @@ class _Proxy:
                     "--redis needs the shared store (bsc.store), which this version of bsc does not have"
                 )
             options["redis_url"] = c.redis_url
-        guard = RecordingGuard(lambda q, cached, rule: self.metrics.rejected(q, cached, rule) if self.metrics else None)
+        guard = RecordingGuard(
+            lambda q, cached, rule: self.metrics.rejected(q, cached, rule) if self.metrics else None
+        )
         return SemanticCache(embedder, guard=guard, path=c.path, **options)
 
     # ---------------------------------------------------------------- lifecycle
@@ -181,7 +183,9 @@ class _Proxy:
         prefix = self.config.prefix
         if not (path == prefix or path.startswith(prefix + "/")):
             return error_response(
-                404, f"{path} is not an API path of this proxy (they start with {prefix}/)", "invalid_request_error",
+                404,
+                f"{path} is not an API path of this proxy (they start with {prefix}/)",
+                "invalid_request_error",
                 "unknown_url",
             )
         route = path[len(prefix) :] + (f"?{request.url.query}" if request.url.query else "")
@@ -198,14 +202,18 @@ class _Proxy:
         except _TooLarge:
             self.metrics.count(endpoint, "error")
             return error_response(
-                413, f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
-                "invalid_request_error", "request_too_large",
+                413,
+                f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
+                "invalid_request_error",
+                "request_too_large",
             )
         try:
             body = parse_body(raw)
             control = _Control.of(request.headers)
             tenant = tenant_of(
-                request.headers, self.secret, shared=self.config.shared_cache,
+                request.headers,
+                self.secret,
+                shared=self.config.shared_cache,
                 namespace_header=self.config.namespace_header,
             )
             key = cache_key(
@@ -249,14 +257,17 @@ class _Proxy:
         self._count_savings(hit.prompt, answer)
         headers = {"x-bsc-cache": "hit", "x-bsc-similarity": f"{min(hit.similarity, 1.0):.4f}"}
         elapsed = time.perf_counter() - started
-        headers["server-timing"] = f"bsc;desc=\"cache hit\";dur={elapsed * 1000:.3f}"
+        headers["server-timing"] = f'bsc;desc="cache hit";dur={elapsed * 1000:.3f}'
         self.metrics.hit_latency.labels(endpoint).observe(elapsed)
         self.metrics.count(endpoint, "hit")
         if not stream:
             return Response(json.dumps(answer, ensure_ascii=False), media_type=_JSON, headers=headers)
         options = request_body.get("stream_options") or {}
         events = replay(
-            endpoint, answer, include_usage=bool(options.get("include_usage")), size=self.config.replay_chunk_chars
+            endpoint,
+            answer,
+            include_usage=bool(options.get("include_usage")),
+            size=self.config.replay_chunk_chars,
         )
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
 
@@ -270,12 +281,17 @@ class _Proxy:
         dollars = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
         self.metrics.saved(prompt, prompt_tokens, completion_tokens, dollars)
 
-    async def _store(self, key: CacheKey, endpoint: Endpoint, answer: dict[str, Any], control: _Control) -> None:
+    async def _store(
+        self, key: CacheKey, endpoint: Endpoint, answer: dict[str, Any], control: _Control
+    ) -> None:
         assert self.metrics is not None
         metadata = None if control.ttl is None else {"expires_at": time.time() + control.ttl}
         try:
             await self.cache.aupdate(
-                key.text, json.dumps({"endpoint": endpoint, "body": answer}), namespace=key.namespace, metadata=metadata
+                key.text,
+                json.dumps({"endpoint": endpoint, "body": answer}),
+                namespace=key.namespace,
+                metadata=metadata,
             )
         except Exception:
             logger.exception("storing an answer in the cache failed; it was served anyway")
@@ -301,24 +317,30 @@ class _Proxy:
         try:
             try:
                 upstream = await self.client.send(
-                    build(request.method, url, headers=self._upstream_headers(request), content=content), stream=True
+                    build(request.method, url, headers=self._upstream_headers(request), content=content),
+                    stream=True,
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 # A pooled connection the upstream closed as idle just as it was reused: the request never
                 # got an answer, so it is sent once more on a fresh connection (as the OpenAI SDKs retry).
                 upstream = await self.client.send(
-                    build(request.method, url, headers=self._upstream_headers(request), content=content), stream=True
+                    build(request.method, url, headers=self._upstream_headers(request), content=content),
+                    stream=True,
                 )
         except httpx.TimeoutException:
             self.metrics.count(endpoint, "error")
             return error_response(
-                504, f"the upstream API did not answer within the proxy's timeout ({url})", "upstream_error",
+                504,
+                f"the upstream API did not answer within the proxy's timeout ({url})",
+                "upstream_error",
                 "upstream_timeout",
             )
         except httpx.HTTPError as exc:
             self.metrics.count(endpoint, "error")
             return error_response(
-                502, f"cannot reach the upstream API at {url}: {type(exc).__name__}", "upstream_error",
+                502,
+                f"cannot reach the upstream API at {url}: {type(exc).__name__}",
+                "upstream_error",
                 "upstream_unreachable",
             )
         self.metrics.upstream_latency.labels(endpoint).observe(time.perf_counter() - started)
@@ -357,7 +379,10 @@ class _Proxy:
                 self.metrics.count(endpoint, "error")
                 self.metrics.stream_interruptions.inc()
                 return error_response(
-                    502, "the upstream API closed the connection mid-response", "upstream_error", "upstream_dropped"
+                    502,
+                    "the upstream API closed the connection mid-response",
+                    "upstream_error",
+                    "upstream_dropped",
                 )
             finally:
                 await upstream.aclose()
@@ -437,8 +462,10 @@ class _Proxy:
         except _TooLarge:
             self.metrics.count("other", "error")
             return error_response(
-                413, f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
-                "invalid_request_error", "request_too_large",
+                413,
+                f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
+                "invalid_request_error",
+                "request_too_large",
             )
         upstream = await self._open(request, route, "other", raw)
         if isinstance(upstream, Response):

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--connect-timeout", type=float, metavar="SECONDS", help="upstream connect timeout (default 10)")
     add("--read-timeout", type=float, metavar="SECONDS", help="upstream read timeout (default 600)")
     add("--max-body-bytes", type=int, help="larger request bodies answer 413 (default 4 MiB)")
-    add("--cache-tool-results", action="store_const", const=True, help="cache conversations with tool results")
+    add(
+        "--cache-tool-results", action="store_const", const=True, help="cache conversations with tool results"
+    )
     add("--prices", metavar="FILE", help='JSON {"model-prefix": [input, output] $ per 1M tokens}')
     add("--no-dashboard", dest="dashboard", action="store_const", const=False, help="disable /dashboard")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default info")

@@ -79,7 +79,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def tenant_of(headers: Mapping[str, str], secret: bytes, *, shared: bool, namespace_header: str | None) -> str:
+def tenant_of(
+    headers: Mapping[str, str], secret: bytes, *, shared: bool, namespace_header: str | None
+) -> str:
     """The tenant a request belongs to: a keyed hash of its API key (``Authorization: Bearer`` or
     Azure's ``api-key``), so keys are never stored; ``"shared"`` with a shared cache; or the hash of
     the namespace named by ``namespace_header`` when that header is enabled and present.
@@ -251,9 +253,7 @@ def _split_content(content: Any, param: str, text_type: str) -> tuple[str, Any]:
     return "\n".join(texts), rest
 
 
-def _expect(
-    obj: dict[str, Any], name: str, kind: type, *, required: bool, param: str | None = None
-) -> None:
+def _expect(obj: dict[str, Any], name: str, kind: type, *, required: bool, param: str | None = None) -> None:
     value = obj.get(name)
     if value is None and not required:
         return

@@ -64,13 +64,19 @@ class _CacheCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self._cache.stats()
         yield GaugeMetricFamily("bsc_cache_entries", "Entries in the cache.", value=len(self._cache))
-        hits = CounterMetricFamily("bsc_cache_lookup_hits", "Cache lookups answered, by kind.", labels=["kind"])
+        hits = CounterMetricFamily(
+            "bsc_cache_lookup_hits", "Cache lookups answered, by kind.", labels=["kind"]
+        )
         hits.add_metric(["exact"], stats.exact_hits)
         hits.add_metric(["semantic"], stats.semantic_hits)
         yield hits
-        yield CounterMetricFamily("bsc_cache_lookup_misses", "Cache lookups not answered.", value=stats.misses)
         yield CounterMetricFamily(
-            "bsc_guard_rejections", "Semantic candidates the false-hit guard refused.", value=stats.guard_rejections
+            "bsc_cache_lookup_misses", "Cache lookups not answered.", value=stats.misses
+        )
+        yield CounterMetricFamily(
+            "bsc_guard_rejections",
+            "Semantic candidates the false-hit guard refused.",
+            value=stats.guard_rejections,
         )
         yield CounterMetricFamily(
             "bsc_embed_seconds", "Time spent embedding prompts.", value=stats.embed_seconds
@@ -102,30 +108,47 @@ class ProxyMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "bsc_requests", "Requests by endpoint and outcome (hit, miss, bypass, error).",
-            ["endpoint", "outcome"], registry=r,
+            "bsc_requests",
+            "Requests by endpoint and outcome (hit, miss, bypass, error).",
+            ["endpoint", "outcome"],
+            registry=r,
         )
-        self.bypasses = Counter("bsc_bypass", "Requests passed through uncached, by reason.", ["reason"], registry=r)
+        self.bypasses = Counter(
+            "bsc_bypass", "Requests passed through uncached, by reason.", ["reason"], registry=r
+        )
         self.hit_latency = Histogram(
-            "bsc_hit_latency_seconds", "Time to answer a hit inside the proxy (embedding included).",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+            "bsc_hit_latency_seconds",
+            "Time to answer a hit inside the proxy (embedding included).",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_latency = Histogram(
-            "bsc_upstream_latency_seconds", "Time until upstream's response headers arrived.",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+            "bsc_upstream_latency_seconds",
+            "Time until upstream's response headers arrived.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.tokens_saved = Counter(
-            "bsc_tokens_saved", "Tokens upstream did not have to process, from cached usage.", ["kind"], registry=r
+            "bsc_tokens_saved",
+            "Tokens upstream did not have to process, from cached usage.",
+            ["kind"],
+            registry=r,
         )
         self.dollars_saved = Counter(
             "bsc_dollars_saved", "Estimated US dollars saved by hits (usage x the price table).", registry=r
         )
         self.unpriced_hits = Counter(
-            "bsc_unpriced_hits", "Hits whose model has no price in the table (no dollars counted).", registry=r
+            "bsc_unpriced_hits",
+            "Hits whose model has no price in the table (no dollars counted).",
+            registry=r,
         )
         self.cache_errors = Counter(
-            "bsc_cache_errors", "Cache operations that failed; the request was served from upstream.",
-            ["operation"], registry=r,
+            "bsc_cache_errors",
+            "Cache operations that failed; the request was served from upstream.",
+            ["operation"],
+            registry=r,
         )
         self.stream_interruptions = Counter(
             "bsc_stream_interruptions", "Upstream streams that ended early (nothing was stored).", registry=r
@@ -156,7 +179,9 @@ class ProxyMetrics:
             setattr(point, outcome, getattr(point, outcome) + 1)
             self._totals[outcome] += 1
 
-    def saved(self, prompt: str | None, prompt_tokens: int, completion_tokens: int, dollars: float | None) -> None:
+    def saved(
+        self, prompt: str | None, prompt_tokens: int, completion_tokens: int, dollars: float | None
+    ) -> None:
         """Records what a hit saved, and which cached prompt answered it."""
         self.tokens_saved.labels("prompt").inc(prompt_tokens)
         self.tokens_saved.labels("completion").inc(completion_tokens)
@@ -170,13 +195,17 @@ class ProxyMetrics:
             if prompt is not None:
                 self._top[prompt] = self._top.get(prompt, 0) + 1
                 if len(self._top) > _TRACKED_PROMPTS:  # keep the most used half
-                    kept = sorted(self._top.items(), key=lambda kv: kv[1], reverse=True)[: _TRACKED_PROMPTS // 2]
+                    kept = sorted(self._top.items(), key=lambda kv: kv[1], reverse=True)[
+                        : _TRACKED_PROMPTS // 2
+                    ]
                     self._top = dict(kept)
 
     def rejected(self, query: str, cached: str, rule: str) -> None:
         """Remembers a guard refusal for the dashboard."""
         with self._lock:
-            self._rejections.appendleft({"time": self._clock(), "query": query, "cached": cached, "rule": rule})
+            self._rejections.appendleft(
+                {"time": self._clock(), "query": query, "cached": cached, "rule": rule}
+            )
 
     # ---------------------------------------------------------------- reading
     def exposition(self) -> bytes:

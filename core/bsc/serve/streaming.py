@@ -164,7 +164,8 @@ class _ChoicesRecorder(StreamRecorder):
             choice.refusal.append(delta["refusal"])
         for call in delta.get("tool_calls") or []:
             slot = choice.tool_calls.setdefault(
-                call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                call.get("index", 0),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
             )
             if call.get("id"):
                 slot["id"] = call["id"]
@@ -194,7 +195,12 @@ class _ChoicesRecorder(StreamRecorder):
 
     def _choice_body(self, c: _Choice) -> dict[str, Any]:
         if not self._chat:
-            return {"index": c.index, "text": "".join(c.parts), "logprobs": None, "finish_reason": c.finish_reason}
+            return {
+                "index": c.index,
+                "text": "".join(c.parts),
+                "logprobs": None,
+                "finish_reason": c.finish_reason,
+            }
         message: dict[str, Any] = {
             "role": c.role,
             "content": "".join(c.parts) if c.saw_content or not c.tool_calls else None,
@@ -203,6 +209,9 @@ class _ChoicesRecorder(StreamRecorder):
         if c.tool_calls:
             message["tool_calls"] = [c.tool_calls[i] for i in sorted(c.tool_calls)]
         return {"index": c.index, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
+
+
+_FAILED_EVENTS = frozenset({"error", "response.failed", "response.incomplete"})
 
 
 class _ResponsesRecorder(StreamRecorder):
@@ -218,7 +227,7 @@ class _ResponsesRecorder(StreamRecorder):
         kind = data.get("type")
         if kind == "response.completed" and isinstance(data.get("response"), dict):
             self._final = data["response"]
-        elif kind in ("error", "response.failed", "response.incomplete") or "error" in data and kind is None:
+        elif kind in _FAILED_EVENTS or ("error" in data and kind is None):
             self._failed = True
 
     @property
@@ -261,7 +270,11 @@ def pieces(text: str, size: int) -> list[str]:
 
 
 def _sse(payload: Any, event: str | None = None) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    data = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    )
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {data}\n\n".encode()
 
@@ -282,7 +295,9 @@ def replay(endpoint: Endpoint, body: dict[str, Any], *, include_usage: bool, siz
     yield _sse("[DONE]")
 
 
-def _replay_choices(endpoint: Endpoint, body: dict[str, Any], include_usage: bool, size: int) -> Iterator[bytes]:
+def _replay_choices(
+    endpoint: Endpoint, body: dict[str, Any], include_usage: bool, size: int
+) -> Iterator[bytes]:
     chat = endpoint == "chat"
     head: dict[str, Any] = {
         "id": body.get("id"),
@@ -308,7 +323,9 @@ def _replay_choices(endpoint: Endpoint, body: dict[str, Any], include_usage: boo
             yield chunk(index, choice.get("finish_reason"), text="")
             continue
         message = choice.get("message") or {}
-        yield chunk(index, delta={"role": message.get("role", "assistant"), "content": ""})
+        # OpenAI opens with content "" for a text answer and null for a tool-call-only one.
+        opening = "" if isinstance(message.get("content"), str) else None
+        yield chunk(index, delta={"role": message.get("role", "assistant"), "content": opening})
         for piece in pieces(message.get("content") or "", size):
             yield chunk(index, delta={"content": piece})
         if message.get("refusal"):
@@ -335,7 +352,11 @@ def _replay_responses(final: dict[str, Any], size: int) -> Iterator[bytes]:
     for oi, item in enumerate(final.get("output") or []):
         item_id = item.get("id")
         if item.get("type") == "message":
-            yield event("response.output_item.added", output_index=oi, item={**item, "status": "in_progress", "content": []})
+            yield event(
+                "response.output_item.added",
+                output_index=oi,
+                item={**item, "status": "in_progress", "content": []},
+            )
             for ci, part in enumerate(item.get("content") or []):
                 where = {"item_id": item_id, "output_index": oi, "content_index": ci}
                 if part.get("type") != "output_text":

@@ -70,6 +70,8 @@ class FakeUpstream:
                 Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                # Azure OpenAI's layout: the deployment in the path, the API version in the query.
+                Route("/openai/deployments/{deployment}/chat/completions", self._chat, methods=["POST"]),
             ]
         )
 
@@ -83,9 +85,13 @@ class FakeUpstream:
             await asyncio.sleep(stall)
         if self.fail_with:
             status, body = self.fail_with.pop(0)
-            return Response(json.dumps(body), status, media_type="application/json", headers={"x-fake": "error"})
-        auth = request.headers.get("authorization", "")
-        return json.loads(await request.body()), auth.removeprefix("Bearer ")
+            return Response(
+                json.dumps(body), status, media_type="application/json", headers={"x-fake": "error"}
+            )
+        auth = request.headers.get("authorization", "").removeprefix("Bearer ") or request.headers.get(
+            "api-key", ""
+        )
+        return json.loads(await request.body()), auth
 
     def _stream(self, events: list[bytes]) -> StreamingResponse:
         drop, self.drop_midstream = self.drop_midstream, False
@@ -95,7 +101,9 @@ class FakeUpstream:
             half = len(events) // 2
             for i, event in enumerate(events):
                 if i == half and drop:
-                    raise ConnectionResetError("fake upstream drops the stream")  # uvicorn cuts the connection
+                    raise ConnectionResetError(
+                        "fake upstream drops the stream"
+                    )  # uvicorn cuts the connection
                 if i == half and stall:
                     await asyncio.sleep(stall)
                 yield event
@@ -105,7 +113,9 @@ class FakeUpstream:
     def _pieces(self, text: str) -> list[str]:
         words = text.split(" ")
         n = self.piece_words
-        return [" ".join(words[i : i + n]) + (" " if i + n < len(words) else "") for i in range(0, len(words), n)]
+        return [
+            " ".join(words[i : i + n]) + (" " if i + n < len(words) else "") for i in range(0, len(words), n)
+        ]
 
     @staticmethod
     def _usage(question: str, answer: str) -> dict[str, int]:
@@ -119,27 +129,42 @@ class FakeUpstream:
             return begun
         body, key = begun
         question = next(_text(m.get("content")) for m in reversed(body["messages"]) if m["role"] == "user")
-        system = next((_text(m.get("content")) for m in body["messages"] if m["role"] in ("system", "developer")), "")
+        system = next(
+            (_text(m.get("content")) for m in body["messages"] if m["role"] in ("system", "developer")), ""
+        )
         text = self.answer(question, body["model"], key) + (f" (system: {system})" if system else "")
         ident = f"chatcmpl-fake{sum(self.calls.values())}"
         created = int(time.time())
         usage = self._usage(question, text)
         if not body.get("stream"):
             message = {"role": "assistant", "content": text, "refusal": None}
-            return _json({
-                "id": ident, "object": "chat.completion", "created": created, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage,
-            })
+            return _json(
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        head: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body["model"]}
+        head: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body["model"],
+        }
         if include_usage:
             head["usage"] = None
         deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in self._pieces(text)]
         events = [
-            _sse({**head, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}) for d in deltas
+            _sse({**head, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]})
+            for d in deltas
         ]
-        events.append(_sse({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}))
+        events.append(
+            _sse({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+        )
         if include_usage:
             events.append(_sse({**head, "choices": [], "usage": usage}))
         events.append(b"data: [DONE]\n\n")
@@ -153,8 +178,12 @@ class FakeUpstream:
         body, key = begun
         prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
         text = self.answer(prompt, body["model"], key)
-        head = {"id": f"cmpl-fake{sum(self.calls.values())}", "object": "text_completion",
-                "created": int(time.time()), "model": body["model"]}
+        head = {
+            "id": f"cmpl-fake{sum(self.calls.values())}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
         usage = self._usage(prompt, text)
         if not body.get("stream"):
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
@@ -163,7 +192,9 @@ class FakeUpstream:
             _sse({**head, "choices": [{"index": 0, "text": p, "logprobs": None, "finish_reason": None}]})
             for p in self._pieces(text)
         ]
-        events.append(_sse({**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]}))
+        events.append(
+            _sse({**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
+        )
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(_sse({**head, "choices": [], "usage": usage}))
         events.append(b"data: [DONE]\n\n")
@@ -176,8 +207,10 @@ class FakeUpstream:
             return begun
         body, key = begun
         data = body["input"]
-        question = data if isinstance(data, str) else next(
-            _text(item.get("content")) for item in reversed(data) if item.get("role") == "user"
+        question = (
+            data
+            if isinstance(data, str)
+            else next(_text(item.get("content")) for item in reversed(data) if item.get("role") == "user")
         )
         text = self.answer(question, body["model"], key)
         if body.get("instructions"):
@@ -185,15 +218,31 @@ class FakeUpstream:
         n = sum(self.calls.values())
         usage = self._usage(question, text)
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        message = {"id": f"msg_fake{n}", "type": "message", "status": "completed", "role": "assistant",
-                   "content": [part]}
+        message = {
+            "id": f"msg_fake{n}",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [part],
+        }
         final = {
-            "id": f"resp_fake{n}", "object": "response", "created_at": int(time.time()), "status": "completed",
-            "model": body["model"], "output": [message], "parallel_tool_calls": True, "tool_choice": "auto",
-            "tools": [], "instructions": body.get("instructions"),
-            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["total_tokens"], "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}},
+            "id": f"resp_fake{n}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body["model"],
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "instructions": body.get("instructions"),
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
         }
         if not body.get("stream"):
             return _json(final)
@@ -203,12 +252,18 @@ class FakeUpstream:
         events = [
             _event("response.created", next(seq), response=started),
             _event("response.in_progress", next(seq), response=started),
-            _event("response.output_item.added", next(seq), output_index=0,
-                   item={**message, "status": "in_progress", "content": []}),
+            _event(
+                "response.output_item.added",
+                next(seq),
+                output_index=0,
+                item={**message, "status": "in_progress", "content": []},
+            ),
             _event("response.content_part.added", next(seq), **where, part={**part, "text": ""}),
         ]
-        events += [_event("response.output_text.delta", next(seq), **where, delta=p, logprobs=[])
-                   for p in self._pieces(text)]
+        events += [
+            _event("response.output_text.delta", next(seq), **where, delta=p, logprobs=[])
+            for p in self._pieces(text)
+        ]
         events += [
             _event("response.output_text.done", next(seq), **where, text=text, logprobs=[]),
             _event("response.content_part.done", next(seq), **where, part=part),
@@ -224,14 +279,27 @@ class FakeUpstream:
             return begun
         body, _ = begun
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]} for i, t in enumerate(texts)]
-        return _json({"object": "list", "data": data, "model": body["model"],
-                      "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+            for i, t in enumerate(texts)
+        ]
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+            }
+        )
 
     async def _models(self, request: Request) -> Response:
         self.calls["models"] += 1
-        return _json({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
-                                                  "owned_by": "bsc"}]})
+        return _json(
+            {
+                "object": "list",
+                "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "bsc"}],
+            }
+        )
 
 
 def _text(content: Any) -> str:
@@ -249,7 +317,8 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 
 def _event(kind: str, sequence: int, **fields: Any) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': sequence, **fields})}\n\n".encode()
+    payload = json.dumps({"type": kind, "sequence_number": sequence, **fields})
+    return f"event: {kind}\ndata: {payload}\n\n".encode()
 
 
 @contextlib.contextmanager
