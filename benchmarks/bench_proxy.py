@@ -235,8 +235,8 @@ def latency_rows(latency: float, pairs: list[tuple[str, str]], samples: int) -> 
         again = _Row("bsc serve: semantic hit, embedding excluded", proxy, "hit", semantic=True)
         rows = [_Row("fake upstream, direct", direct, None), _Row("pass-through proxy (floor)", floor, None)]
         # Paraphrase i is asked (fresh) right after its cached prompt was stored, then again (memoised).
-        # Waiting rows take fewer samples when the upstream sleeps 300 ms each time.
-        waits = min(len(pairs), samples if latency == 0 else max(20, samples // 10))
+        # Rows that wait for the upstream take fewer samples when it sleeps 300 ms each time.
+        waits = samples if latency == 0 else max(20, samples // 10)
         for i in range(samples):
             paraphrase, cached = pairs[i % len(pairs)]
             if i < len(pairs):

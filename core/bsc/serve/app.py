@@ -96,9 +96,9 @@ class _Proxy:
     def __init__(self, config: ServeConfig, cache: SemanticCache | None, embedder: Embedder | None) -> None:
         self.config = config
         self.secret = _tenant_secret(config)
-        self.metrics: ProxyMetrics | None = None
+        self.metrics = ProxyMetrics()
         self.cache = cache if cache is not None else self._build_cache(embedder)
-        self.metrics = ProxyMetrics(self.cache)
+        self.metrics.watch(self.cache)
         self.client: httpx.AsyncClient | None = None
         self.ready = False
 
@@ -115,10 +115,7 @@ class _Proxy:
                     "--redis needs the shared store (bsc.store), which this version of bsc does not have"
                 )
             options["redis_url"] = c.redis_url
-        guard = RecordingGuard(
-            lambda q, cached, rule: self.metrics.rejected(q, cached, rule) if self.metrics else None
-        )
-        return SemanticCache(embedder, guard=guard, path=c.path, **options)
+        return SemanticCache(embedder, guard=RecordingGuard(self.metrics.rejected), path=c.path, **options)
 
     # ---------------------------------------------------------------- lifecycle
     @contextlib.asynccontextmanager
@@ -129,8 +126,12 @@ class _Proxy:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=3.0)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             self.client = client
-            # One embedding at start so the first request does not pay for loading the model.
-            await self.cache.embedder.aembed(["warm up"])
+            # One embedding at start so the first request does not pay for loading the model; an
+            # embedder that fails here (a remote one that is down) only costs hits, as in requests.
+            try:
+                await self.cache.embedder.aembed(["warm up"])
+            except Exception:
+                logger.exception("the embedder failed at start; requests go upstream until it works")
             snapshots = asyncio.create_task(self._snapshot_loop()) if c.path is not None else None
             self.ready = True
             try:
@@ -166,7 +167,6 @@ class _Proxy:
         return Response(json.dumps({"status": "ready", "entries": len(self.cache)}), media_type=_JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        assert self.metrics is not None
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def dashboard_page(self, request: Request) -> Response:
@@ -174,7 +174,6 @@ class _Proxy:
         return Response(page, media_type="text/html; charset=utf-8")
 
     async def dashboard_data(self, request: Request) -> Response:
-        assert self.metrics is not None
         return Response(json.dumps(self.metrics.dashboard()), media_type=_JSON)
 
     # ---------------------------------------------------------------- proxying
@@ -195,18 +194,12 @@ class _Proxy:
         return await self._cacheable(request, route, endpoint)
 
     async def _cacheable(self, request: Request, route: str, endpoint: Endpoint) -> Response:
-        assert self.metrics is not None
         started = time.perf_counter()
         try:
             raw = await _read_body(request, self.config.max_body_bytes)
         except _TooLarge:
             self.metrics.count(endpoint, "error")
-            return error_response(
-                413,
-                f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
-                "invalid_request_error",
-                "request_too_large",
-            )
+            return self._too_large()
         try:
             body = parse_body(raw)
             control = _Control.of(request.headers)
@@ -227,33 +220,48 @@ class _Proxy:
             reason = key if isinstance(key, str) else "client"
             return await self._forward(request, route, endpoint, raw, body, stream, None, control, reason)
         if control.read:
-            hit = await self._lookup(key)
-            if hit is not None:
-                return self._answer_hit(endpoint, hit, body, stream, started)
+            found = await self._lookup(key)
+            if found is not None:
+                return self._answer_hit(endpoint, found, body, stream, started)
         return await self._forward(request, route, endpoint, raw, body, stream, key, control, None)
 
-    async def _lookup(self, key: CacheKey) -> Hit | None:
-        assert self.metrics is not None
+    def _too_large(self) -> Response:
+        limit = self.config.max_body_bytes
+        return error_response(
+            413,
+            f"the request body is larger than the proxy's limit of {limit} bytes",
+            "invalid_request_error",
+            "request_too_large",
+        )
+
+    async def _lookup(self, key: CacheKey) -> tuple[Hit, dict[str, Any]] | None:
+        """The hit and its stored answer, or None (a miss, an expired entry, or a cache that failed)."""
         try:
             hit = await self.cache.alookup(key.text, namespace=key.namespace)
+            if hit is None:
+                return None
+            expires = (hit.metadata or {}).get("expires_at")
+            if isinstance(expires, int | float) and expires <= time.time():
+                self.cache.cache.delete(hit.id)  # its per-request TTL ran out
+                return None
+            answer = json.loads(hit.response)["body"]
+            if not isinstance(answer, dict):
+                raise TypeError(f"a cached answer must be a JSON object, got {type(answer).__name__}")
         except Exception:
             logger.exception("cache lookup failed; forwarding upstream")
             self.metrics.cache_errors.labels("lookup").inc()
             return None
-        if hit is None:
-            return None
-        expires = (hit.metadata or {}).get("expires_at")
-        if isinstance(expires, int | float) and expires <= time.time():
-            self.cache.cache.delete(hit.id)  # its per-request TTL ran out
-            return None
-        return hit
+        return hit, answer
 
     def _answer_hit(
-        self, endpoint: Endpoint, hit: Hit, request_body: dict[str, Any], stream: bool, started: float
+        self,
+        endpoint: Endpoint,
+        found: tuple[Hit, dict[str, Any]],
+        request_body: dict[str, Any],
+        stream: bool,
+        started: float,
     ) -> Response:
-        assert self.metrics is not None
-        stored = json.loads(hit.response)
-        answer: dict[str, Any] = stored["body"]
+        hit, answer = found
         self._count_savings(hit.prompt, answer)
         headers = {"x-bsc-cache": "hit", "x-bsc-similarity": f"{min(hit.similarity, 1.0):.4f}"}
         elapsed = time.perf_counter() - started
@@ -272,7 +280,6 @@ class _Proxy:
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
 
     def _count_savings(self, prompt: str | None, answer: dict[str, Any]) -> None:
-        assert self.metrics is not None
         usage = answer.get("usage") or {}
         prompt_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
@@ -284,7 +291,6 @@ class _Proxy:
     async def _store(
         self, key: CacheKey, endpoint: Endpoint, answer: dict[str, Any], control: _Control
     ) -> None:
-        assert self.metrics is not None
         metadata = None if control.ttl is None else {"expires_at": time.time() + control.ttl}
         try:
             await self.cache.aupdate(
@@ -307,10 +313,10 @@ class _Proxy:
         return headers
 
     async def _open(
-        self, request: Request, route: str, endpoint: str, content: bytes | AsyncIterator[bytes]
+        self, request: Request, route: str, endpoint: str, content: bytes
     ) -> httpx.Response | Response:
         """Upstream's response (headers read, body not yet), or the 502/504 to send instead."""
-        assert self.client is not None and self.metrics is not None
+        assert self.client is not None
         url = self.config.upstream_base + route
         started = time.perf_counter()
         build = self.client.build_request
@@ -358,7 +364,6 @@ class _Proxy:
         control: _Control,
         bypass_reason: str | None,
     ) -> Response:
-        assert self.metrics is not None
         record = key is not None and control.write
         content = raw
         asked_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -412,7 +417,6 @@ class _Proxy:
     ) -> AsyncIterator[bytes]:
         """Upstream's events as they arrive. A stream that finished normally is stored before its closing
         event is forwarded, so a client that has seen the end of a miss finds it cached."""
-        assert self.metrics is not None
         decoder = SSEDecoder()
         stored = False
         try:
@@ -447,7 +451,6 @@ class _Proxy:
     async def _store_recorded(
         self, recorder: StreamRecorder, key: CacheKey, endpoint: Endpoint, control: _Control
     ) -> None:
-        assert self.metrics is not None
         answer = recorder.result()
         if answer is None:
             self.metrics.stream_interruptions.inc()
@@ -456,17 +459,11 @@ class _Proxy:
             await self._store(key, endpoint, answer, control)
 
     async def _pass_through(self, request: Request, route: str) -> Response:
-        assert self.metrics is not None
         try:
             raw = await _read_body(request, self.config.max_body_bytes)
         except _TooLarge:
             self.metrics.count("other", "error")
-            return error_response(
-                413,
-                f"the request body is larger than the proxy's limit of {self.config.max_body_bytes} bytes",
-                "invalid_request_error",
-                "request_too_large",
-            )
+            return self._too_large()
         upstream = await self._open(request, route, "other", raw)
         if isinstance(upstream, Response):
             return upstream

@@ -96,15 +96,16 @@ class ProxyMetrics:
     """Counters, histograms and the dashboard's history for one proxy app.
 
     Args:
-        cache: the proxy's cache (its stats are exported as they are at scrape time).
         clock: wall-clock seconds (injectable for tests of the time series).
 
     Example:
-        >>> m = ProxyMetrics(SemanticCache(embedder=None))  # doctest: +SKIP
-        >>> m.count("chat", "hit")  # doctest: +SKIP
+        >>> m = ProxyMetrics()
+        >>> m.count("chat", "hit")
+        >>> m.dashboard()["totals"]["hit"]
+        1
     """
 
-    def __init__(self, cache: SemanticCache, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -153,8 +154,7 @@ class ProxyMetrics:
         self.stream_interruptions = Counter(
             "bsc_stream_interruptions", "Upstream streams that ended early (nothing was stored).", registry=r
         )
-        r.register(_CacheCollector(cache))
-        self._cache = cache
+        self._cache: SemanticCache | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._series: deque[_Point] = deque(maxlen=_SERIES_POINTS)
@@ -163,6 +163,11 @@ class ProxyMetrics:
         self._dollars = 0.0
         self._top: dict[str, int] = {}
         self._rejections: deque[dict[str, Any]] = deque(maxlen=_RECENT_REJECTIONS)
+
+    def watch(self, cache: SemanticCache) -> None:
+        """Exports ``cache``'s own numbers (read at scrape time); called once, when the cache exists."""
+        self._cache = cache
+        self.registry.register(_CacheCollector(cache))
 
     # ---------------------------------------------------------------- recording
     def count(self, endpoint: str, outcome: str, *, reason: str | None = None) -> None:
@@ -214,7 +219,8 @@ class ProxyMetrics:
 
     def dashboard(self) -> dict[str, Any]:
         """What the dashboard shows, as JSON data."""
-        stats = self._cache.stats()
+        entries = 0 if self._cache is None else len(self._cache)
+        rejections = 0 if self._cache is None else self._cache.stats().guard_rejections
         with self._lock:
             served = self._totals["hit"] + self._totals["miss"]
             return {
@@ -223,8 +229,8 @@ class ProxyMetrics:
                 "hit_rate": self._totals["hit"] / served if served else 0.0,
                 "tokens_saved": self._tokens,
                 "dollars_saved": self._dollars,
-                "entries": len(self._cache),
-                "guard_rejections": stats.guard_rejections,
+                "entries": entries,
+                "guard_rejections": rejections,
                 "series_seconds": _SERIES_SECONDS,
                 "series": [
                     {"start": p.start, "hit": p.hit, "miss": p.miss, "bypass": p.bypass, "error": p.error}
