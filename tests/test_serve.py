@@ -718,3 +718,52 @@ def test_the_readme_example_runs_and_prints_what_it_says(capsys: pytest.CaptureF
     exec(compile(block, "README.md", "exec"), {})
     expected = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# ")]
     assert capsys.readouterr().out.splitlines() == expected
+
+
+@pytest.mark.slow
+def test_the_bsc_serve_command_serves_and_snapshots_at_shutdown(
+    upstream_url: str, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    snapshot = tmp_path / "cache.bsc"
+    args = [
+        "--upstream",
+        upstream_url,
+        "--port",
+        str(port),
+        "--path",
+        str(snapshot),
+        "--log-level",
+        "warning",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bsc.cli", "serve", *args], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "bsc serve did not become ready"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-alice", max_retries=0)
+        assert chat(client, FRANCE).headers["x-bsc-cache"] == "miss"
+        assert chat(client, FRANCE_PARAPHRASE).headers["x-bsc-cache"] == "hit"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
+    assert snapshot.exists() and (tmp_path / "cache.bsc.secret").exists()
+    assert fake.calls["chat"] == 1
