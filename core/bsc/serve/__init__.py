@@ -2,7 +2,7 @@
 
 Point any OpenAI client at it (``OpenAI(base_url="http://127.0.0.1:8080/v1")``): repeated and
 paraphrased requests are answered from a `bsc.SemanticCache`, everything else goes upstream. Needs the
-``serve`` extra (``pip install "bsc-cache[serve]"``); ``import bsc`` does not import this package.
+``serve`` extra (``pip install ".[serve]"`` from a checkout); ``import bsc`` does not import this package.
 
 Example:
     >>> from bsc.serve import ServeConfig, create_app
