@@ -657,10 +657,15 @@ def test_snapshots_are_also_written_periodically(start_proxy: Any, tmp_path: Pat
     path = tmp_path / "cache.bsc"
     proxy = start_proxy(path=str(path), snapshot_interval=0.2)
     chat(proxy.client(), FRANCE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not path.exists():
-        time.sleep(0.05)
-    assert len(SemanticCache.load(path, embedder=proxy.cache.embedder)) == 1
+    deadline = time.monotonic() + 30
+
+    def saved_entries() -> int:
+        return len(SemanticCache.load(path, embedder=proxy.cache.embedder)) if path.exists() else 0
+
+    # A snapshot taken after the answer was stored, while the proxy still runs (none at shutdown yet).
+    while saved_entries() != 1:
+        assert time.monotonic() < deadline, "no periodic snapshot holds the answer"
+        time.sleep(0.1)
 
 
 def _bsc(*args: str) -> subprocess.CompletedProcess[str]:
