@@ -141,3 +141,12 @@ def test_a_chat_stream_without_done_or_finish_reason_is_not_complete() -> None:
     recorder.add({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
     recorder.add("[DONE]")
     assert recorder.result() is None
+
+
+@pytest.mark.parametrize("module", ["keys", "streaming", "config", "metrics"])
+def test_the_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"bsc.serve.{module}"))
+    assert result.attempted > 0 and result.failed == 0

@@ -68,6 +68,13 @@ class ServeConfig:
         prices: model-name prefix -> (input, output) dollars per million tokens, over `DEFAULT_PRICES`.
         dashboard: serve ``/dashboard`` and its JSON (they show cached prompts of every tenant).
         log_level: uvicorn's log level.
+
+    Raises:
+        ValueError, TypeError: a setting of the wrong value or type (the message names it).
+
+    Example:
+        >>> ServeConfig(upstream="http://127.0.0.1:11434/v1", port=9000).upstream_base
+        'http://127.0.0.1:11434/v1'
     """
 
     upstream: str = "https://api.openai.com/v1"

@@ -255,7 +255,7 @@ def pieces(text: str, size: int) -> list[str]:
 
     Example:
         >>> pieces("The capital of France is Paris.", 10)
-        ['The capital ', 'of France ', 'is Paris.']
+        ['The ', 'capital of ', 'France is ', 'Paris.']
     """
     out: list[str] = []
     current = ""
@@ -287,6 +287,12 @@ def replay(endpoint: Endpoint, body: dict[str, Any], *, include_usage: bool, siz
         body: the stored answer (as the non-streaming call returns it).
         include_usage: send the final usage chunk (the client's ``stream_options.include_usage``).
         size: about how many characters each text piece carries.
+
+    Example:
+        >>> body = {"id": "c1", "model": "m", "choices": [
+        ...     {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}]}
+        >>> list(replay("chat", body, include_usage=False, size=8))[-1].strip()
+        b'data: [DONE]'
     """
     if endpoint == "responses":
         yield from _replay_responses(body, size)
