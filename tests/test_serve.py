@@ -205,6 +205,24 @@ def test_a_streamed_miss_serves_a_streamed_and_a_plain_hit_with_the_same_text(
     assert fake.calls["chat"] == 1
 
 
+def test_a_streamed_miss_reaches_the_client_while_upstream_is_still_streaming(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
+    import threading
+
+    fake.gate = gate = threading.Event()  # upstream stops halfway until the client has seen content
+    seen: list[str] = []
+    with proxy.client().chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": FRANCE}], stream=True
+    ) as response:
+        for chunk in response.parse():
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append(chunk.choices[0].delta.content)
+                gate.set()
+    assert not fake.gate_timed_out  # the gate was opened by content that came through mid-stream
+    assert "".join(seen) == fake.answer(FRANCE, "gpt-4o-mini", "sk-alice")
+
+
 def test_a_replayed_stream_honours_include_usage(proxy: Proxy) -> None:
     client = proxy.client()
     stored = chat(client, FRANCE).parse()

@@ -47,6 +47,9 @@ class FakeUpstream:
         stall_midstream: seconds to wait halfway through the next stream.
         drop_midstream: cut the next stream's connection halfway through.
         piece_words: words per streamed piece.
+        gate: if set, the next stream waits halfway until the event is set (up to 30 s), so a test can
+            check that the first half reached the client while upstream was still streaming.
+        gate_timed_out: whether the last gated stream gave up waiting.
     """
 
     latency: float = 0.0
@@ -56,6 +59,8 @@ class FakeUpstream:
     stall_midstream: float = 0.0
     drop_midstream: bool = False
     piece_words: int = 2
+    gate: threading.Event | None = None
+    gate_timed_out: bool = False
 
     def answer(self, question: str, model: str, key: str) -> str:
         """The answer this upstream gives (the same for the same question, model and key)."""
@@ -96,10 +101,16 @@ class FakeUpstream:
     def _stream(self, events: list[bytes]) -> StreamingResponse:
         drop, self.drop_midstream = self.drop_midstream, False
         stall, self.stall_midstream = self.stall_midstream, 0.0
+        gate, self.gate = self.gate, None
 
         async def body() -> AsyncIterator[bytes]:
             half = len(events) // 2
             for i, event in enumerate(events):
+                if i == half and gate is not None:
+                    deadline = time.monotonic() + 30
+                    while not gate.is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                    self.gate_timed_out = not gate.is_set()
                 if i == half and drop:
                     raise ConnectionResetError(
                         "fake upstream drops the stream"
