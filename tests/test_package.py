@@ -40,9 +40,10 @@ def test_public_names_are_exactly_these() -> None:
 
 def test_importing_bsc_pulls_in_only_numpy() -> None:
     code = (
-        "import sys, bsc, bsc.embedders, bsc.persistence, bsc.guard;"
+        "import sys, bsc, bsc.embedders, bsc.persistence, bsc.guard, bsc.cli;"
         "heavy = {'torch', 'sentence_transformers', 'transformers', 'langchain_core', 'llama_index', "
-        "'openai', 'httpx', 'xxhash', 'msgpack', 'onnxruntime', 'tokenizers'} "
+        "'openai', 'httpx', 'xxhash', 'msgpack', 'onnxruntime', 'tokenizers', "
+        "'starlette', 'uvicorn', 'prometheus_client'} "
         "& set(m.split('.')[0] for m in sys.modules);"
         "assert not heavy, heavy"
     )

@@ -27,6 +27,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "measure on your own prompts and embedder what binary codes cost and which threshold to use",
         'pip install "bsc-cache[calibrate]"',
     ),
+    "serve": (
+        "bsc.serve.cli",
+        "run an OpenAI-compatible caching proxy in front of an LLM API",
+        'pip install ".[serve]" (from a bsc checkout)',
+    ),
 }
 
 
