@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 READMES = list(
     dict.fromkeys(
         p.resolve()
-        for p in [ROOT / "README.md", *sorted(ROOT.glob("integrations/*/README.md"))]
-        + sorted(ROOT.glob("integrations/*/*/README.md"))
+        for p in [
+            ROOT / "README.md",
+            *sorted(ROOT.glob("integrations/*/README.md")),
+            *sorted(ROOT.glob("integrations/*/*/README.md")),
+        ]
     )
 )
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
