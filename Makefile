@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps demo test test-rust test-python lint bench clean
+.PHONY: install system-deps demo test test-rust test-python test-doctest lint bench clean
 
 install: $(STAMP)
 
@@ -25,13 +25,18 @@ system-deps:
 demo: install
 	$(VENV)/bin/bsc demo
 
-test: install system-deps test-rust test-python
+test: install system-deps test-rust test-python test-doctest
 
 test-rust:
 	cargo test --no-default-features --release
 
 test-python: install
 	$(PY) -m pytest
+
+# The Example: blocks of the docstrings (network examples are marked +SKIP).
+DOCTEST_PATHS := core/bsc core/langchain_bsc core/llamaindex_bsc
+test-doctest: install
+	$(PY) -m pytest --doctest-modules $(DOCTEST_PATHS)
 
 lint: install
 	cargo fmt --check
