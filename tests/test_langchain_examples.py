@@ -72,7 +72,6 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monkey
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see the single_thread_default_embedder fixture
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -87,4 +86,9 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monkey
         for output in cell.outputs
     )
     assert "upstream calls: 1" in printed
+    # Nothing printed unasked: no warnings (tqdm's "IProgress not found"), no log lines, no text bars.
+    stderr = [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"
+    ]
+    assert not stderr, stderr
     assert "1 semantic" in printed
