@@ -22,10 +22,11 @@ __all__ = ["main"]
 
 # name -> (module, one-line help, what to install if the module's imports fail)
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    # The demo ships with the LangChain integration (bsc itself imports no framework).
     "demo": (
-        "bsc.demo",
+        "langchain_bsc.demo",
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
-        'pip install "bsc-cache[local,langchain]"',
+        'pip install "./integrations/langchain_bsc[demo]" (from a bsc checkout)',
     ),
     "info": ("bsc.snapshot_info", "show what a cache snapshot holds and check its checksums", ""),
 }
@@ -50,7 +51,7 @@ def _version() -> str:
 
 def _missing_package(exc: ImportError, install: str) -> str:
     hint = f": {install}" if install else ""
-    return f"needs the package {exc.name or 'that failed to import'!r}, which is not installed{hint}"
+    return f"needs {exc.name or exc}, which is not installed{hint}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            subparsers[chosen].error(_missing_package(exc, install))
+            message = _missing_package(exc, install)
+            if {"-h", "--help"} & set(args_list):
+                # Help still answers: what the command does, and what it needs.
+                print(f"{subparsers[chosen].format_usage().strip()}\n\n{_SUBCOMMANDS[chosen][1]}.")
+                print(f"It {message}.")
+                return 0
+            return _fail(subparsers[chosen].prog, message)
         module.add_arguments(subparsers[chosen])
     args = parser.parse_args(args_list)
     assert module is not None  # parse_args exits on a missing or unknown command

@@ -39,7 +39,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
 from langchain_bsc.hits import areport_hit, marked, marker, report_hit
-from langchain_bsc.keys import default_cache_key
+from langchain_bsc.keys import default_prompt_key
 from langchain_bsc.tenancy import namespace_from
 
 __all__ = ["SemanticCacheMiddleware"]
@@ -168,7 +168,7 @@ class SemanticCacheMiddleware(AgentMiddleware):
             sort_keys=True,
             default=repr,
         )
-        question, partition = default_cache_key(dumps([*system, *messages[: last_human + 1]]))
+        question, partition = default_prompt_key(dumps([*system, *messages[: last_human + 1]]))
         called = {c["name"] for m in after if isinstance(m, AIMessage) for c in m.tool_calls}
         return _Plan(
             question=question,
