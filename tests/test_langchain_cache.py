@@ -65,11 +65,15 @@ class TestAsyncStandardSuite(AsyncCacheTestSuite):
 # ------------------------------------------------------------------ the package
 def test_all_lists_the_public_api() -> None:
     assert langchain_bsc.__all__ == [
+        "HIT_EVENT",
         "BinarySemanticLLMCache",
         "PromptKey",
         "PromptKeyFunction",
+        "SemanticCacheChatModel",
+        "SemanticCacheMiddleware",
         "SemanticCacheRunnable",
         "__version__",
+        "cache_namespace",
         "default_prompt_key",
     ]
     for name in langchain_bsc.__all__:

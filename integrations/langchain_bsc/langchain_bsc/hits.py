@@ -23,7 +23,12 @@ from langchain_core.callbacks import (
     CallbackManagerForChainRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManager,
+    CallbackManager,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
 from langchain_core.messages import BaseMessage
 
 __all__ = ["HIT_EVENT", "MARKER_KEY", "areport_hit", "marked", "marker", "report_hit"]
@@ -58,7 +63,9 @@ def report_hit(
     """Dispatches `HIT_EVENT` to the callbacks of the current run (a no-op outside any run)."""
     try:
         if run_manager is not None:
-            run_manager.get_child().on_custom_event(HIT_EVENT, mark, run_id=run_manager.run_id)
+            CallbackManager(**_handlers_of(run_manager)).on_custom_event(
+                HIT_EVENT, mark, run_id=run_manager.run_id
+            )
         else:
             dispatch_custom_event(HIT_EVENT, mark)
     except RuntimeError:  # called outside any LangChain run: nobody to tell
@@ -72,8 +79,23 @@ async def areport_hit(
     """`report_hit` for async code (async callback handlers are awaited)."""
     try:
         if run_manager is not None:
-            await run_manager.get_child().on_custom_event(HIT_EVENT, mark, run_id=run_manager.run_id)
+            manager = AsyncCallbackManager(**_handlers_of(run_manager))
+            await manager.on_custom_event(HIT_EVENT, mark, run_id=run_manager.run_id)
         else:
             await adispatch_custom_event(HIT_EVENT, mark)
     except RuntimeError:
         logger.debug("cache hit outside a LangChain run: no %s event", HIT_EVENT)
+
+
+def _handlers_of(run_manager: Any) -> dict[str, Any]:
+    """The handlers, tags and metadata of a run, to dispatch an event attached to that run (an LLM
+    run's manager has no ``get_child``)."""
+    return {
+        "handlers": run_manager.handlers,
+        "inheritable_handlers": run_manager.inheritable_handlers,
+        "parent_run_id": run_manager.parent_run_id,
+        "tags": run_manager.tags,
+        "inheritable_tags": run_manager.inheritable_tags,
+        "metadata": run_manager.metadata,
+        "inheritable_metadata": run_manager.inheritable_metadata,
+    }
