@@ -202,7 +202,8 @@ def test_update_then_lookup_round_trips_chat_generations(cache: BinarySemanticLL
     found = cache.lookup(QUESTION, "llm")
     assert type(found) is list
     # The same generation, marked as a verbatim hit.
-    assert found[0].message.response_metadata == {"bsc_cache": {"hit": True, "similarity": 1.0, "exact": True}}
+    marker = {"hit": True, "similarity": 1.0, "exact": True}
+    assert found[0].message.response_metadata == {"bsc_cache": marker}
     unmarked = found[0].message.model_copy(update={"response_metadata": {}})
     assert [found[0].model_copy(update={"message": unmarked})] == generations
     assert found[0] is not generations[0]

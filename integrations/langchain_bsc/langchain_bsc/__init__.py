@@ -11,9 +11,9 @@ Example:
     >>> set_llm_cache(None)
 """
 
-from bsc.deprecation import deprecated_aliases
-
 from typing import TYPE_CHECKING, Any
+
+from bsc.deprecation import deprecated_aliases
 
 from langchain_bsc.chat_model import SemanticCacheChatModel
 from langchain_bsc.hits import HIT_EVENT

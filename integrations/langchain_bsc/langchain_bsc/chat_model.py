@@ -225,13 +225,17 @@ def _replay(generations: Sequence[Any]) -> Iterator[ChatGenerationChunk]:
     content = message.content
     pieces: list[Any] = _PIECE.findall(content) if isinstance(content, str) else [content]
     pieces = pieces or [""]
-    head = {
-        "response_metadata": message.response_metadata,
-        "additional_kwargs": message.additional_kwargs,
-        "name": message.name,
-    }
     for i, piece in enumerate(pieces):
-        yield ChatGenerationChunk(message=AIMessageChunk(content=piece, **(head if i == 0 else {})))
+        if i == 0:
+            chunk = AIMessageChunk(
+                content=piece,
+                response_metadata=message.response_metadata,
+                additional_kwargs=message.additional_kwargs,
+                name=message.name,
+            )
+        else:
+            chunk = AIMessageChunk(content=piece)
+        yield ChatGenerationChunk(message=chunk)
     tool_calls = getattr(message, "tool_calls", None) or []
     usage = getattr(message, "usage_metadata", None)
     if tool_calls or usage:

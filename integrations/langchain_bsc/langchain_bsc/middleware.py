@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -286,7 +286,7 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
 
 
-def _canonical(messages: list[BaseMessage]) -> list[BaseMessage]:
+def _canonical(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     """The messages as far as they matter to the model: without message ids, provider metadata and
     usage (which differ on every call), with tool-call ids numbered in order of appearance (providers
     generate them at random, so identical conversations would never match exactly)."""

@@ -216,7 +216,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         question, namespace = located
         hit = self._cache.lookup(question, namespace=namespace)
         cached = self._output(hit)
-        if cached is not _MISS:
+        if hit is not None and cached is not _MISS:
             report_hit(marker(hit), run_manager)
             return cached
         output = self.chain.invoke(input, config, **kwargs)
@@ -236,7 +236,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         question, namespace = located
         hit = await self._cache.alookup(question, namespace=namespace)
         cached = self._output(hit)
-        if cached is not _MISS:
+        if hit is not None and cached is not _MISS:
             await areport_hit(marker(hit), run_manager)
             return cached
         output = await self.chain.ainvoke(input, config, **kwargs)
