@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from bsc import BinarySemanticCache
 from bsc.cli import main
+from bsc.persistence import FORMAT_VERSION
 
 
 def _bsc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,7 @@ def test_info_shows_format_settings_and_entries_by_namespace(snapshot: Path) -> 
     result = _bsc("info", str(snapshot))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "format version 1" in out
+    assert f"format version {FORMAT_VERSION}," in out
     assert "checksums:  ok" in out
     assert "dim 4, 256 bits, seed 42" in out
     assert "threshold 0.9, two-stage (int8 rerank of 10)" in out
@@ -69,7 +70,7 @@ def test_info_json_is_machine_readable(snapshot: Path, capsys: pytest.CaptureFix
     assert main(["info", str(snapshot), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["entries_by_namespace"] == {"default": 1, "docs": 3}
-    assert info["checksums_ok"] is True
+    assert info["checksums_ok"] is True and info["format_version"] == FORMAT_VERSION
     assert info["settings"] == {"threshold": 0.9, "rerank": 10, "max_entries": 100_000, "ttl": 60.0}
     assert info["counters"]["hits"] + info["counters"]["misses"] == 1
 
@@ -97,3 +98,63 @@ def test_usage_errors_are_one_line_with_status_2() -> None:
     assert "required: FILE" in _one_line_error(_bsc("info"))
     assert "invalid choice" in _one_line_error(_bsc("no-such-command"))
     assert "unrecognized arguments" in _one_line_error(_bsc("--bogus", "info", "x"))
+
+
+# ------------------------------------------------------------------ bsc demo: errors before any model loads
+def test_demo_rejects_a_threshold_outside_the_cosine_range() -> None:
+    line = _one_line_error(_bsc("demo", "--threshold", "2"))
+    assert line.startswith("bsc demo: error: argument --threshold:") and "[-1, 1]" in line
+    assert "--limit" in _one_line_error(_bsc("demo", "--limit", "0"))
+
+
+def test_demo_with_a_missing_prompts_file_names_it(tmp_path: Path) -> None:
+    line = _one_line_error(_bsc("demo", "--prompts", str(tmp_path / "none.jsonl")))
+    assert "none.jsonl: No such file or directory" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"prompt": "hi", "group": "g", "kind": "first"}\nnot json\n', "line 2: not JSON"),
+        (
+            '{"prompt": "hi", "group": "g"}\n',
+            "line 1: expected an object with string fields prompt, group, kind",
+        ),
+        ('["hi", "g", "first"]\n', "line 1: expected an object"),
+        ('{"prompt": 3, "group": "g", "kind": "first"}\n', "line 1: expected an object"),
+    ],
+)
+def test_demo_with_a_malformed_prompts_file_says_which_line(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    pytest.importorskip("langchain_bsc.demo")
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(content, encoding="utf-8")
+    line = _one_line_error(_bsc("demo", "--prompts", str(path)))
+    assert str(path) in line and expected in line
+
+
+_WITHOUT_LANGCHAIN = "import sys; sys.modules['langchain_core'] = None; from bsc.cli import main; "
+
+
+def test_demo_help_works_without_the_langchain_extra() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LANGCHAIN + "raise SystemExit(main(['demo', '--help']))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: bsc demo" in result.stdout and "simulated LangChain chat model" in result.stdout
+    assert "needs langchain_core, which is not installed: pip install" in result.stdout
+
+
+def test_demo_without_the_langchain_extra_says_what_to_install() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LANGCHAIN + "raise SystemExit(main(['demo']))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = _one_line_error(result)
+    assert line.startswith("bsc demo: error: needs langchain_core") and "langchain_bsc[demo]" in line

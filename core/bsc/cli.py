@@ -51,7 +51,8 @@ def _version() -> str:
 
 def _missing_package(exc: ImportError, install: str) -> str:
     hint = f": {install}" if install else ""
-    return f"needs {exc.name or exc}, which is not installed{hint}"
+    missing = exc.name.split(".")[0] if exc.name else str(exc)
+    return f"needs {missing}, which is not installed{hint}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

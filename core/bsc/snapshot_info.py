@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from bsc.persistence import FORMAT_VERSION, load
+from bsc.persistence import format_version, load
 
 __all__ = ["add_arguments", "describe", "run"]
 
@@ -41,7 +41,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "path": os.fspath(path),
         "file_bytes": os.path.getsize(path),
-        "format_version": FORMAT_VERSION,  # `load` reads this version only
+        "format_version": format_version(path),
         "checksums_ok": True,  # `load` raises on any mismatch
         "dim": cache.dim,
         "code_bits": cache.code_bits,
