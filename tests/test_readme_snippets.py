@@ -121,8 +121,57 @@ def _llamaindex_index() -> Any:
     return VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
 
 
+def _chat_model() -> Any:
+    """A reader's chat model, with tools: it looks the question up with the first tool bound (when it
+    has one and no result yet), then answers. Offline; stands in for ChatOpenAI(...) and the like."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    class ReaderChatModel(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "readme-fake"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            question = next(m.text for m in reversed(messages) if isinstance(m, HumanMessage))
+            tools = kwargs.get("tools") or []
+            if isinstance(messages[-1], ToolMessage):
+                reply = AIMessage(f"From the handbook: {messages[-1].text}")
+            elif tools:
+                name = tools[0]["function"]["name"]
+                reply = AIMessage(
+                    "", tool_calls=[{"name": name, "args": {"query": question}, "id": "call-1"}]
+                )
+            else:
+                reply = AIMessage(f"An answer to: {question}")
+            return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    return ReaderChatModel()
+
+
+def _search_docs() -> Any:
+    """A reader's tool."""
+    from langchain_core.tools import tool
+
+    @tool
+    def search_docs(query: str) -> str:
+        """Searches the employee handbook."""
+        return "Full-time employees get 25 vacation days a year."
+
+    return search_docs
+
+
 #: Names a block may use without defining them: what its reader already has, built on demand.
-GIVEN: dict[str, Callable[[], Any]] = {"index": _llamaindex_index}
+GIVEN: dict[str, Callable[[], Any]] = {
+    "index": _llamaindex_index,
+    "model": _chat_model,
+    "search_docs": _search_docs,
+}
 
 
 @pytest.fixture
