@@ -1,13 +1,14 @@
 """Keeping tenants apart without changing prompts: a namespace per user, team or customer.
 
-Three ways, all exact partitions (one tenant never gets another's answers):
+Two ways, both exact partitions (one tenant never gets another's answers):
 
-- `cache_namespace` (a context manager over a contextvar) for `BinarySemanticLLMCache`, whose
-  ``lookup(prompt, llm_string)`` carries no context of its own: ``with cache_namespace("acme"):
-  model.invoke(...)``. It follows the call into LangChain's threads and asyncio tasks.
-- ``namespace_key="user_id"`` on `SemanticCacheRunnable`, `SemanticCacheMiddleware` and
-  `SemanticCacheChatModel`: the value under that key in the call's ``config["configurable"]`` or
-  ``config["metadata"]`` (or, in an agent, the runtime context) names the tenant.
+- `cache_namespace` (a context manager over a contextvar) for `BinarySemanticLLMCache` and so for
+  `SemanticCacheChatModel`, whose ``lookup(prompt, llm_string)`` carries no context of its own:
+  ``with cache_namespace("acme"): model.invoke(...)``. It follows the call into LangChain's threads
+  and asyncio tasks, and the runnable and the middleware honour it too.
+- ``namespace_key="user_id"`` on `SemanticCacheRunnable` and `SemanticCacheMiddleware`: the value under
+  that key in the call's ``config["configurable"]`` or ``config["metadata"]`` (or, in an agent, the
+  runtime context) names the tenant.
 
 Example:
     >>> with cache_namespace("acme"):
