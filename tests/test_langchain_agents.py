@@ -268,3 +268,20 @@ def test_options_are_checked(single_thread_default_embedder: object) -> None:
         SemanticCacheMiddleware(tool_results="sometimes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Embeddings"):
         SemanticCacheMiddleware(embedding="minilm")  # type: ignore[arg-type]
+
+
+def test_tenants_from_the_agent_runtime_context(single_thread_default_embedder: object) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Context:
+        user_id: str
+
+    model = _model()
+    agent = create_agent(
+        model, middleware=[SemanticCacheMiddleware(namespace_key="user_id")], context_schema=Context
+    )
+    agent.invoke({"messages": [HumanMessage(QUESTION)]}, context=Context(user_id="alice"))
+    agent.invoke({"messages": [HumanMessage(PARAPHRASE)]}, context=Context(user_id="bob"))
+    hit = agent.invoke({"messages": [HumanMessage(PARAPHRASE)]}, context=Context(user_id="alice"))
+    assert len(model.calls) == 2 and hit["messages"][-1].response_metadata["bsc_cache"]["hit"]

@@ -195,3 +195,16 @@ def test_bind_tools_goes_through_the_wrapped_model_and_keys_on_the_tools(
     assert model.invoke(QUESTION).content == "without tools"  # another partition: no tools bound
     assert model.bind_tools([get_weather]).invoke(PARAPHRASE).content == "with tools"
     assert len(inner.calls) == 2
+
+
+def test_tenants_of_the_wrapper_come_from_cache_namespace(cache: BinarySemanticLLMCache) -> None:
+    from langchain_bsc import cache_namespace
+
+    inner = _inner("alice's answer", "bob's answer")
+    model = SemanticCacheChatModel(model=inner, semantic_cache=cache)
+    with cache_namespace("alice"):
+        model.invoke(QUESTION)
+    with cache_namespace("bob"):
+        assert _total(list(model.stream(PARAPHRASE))).content == "bob's answer"
+    with cache_namespace("alice"):
+        assert _total(list(model.stream(PARAPHRASE))).content == "alice's answer"
