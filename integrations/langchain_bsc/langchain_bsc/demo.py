@@ -84,8 +84,9 @@ def load_prompts(path: str | None = None) -> list[DemoPrompt]:
             row = json.loads(line)
         except ValueError as exc:
             raise ValueError(f"{source}, line {number}: not JSON ({exc})") from None
-        fields = [row.get(name) for name in _PROMPT_FIELDS] if isinstance(row, dict) else []
-        if len(fields) != len(_PROMPT_FIELDS) or not all(isinstance(f, str) for f in fields):
+        found = [row.get(name) for name in _PROMPT_FIELDS] if isinstance(row, dict) else []
+        fields = [f for f in found if isinstance(f, str)]
+        if len(fields) != len(_PROMPT_FIELDS):
             raise ValueError(
                 f"{source}, line {number}: expected an object with string fields "
                 f"{', '.join(_PROMPT_FIELDS)}, got {line.strip()[:80]}"

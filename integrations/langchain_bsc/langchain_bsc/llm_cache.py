@@ -13,7 +13,7 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
-from langchain_bsc.hits import marked, marker, report_hit
+from langchain_bsc.hits import areport_hit, marked, marker, report_hit
 from langchain_bsc.keys import PromptKeyFunction, default_prompt_key
 from langchain_bsc.tenancy import current_namespace
 
@@ -139,7 +139,7 @@ class BinarySemanticLLMCache(BaseCache):
         found = await self.alookup_hit(prompt, llm_string)
         if found is None:
             return None
-        report_hit(found[1])  # a sync handler call: LangChain's async managers run it in a thread
+        await areport_hit(found[1])
         return found[0]
 
     def lookup_hit(self, prompt: str, llm_string: str) -> tuple[RETURN_VAL_TYPE, dict[str, Any]] | None:

@@ -151,7 +151,7 @@ class SemanticCacheMiddleware(AgentMiddleware):
         after = messages[last_human + 1 :]
         if after and not isinstance(after[-1], ToolMessage):
             return None  # not a call an agent makes (the model would answer its own message)
-        system = [] if request.system_message is None else [request.system_message]
+        system = [] if request.system_message is None else _canonical([request.system_message])
         config = ensure_config()
         context = getattr(request.runtime, "context", None)
         tenant = namespace_from(
