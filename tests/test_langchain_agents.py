@@ -285,3 +285,13 @@ def test_tenants_from_the_agent_runtime_context(single_thread_default_embedder: 
     agent.invoke({"messages": [HumanMessage(PARAPHRASE)]}, context=Context(user_id="bob"))
     hit = agent.invoke({"messages": [HumanMessage(PARAPHRASE)]}, context=Context(user_id="alice"))
     assert len(model.calls) == 2 and hit["messages"][-1].response_metadata["bsc_cache"]["hit"]
+
+
+def test_a_hit_shows_in_the_agents_message_stream(middleware: SemanticCacheMiddleware) -> None:
+    model = _model()
+    agent = create_agent(model, middleware=[middleware])
+    _ask(agent, QUESTION)
+    streamed = [m for m, _ in agent.stream({"messages": [HumanMessage(PARAPHRASE)]}, stream_mode="messages")]
+    (answer,) = streamed  # whole: the model did not run, so nothing streamed token by token
+    assert answer.content.endswith(QUESTION) and answer.response_metadata["bsc_cache"]["hit"]
+    assert len(model.calls) == 1
