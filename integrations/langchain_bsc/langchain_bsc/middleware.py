@@ -19,7 +19,6 @@ Calls with a ``response_format`` (structured output) pass through.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc.digest import digest
 from bsc.embedders import LangChainEmbedder
+from bsc.fail_open import FailOpenCache
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
@@ -48,7 +49,7 @@ logger = logging.getLogger("langchain_bsc")
 
 
 def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return digest(text).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,8 @@ class SemanticCacheMiddleware(AgentMiddleware):
             path=path,
             autosave=autosave,
         )
+        # A cache failure (an embedder that cannot be reached, say) must never fail the agent's call.
+        self._fail_open = FailOpenCache(self._cache, logger)
 
     # ---------------------------------------------------------------- keys
     def _plan(self, request: ModelRequest) -> _Plan | None:
@@ -218,16 +221,16 @@ class SemanticCacheMiddleware(AgentMiddleware):
             return handler(request)
         hit = None
         if not plan.after_tools:
-            hit = self._cache.lookup(plan.question, namespace=plan.semantic)
+            hit = self._fail_open.lookup(plan.question, namespace=plan.semantic)
         if hit is None and self._wants_exact(plan):
-            hit = self._cache.lookup("", namespace=plan.exact)
+            hit = self._fail_open.lookup("", namespace=plan.exact)
         served = self._served(hit)
         if served is not None:
             report_hit(served[1])
             return served[0]
         response = handler(request)
         for text, namespace, value in self._to_store(plan, response):
-            self._cache.update(text, value, namespace=namespace)
+            self._fail_open.update(text, value, namespace=namespace)
         return response
 
     async def awrap_model_call(
@@ -239,16 +242,16 @@ class SemanticCacheMiddleware(AgentMiddleware):
             return await handler(request)
         hit = None
         if not plan.after_tools:
-            hit = await self._cache.alookup(plan.question, namespace=plan.semantic)
+            hit = await self._fail_open.alookup(plan.question, namespace=plan.semantic)
         if hit is None and self._wants_exact(plan):
-            hit = await self._cache.alookup("", namespace=plan.exact)
+            hit = await self._fail_open.alookup("", namespace=plan.exact)
         served = self._served(hit)
         if served is not None:
             await areport_hit(served[1])
             return served[0]
         response = await handler(request)
         for text, namespace, value in self._to_store(plan, response):
-            await self._cache.aupdate(text, value, namespace=namespace)
+            await self._fail_open.aupdate(text, value, namespace=namespace)
         return response
 
     # ---------------------------------------------------------------- the rest
