@@ -16,6 +16,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
+from langchain_tests.unit_tests import ChatModelUnitTests
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Which city is the capital of France?"
@@ -208,3 +209,19 @@ def test_tenants_of_the_wrapper_come_from_cache_namespace(cache: BinarySemanticL
         assert _total(list(model.stream(PARAPHRASE))).content == "bob's answer"
     with cache_namespace("alice"):
         assert _total(list(model.stream(PARAPHRASE))).content == "alice's answer"
+
+
+class TestSemanticCacheChatModelStandard(ChatModelUnitTests):
+    """LangChain's standard unit suite for chat models (construction, params, serialization, tracing)."""
+
+    @property
+    def chat_model_class(self) -> type[SemanticCacheChatModel]:
+        return SemanticCacheChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": GenericFakeChatModel(messages=iter([AIMessage("hi")] * 100))}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # the fake it wraps binds no tools; bind_tools is tested above

@@ -17,6 +17,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
@@ -79,6 +80,14 @@ class SemanticCacheChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model._get_llm_string()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """The wrapped model's tracing parameters (provider, model name), so traces name the real model."""
+        params = self.model._get_ls_params(stop=stop, **kwargs)
+        if not params.get("ls_model_name"):
+            name = getattr(self.model, "model_name", None) or getattr(self.model, "model", None)
+            params["ls_model_name"] = name if isinstance(name, str) else type(self.model).__name__
+        return params
 
     def _key(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
