@@ -71,7 +71,7 @@ from bsc._input import as_int
 from bsc._native import CacheFormatError, HammingIndex, xxh3_64
 from bsc.cache import MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
 
-__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
+__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "format_version", "load", "read_index", "save"]
 
 #: The layout version this module writes (it also reads version 1, whose ids were 32-bit).
 FORMAT_VERSION = 2
@@ -918,3 +918,20 @@ def _decode_responses(blob: bytes, offsets: list[int], kinds: npt.NDArray[np.uin
     for s, kind in zip(slices, kinds.tolist(), strict=True):
         out.append(blob[s] if kind == _BYTES else _decode(blob[s], "resp_blob"))
     return out
+
+
+def format_version(path: PathLike) -> int:
+    """The layout version of the snapshot at ``path`` (``bsc info`` shows it), read from its header
+    after the magic, byte order and header checksum are checked; the sections are not read.
+
+    Raises:
+        CacheFormatError: the header is not a valid snapshot header.
+        OSError: the file cannot be read.
+
+    Example:
+        >>> format_version("cache.bsc")  # doctest: +SKIP
+        2
+    """
+    with _open_regular(os.fspath(path)) as f:
+        size = os.fstat(f.fileno()).st_size
+        return _parse_header(_read_header(f, size), size).version
