@@ -21,6 +21,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
         'pip install "bsc-cache[local,langchain]"',
     ),
+    "replay": (
+        "bsc.workloads.cli",
+        "replay a request log or a generated workload through the cache and report what it saves",
+        'pip install "bsc-cache[local]"',
+    ),
 }
 
 
