@@ -20,7 +20,14 @@ from bsc._input import as_embeddings, normalised
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
 
-__all__ = ["DEFAULT_RERANK", "DEFAULT_THRESHOLD", "BinarySemanticCache", "CacheStats", "Hit"]
+__all__ = [
+    "DEFAULT_RERANK",
+    "DEFAULT_THRESHOLD",
+    "EVICTION_POLICIES",
+    "BinarySemanticCache",
+    "CacheStats",
+    "Hit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,10 @@ DEFAULT_THRESHOLD = 0.90
 DEFAULT_RERANK = 10
 
 Response = str | bytes
+
+#: The eviction policies `BinarySemanticCache(eviction=...)` accepts (see ``rust/src/eviction.rs`` and the
+#: README, "Workloads and eviction"); LRU is the default.
+EVICTION_POLICIES = ("lru", "lfu", "sieve", "diverse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +123,19 @@ class BinarySemanticCache:
         code_bits: bits per code: 64, 128, 256, 512 or 1024.
         seed: projection seed; caches must share it (and dim, code_bits) to share codes.
         threshold: minimum cosine similarity for a hit, in [-1, 1].
-        max_entries: capacity; the least recently used entry is evicted beyond it.
+        max_entries: capacity; beyond it the eviction policy chooses an entry to drop (expired first).
+        eviction: "lru" (least recently used, the default), "lfu" (least frequently used, with ageing),
+            "sieve" (SIEVE: scan-resistant, no reordering on hits) or "diverse" (of the 16 least
+            recently used, the one with the most near-duplicates within the hit radius). 0 or 1 byte
+            an entry.
         ttl: seconds an entry lives, or None for no expiry.
         rerank: shortlist size for the exact-cosine second stage; 0 for codes only.
         clock: monotonic time source in seconds (for tests).
 
     Raises:
         ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], a non-positive
-            ``max_entries``, ``ttl`` or ``dim``, or a negative ``rerank``.
+            ``max_entries``, ``ttl`` or ``dim``, a negative ``rerank``, or an unknown ``eviction``.
+        TypeError: an ``eviction`` that is not a str.
 
     Example:
         >>> import numpy as np
@@ -140,6 +156,7 @@ class BinarySemanticCache:
         ttl: float | None = None,
         rerank: int = DEFAULT_RERANK,
         clock: Callable[[], float] = time.monotonic,
+        eviction: str = "lru",
     ) -> None:
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -150,8 +167,13 @@ class BinarySemanticCache:
             raise ValueError(f"rerank must be a shortlist size >= 0 (0 = off), got {rerank!r}")
         if not isinstance(max_entries, int) or max_entries <= 0:
             raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
+        if not isinstance(eviction, str):
+            raise TypeError(
+                f"eviction must be a str, one of {EVICTION_POLICIES}, got {type(eviction).__name__}"
+            )
         self._encoder = BinaryEncoder(dim, code_bits, seed)
-        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None)
+        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None, eviction, radius)
+        self.eviction = eviction
         self.dim = dim
         self.code_bits = code_bits
         self.seed = seed
@@ -453,13 +475,15 @@ class BinarySemanticCache:
         threshold: float | None = None,
         max_entries: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        eviction: str | None = None,
     ) -> BinarySemanticCache:
         """Loads a snapshot written by `save`. Nothing in the file is executed (no pickle).
 
         Args:
             path: the snapshot file.
             dim, code_bits, seed: when given, must equal the saved ones.
-            threshold, max_entries: new settings (default: the saved ones).
+            threshold, max_entries, eviction: new settings (default: the saved ones; files written
+                before eviction policies existed load as "lru").
             clock: the new cache's clock; remaining TTLs carry over.
 
         Raises:
@@ -479,6 +503,7 @@ class BinarySemanticCache:
             threshold=threshold,
             max_entries=max_entries,
             clock=clock,
+            eviction=eviction,
         )
 
     # ---------------------------------------------------------------- introspection
@@ -524,7 +549,7 @@ class BinarySemanticCache:
         return (
             f"BinarySemanticCache(dim={self.dim}, code_bits={self.code_bits}, seed={self.seed}, "
             f"threshold={self.threshold}, max_entries={self.max_entries}, ttl={self.ttl}, "
-            f"rerank={self.rerank}, entries={len(self)})"
+            f"rerank={self.rerank}, eviction={self.eviction!r}, entries={len(self)})"
         )
 
 

@@ -11,8 +11,9 @@ Layout (version 1, little-endian, sections 64-byte aligned, zero padding between
     header   192 bytes  magic "BSCCACHE", version, endianness marker 0x01020304, header size,
                         section count, header checksum (xxh3-64 of header + table with this field 0),
                         dim, code_bits, seed, max_entries, entries n, handles h, namespaces k, rerank,
-                        threshold, ttl, flags, cache clock and wall clock at save, hit/miss/eviction/
-                        expiration counters
+                        threshold, ttl, flags, eviction policy (0 lru, 1 lfu, 2 sieve, 3 diverse; 0 in
+                        files older than the policies), cache clock and wall clock at save,
+                        hit/miss/eviction/expiration counters
     table    14 x 32    per section: kind, reserved, offset, length, checksum
     codes    n*words u64  every namespace's codes, contiguous, namespace after namespace (mmap-able:
                         `codes_view` scans them in place)
@@ -63,7 +64,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bsc._native import HammingIndex, xxh3_64
-from bsc.cache import BinarySemanticCache, _Entry, freeze
+from bsc.cache import EVICTION_POLICIES, BinarySemanticCache, _Entry, freeze
+from bsc.thresholds import radius_for
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
 
@@ -84,8 +86,8 @@ _SEPARATOR = "\x1e"
 _FREE, _STR, _BYTES = 0, 1, 2
 
 # magic, version, endian, header_size, sections, header checksum, dim, code_bits, seed, max_entries,
-# entries, handles, namespaces, rerank, threshold, ttl, flags, clock at save, wall clock at save, hits,
-# misses, evictions, expirations; padded to 192 bytes.
+# entries, handles, namespaces, rerank, threshold, ttl, flags, eviction policy, clock at save, wall clock
+# at save, hits, misses, evictions, expirations; padded to 192 bytes.
 _HEADER = struct.Struct("<8sIIIIQIIQQQQIIddIIddQQQQ")
 _HEADER_SIZE = 192
 _CHECKSUM_AT = 24
@@ -129,6 +131,7 @@ class _Header:
     threshold: float
     ttl: float | None
     separated: bool
+    eviction: str
     clock_at_save: float
     wall_at_save: float
     counters: tuple[int, int, int, int]
@@ -276,7 +279,7 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         cache.threshold,
         cache.ttl or 0.0,
         flags,
-        0,
+        EVICTION_POLICIES.index(cache.eviction),
         clock_at_save,
         wall_at_save,
         *counters,
@@ -355,6 +358,7 @@ def load(
     max_entries: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    eviction: str | None = None,
 ) -> BinarySemanticCache:
     """Loads a snapshot written by `save`, checking every part before anything is built.
 
@@ -364,6 +368,9 @@ def load(
             be meaningless); ``ValueError`` otherwise.
         threshold: a new similarity threshold (default: the saved one).
         max_entries: a new capacity, at least the number of saved entries (default: the saved one).
+        eviction: a new eviction policy (default: the saved one). The policy's per-entry state
+            (LFU counters, SIEVE bits) is not saved: it restarts at zero, in the saved list order;
+            "diverse" recounts neighbours (up to 20,000 entries; beyond, counts refill as entries arrive).
         clock: the loaded cache's monotonic clock; saved expiry times are moved onto it.
         wall_clock: wall-clock time source, used to age entries by the time since the save (for tests).
 
@@ -400,9 +407,10 @@ def load(
                 ttl=header.ttl,
                 rerank=header.rerank,
                 clock=clock,
+                eviction=header.eviction if eviction is None else eviction,
             )
         except (ValueError, TypeError) as exc:
-            if threshold is not None or max_entries is not None:
+            if threshold is not None or max_entries is not None or eviction is not None:
                 raise
             raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
         with _gc_paused():
@@ -414,6 +422,7 @@ def load(
             raise CacheFormatError("section norms: a rerank vector norm is negative or not finite")
         if hasattr(cache, "_vector_norms"):
             cache._vector_norms = norms
+    index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
     cache._index = index
     cache._entries = entries
     cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
@@ -534,7 +543,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         threshold,
         ttl,
         flags,
-        _,
+        eviction,
         clock_at_save,
         wall_at_save,
         hits,
@@ -570,6 +579,8 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         raise CacheFormatError(
             f"header: inconsistent counts (entries {entries}, handles {handles}, namespaces {namespaces})"
         )
+    if eviction >= len(EVICTION_POLICIES):
+        raise CacheFormatError(f"header: unknown eviction policy code {eviction}")
     has_ttl = bool(flags & _FLAG_TTL)
     if has_ttl and not (math.isfinite(ttl) and ttl > 0):
         raise CacheFormatError(f"header: invalid ttl {ttl}")
@@ -614,6 +625,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         threshold=threshold,
         ttl=ttl if has_ttl else None,
         separated=bool(flags & _FLAG_SEPARATED),
+        eviction=EVICTION_POLICIES[eviction],
         clock_at_save=clock_at_save,
         wall_at_save=wall_at_save,
         counters=(hits, misses, evictions, expirations),
