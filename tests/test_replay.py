@@ -56,10 +56,12 @@ def test_replay_cli_on_a_generated_workload_writes_json_plot_and_log(
 ) -> None:
     out, png, log = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "w.jsonl"
     args = ["replay", "--workload", "drift", "--requests", "300", "--seed", "5", "--capacity-share", "0.5"]
+    args += ["--eviction", "sieve"]
     status = main([*args, "--json", str(out), "--plot", str(png), "--write-log", str(log), "--no-progress"])
     assert status == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["requests"] == 300 and result["embeddings"] == "precomputed"
+    assert result["eviction"] == "sieve" and result["evictions"] > 0
     assert result["capacity"] == round(0.5 * result["distinct_prompts"])
     assert result["hit_rate"] > 0.3  # a skewed stream over ~40 intents repeats itself
     assert result["false_hit_rate"] < 0.2

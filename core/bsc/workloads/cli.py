@@ -1,7 +1,7 @@
 """``bsc replay``: a request log or a generated workload through a real `SemanticCache`, measured.
 
 Example:
-    $ bsc replay --workload skewed-paraphrase --requests 2000 --capacity-share 0.05 --json out.json
+    $ bsc replay --workload skewed-paraphrase --requests 2000 --capacity-share 0.05 --eviction sieve
     $ bsc replay requests.jsonl --embeddings live --plot replay.png
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from bsc.cache import EVICTION_POLICIES
 from bsc.workloads.generators import WORKLOADS, generate, scaled
 from bsc.workloads.pools import builtin_pool, load_pool, merge_pools
 from bsc.workloads.replay import PrecomputedEmbedder, format_report, replay
@@ -53,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="precomputed: the real model embeds every distinct prompt once, in batches, before the "
         "replay (fast; same hit decisions); live: each lookup embeds (what an application pays)",
     )
+    parser.add_argument(
+        "--eviction",
+        choices=EVICTION_POLICIES,
+        default="lru",
+        help="eviction policy of the cache (default lru)",
+    )
     parser.add_argument("--threshold", type=float, help="cosine threshold (default: the cache's)")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the hit rate over the stream here")
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.write_log:
         write_log(requests, args.write_log)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"eviction": args.eviction}
     if args.capacity is not None or args.capacity_share is not None:
         capacity = (
             args.capacity
