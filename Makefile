@@ -11,11 +11,13 @@ export TRANSFORMERS_OFFLINE := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Cargo.toml $(wildcard rust/src/*.rs rust/src/*/*.rs)
+# The three distributions, editable, in one resolve: bsc-cache (root, Rust + `bsc`), langchain-bsc and
+# llama-index-bsc (integrations/). Their `bsc-cache` requirement is satisfied by this checkout, never by an index.
+$(STAMP): pyproject.toml Cargo.toml integrations/*/pyproject.toml $(wildcard rust/src/*.rs rust/src/*/*.rs)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.9,<2"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -e "./integrations/langchain_bsc[demo]" -e ./integrations/llamaindex_bsc
 	touch $(STAMP)
 
 # Debian packages the tests need (servers, a headless browser): .ci/system-packages.txt.
@@ -37,9 +39,9 @@ lint: install
 	cargo fmt --check
 	cargo clippy --no-default-features --all-targets -- -D warnings
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check core tests benchmarks
-	$(VENV)/bin/ruff format --check core tests benchmarks
-	$(VENV)/bin/mypy core/bsc core/langchain_bsc core/llamaindex_bsc
+	$(VENV)/bin/ruff check core integrations tests benchmarks
+	$(VENV)/bin/ruff format --check core integrations tests benchmarks
+	$(VENV)/bin/mypy core/bsc integrations/langchain_bsc/langchain_bsc integrations/llamaindex_bsc/llamaindex_bsc
 
 bench: install
 	$(PY) benchmarks/bench_core.py

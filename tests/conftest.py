@@ -32,3 +32,32 @@ def single_thread_default_embedder() -> object:
     from bsc.embedders import default_embedder
 
     return default_embedder()
+
+
+@pytest.fixture
+def run_isolated() -> object:
+    """Runs a Python script in a fresh interpreter and returns its stdout; the test fails if the script
+    hangs past ``timeout`` seconds, dies by a signal (an abort, SIGBUS) or exits non-zero. For failures
+    that would take the test process down with them."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    def run(script: str, *, timeout: float = 120, env: dict[str, str] | None = None) -> str:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(script)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"the script hung for {timeout} s: {exc.stderr!r}")
+        if done.returncode < 0:
+            pytest.fail(f"the script died by {signal.Signals(-done.returncode).name}: {done.stderr}")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run

@@ -186,17 +186,31 @@ def test_metadata_is_returned_and_private() -> None:
         hit.metadata["model"] = "x"  # type: ignore[index]
 
 
-def test_memory_is_48_bytes_an_entry_in_binary_mode() -> None:
+def test_a_stale_id_never_deletes_a_later_occupant_of_its_slot_even_after_hundreds_of_reuses() -> None:
+    # Capacity 1: every put evicts the previous entry and reuses its slot (ids repeated after 256
+    # reuses when the generation was 8 bits; a stale id then deleted the live entry).
+    rng = np.random.default_rng(81)
+    cache = BinarySemanticCache(DIM, max_entries=1, rerank=0)
+    ids = [cache.put(unit(rng), f"r{i}") for i in range(600)]
+    assert len(set(ids)) == len(ids)
+    live = ids[-1]
+    assert not any(cache.delete(old) for old in ids[:-1])
+    assert not any(cache.touch(old) or old in cache or cache.entry(old) for old in ids[:-1])
+    hit = cache.entry(live)
+    assert hit is not None and hit.response == "r599"
+
+
+def test_memory_is_52_bytes_an_entry_in_binary_mode() -> None:
     rng = np.random.default_rng(10)
     cache = BinarySemanticCache(384, rerank=0)
     cache.put_many(unit(rng, 5000, 384), ["r"] * 5000, namespace="n")
     s = cache.stats()
     assert s.entries == 5000
-    assert s.bytes_per_entry <= 48.01  # 32 code + 4 id + 12 slot, plus the namespace name once
+    assert s.bytes_per_entry <= 52.01  # 32 code + 8 id + 12 slot, plus the namespace name once
     assert s.index_bytes_allocated >= s.index_bytes
     two_stage = BinarySemanticCache(384, rerank=10)
     two_stage.put_many(unit(rng, 100, 384), ["r"] * 100)
-    assert two_stage.stats().bytes_per_entry <= 48.1 + 384
+    assert two_stage.stats().bytes_per_entry <= 52.1 + 384
 
 
 def test_put_many_and_search_return_ids_and_ordered_candidates() -> None:

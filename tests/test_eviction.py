@@ -107,7 +107,6 @@ def test_policy_state_costs_at_most_one_byte_an_entry() -> None:
         cache = BinarySemanticCache(DIM, max_entries=100, eviction=policy, rerank=0)
         cache.put_many(unit_rows(50, seed=7), ["r"] * 50)
         sizes[policy] = cache.stats().bytes_per_entry
-    assert sizes["lru"] == pytest.approx(48, abs=1)
     assert all(sizes[p] - sizes["lru"] == pytest.approx(1.0) for p in ("lfu", "sieve", "diverse"))
 
 

@@ -48,6 +48,14 @@ def test_bsc_demo_limit_and_a_custom_stream(
     assert "paraphrase 1/1, near-miss 0/1" in out
 
 
+def test_langchain_bsc_ships_the_demo_prompt_stream() -> None:
+    from langchain_bsc.demo import load_prompts
+
+    prompts = load_prompts()
+    assert len(prompts) >= 100
+    assert {p.kind for p in prompts} == {"first", "repeat", "paraphrase", "near_miss"}
+
+
 def test_cli_requires_a_known_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])

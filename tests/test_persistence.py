@@ -376,7 +376,7 @@ def test_a_bit_flip_in_every_section_and_in_the_padding_is_rejected_naming_the_p
     ("mutate", "message"),
     [
         (lambda d: b"NOTACACHE" + d[9:], "magic"),
-        (lambda d: d[:8] + struct.pack("<I", 2) + d[12:], "version 2"),
+        (lambda d: d[:8] + struct.pack("<I", 3) + d[12:], "version 3"),
         (lambda d: d[:12] + struct.pack(">I", 0x01020304) + d[16:], "big-endian"),
         (lambda d: d[:12] + struct.pack("<I", 7) + d[16:], "endianness"),
         (lambda d: d[:100], "shorter than"),
@@ -451,3 +451,58 @@ def test_corrupted_variants_are_all_rejected_cleanly(
             index_only = False
     error = _rejected(tmp_path, bytes(data), index_only=index_only)
     assert isinstance(error, ValueError) and str(error)
+
+
+# ---------------------------------------------------------------------------------------------- forged files
+def _forged(data: bytes, **fields: int) -> bytes:
+    """``data`` with header fields replaced and the header checksum recomputed (xxh3 is no MAC: anyone
+    can), so only the loader's own checks stand between the file and the allocator."""
+    at = {"dim": (32, "<I"), "code_bits": (36, "<I"), "max_entries": (48, "<Q"), "rerank": (76, "<I")}
+    out = bytearray(data)
+    for name, value in fields.items():
+        offset, fmt = at[name]
+        struct.pack_into(fmt, out, offset, value)
+    struct.pack_into("<Q", out, 24, 0)
+    struct.pack_into("<Q", out, 24, xxh3_64(bytes(out[: 192 + 32 * len(_SECTIONS)])))
+    return bytes(out)
+
+
+def test_a_forged_header_claiming_a_huge_dim_is_a_format_error_not_an_abort(
+    tmp_path: Path, run_isolated: Any
+) -> None:
+    path = tmp_path / "forged.bsc"
+    BinarySemanticCache(dim=8).save(path)  # empty: no section's length depends on dim
+    path.write_bytes(_forged(path.read_bytes(), dim=2**32 - 1))
+    out = run_isolated(
+        f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        import bsc
+        try:
+            bsc.BinarySemanticCache.load({str(path)!r})
+        except bsc.CacheFormatError as exc:
+            print("CacheFormatError", "dim" in str(exc))
+        """
+    )
+    assert out.split() == ["CacheFormatError", "True"]
+
+
+@pytest.mark.parametrize("max_entries", [0, 2**24, 2**64 - 1])
+def test_a_corrupt_header_max_entries_is_a_format_error(
+    tmp_path: Path, snapshot: bytes, max_entries: int
+) -> None:
+    assert "max_entries" in str(_rejected(tmp_path, _forged(snapshot, max_entries=max_entries)))
+
+
+def test_a_broken_index_is_a_cache_format_error_raised_by_the_rust_core() -> None:
+    from bsc._native import CacheFormatError as NativeError
+    from bsc._native import HammingIndex
+
+    assert CacheFormatError is NativeError and issubclass(CacheFormatError, ValueError)
+    u32, u64 = np.zeros(0, np.uint32), np.zeros(0, np.uint64)
+    with pytest.raises(CacheFormatError, match="namespace"):
+        HammingIndex.from_parts(4, 10, False, ["a"], u32, u64, u64, u32, np.zeros(0), u64)
+    # Bad arguments (not bad data) stay plain ValueErrors.
+    with pytest.raises(ValueError) as info:
+        HammingIndex.from_parts(3, 10, False, [], u32, u64, u64, u32, np.zeros(0), u64)
+    assert type(info.value) is ValueError

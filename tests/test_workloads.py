@@ -112,8 +112,11 @@ def test_spec_rejects_bad_values() -> None:
         WorkloadSpec("x", exact=0, paraphrase=0, near_miss=0)
 
 
-def test_builtin_pool_generates_offline() -> None:
+def test_builtin_pool_is_the_packaged_copy_of_the_prompt_pairs(pairs_pool) -> None:
+    packaged = Path(__file__).resolve().parent.parent / "core" / "bsc" / "workloads" / "prompt_pairs.tsv"
+    assert packaged.read_bytes() == PAIRS.read_bytes(), "update core/bsc/workloads/prompt_pairs.tsv too"
     pool = builtin_pool()
+    assert pool == pairs_pool
     stream = generate(pool, WorkloadSpec("demo", requests=300, seed=1))
     assert {r.label for r in stream} <= {g.label for g in pool.groups}
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from bsc import _fork
 from bsc._input import as_embeddings, normalised
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
@@ -74,7 +75,7 @@ class CacheStats:
     """Counters and sizes of a cache (a snapshot).
 
     ``index_bytes`` is what the live entries occupy (code, id, LRU/position slot, expiry when on:
-    48 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
+    52 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
     slots; ``vector_bytes`` is the int8 rerank copies (``dim`` bytes an entry). ``bytes_per_entry`` is
     ``(index_bytes + vector_bytes) / entries``. Responses and metadata are not counted.
     """
@@ -101,6 +102,7 @@ class _Entry(NamedTuple):
     namespace: str
 
 
+# An id is a 24-bit handle (slot number) with a 40-bit generation above it (see rust/src/index.rs).
 _HANDLE_MASK = 0x00FF_FFFF
 _SEARCH_RETRIES = 4
 # The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
@@ -116,7 +118,7 @@ class BinarySemanticCache:
     namespace if it is close enough: its cosine similarity to the query is at least ``threshold``. In
     two-stage mode (``rerank`` > 0, the default) the Hamming scan only shortlists ``rerank`` candidates
     within a widened radius and an int8 copy of each stored embedding decides by exact cosine; with
-    ``rerank=0`` only the codes are kept (48 bytes an entry) and the cosine is estimated from the distance.
+    ``rerank=0`` only the codes are kept (52 bytes an entry) and the cosine is estimated from the distance.
 
     Args:
         dim: embedding dimension.
@@ -197,6 +199,19 @@ class BinarySemanticCache:
         self._stats_lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._expirations = 0
         self._last_sweep = -math.inf
+        _fork.track(self, _fork.BINARY_LEVEL)
+
+    def _hold_for_fork(self) -> None:
+        # Lock order as everywhere else: writer, counters, then the Rust index (see bsc._fork).
+        self._write_lock.acquire()
+        self._stats_lock.acquire()
+        self._held_index = self._index
+        self._held_index._hold_for_fork()
+
+    def _release_after_fork(self) -> None:
+        self._held_index._release_after_fork()
+        self._stats_lock.release()
+        self._write_lock.release()
 
     # ---------------------------------------------------------------- writing
     def put(
@@ -318,7 +333,7 @@ class BinarySemanticCache:
 
     def delete(self, id: int) -> bool:
         """Removes an entry; False if it is already gone (deleted, evicted, expired, or a stale id)."""
-        if not isinstance(id, int) or not 0 <= id < 2**32:
+        if not isinstance(id, int) or not 0 <= id < 2**64:
             return False
         with self._write_lock:
             if not self._index.remove(id):
@@ -431,7 +446,7 @@ class BinarySemanticCache:
 
     def entry(self, id: int) -> Hit | None:
         """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
-        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**32 else None
+        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**64 else None
         entries = self._entries
         entry = entries[h] if h is not None and h < len(entries) else None
         if entry is None or entry.id != id or id not in self._index:
@@ -444,7 +459,7 @@ class BinarySemanticCache:
 
     def touch(self, id: int) -> bool:
         """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
-        return isinstance(id, int) and 0 <= id < 2**32 and self._index.touch(id)
+        return isinstance(id, int) and 0 <= id < 2**64 and self._index.touch(id)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -511,7 +526,7 @@ class BinarySemanticCache:
         return len(self._index)
 
     def __contains__(self, id: object) -> bool:
-        return isinstance(id, int) and 0 <= id < 2**32 and id in self._index
+        return isinstance(id, int) and 0 <= id < 2**64 and id in self._index
 
     def namespace_len(self, namespace: str) -> int:
         """Number of entries in ``namespace`` (0 for one that does not exist)."""

@@ -6,7 +6,7 @@ moment leaves either the old snapshot or the new one. Every part carries an xxh3
 truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises `CacheFormatError`
 naming the part that is wrong; nothing is half-loaded.
 
-Layout (version 1, little-endian, sections 64-byte aligned, zero padding between them)::
+Layout (version 2, little-endian, sections 64-byte aligned, zero padding between them)::
 
     header   192 bytes  magic "BSCCACHE", version, endianness marker 0x01020304, header size,
                         section count, header checksum (xxh3-64 of header + table with this field 0),
@@ -17,7 +17,7 @@ Layout (version 1, little-endian, sections 64-byte aligned, zero padding between
     table    14 x 32    per section: kind, reserved, offset, length, checksum
     codes    n*words u64  every namespace's codes, contiguous, namespace after namespace (mmap-able:
                         `codes_view` scans them in place)
-    ids      n u32      entry id (handle | generation << 24) of each code row
+    ids      n u64      entry id (handle | generation << 24) of each code row
     lru      n u32      rows from least to most recently used
     expires  n f64      absolute expiry per row on the cache clock at save (empty without a ttl)
     free     u32        free handles in reuse order, each handle | next generation << 24
@@ -63,14 +63,15 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from bsc._native import HammingIndex, xxh3_64
+from bsc._native import CacheFormatError, HammingIndex, xxh3_64
 from bsc.cache import EVICTION_POLICIES, BinarySemanticCache, _Entry, freeze
 from bsc.thresholds import radius_for
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
 
-#: The layout version this module writes and reads.
-FORMAT_VERSION = 1
+#: The layout version this module writes (it also reads version 1, whose ids were 32-bit).
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 PathLike = str | os.PathLike[str]
 
@@ -113,13 +114,9 @@ _TABLE_END = _HEADER_SIZE + len(_SECTIONS) * _ENTRY.size
 assert _HEADER.size <= _HEADER_SIZE
 
 
-class CacheFormatError(ValueError):
-    """A cache file is not a valid snapshot: truncated, corrupted, foreign, of another format version or
-    byte order. The message names the part that is wrong."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Header:
+    version: int
     dim: int
     code_bits: int
     seed: int
@@ -223,7 +220,7 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
     if None in entries:
         raise RuntimeError("cache snapshot is inconsistent: a live index entry has no published response")
     published = cast("list[tuple[int, str | bytes, Mapping[str, Any] | None, str]]", entries)
-    entry_ids = np.fromiter(map(itemgetter(0), published), dtype=np.int64, count=handles)
+    entry_ids = np.fromiter(map(itemgetter(0), published), dtype=np.uint64, count=handles)
     if not np.array_equal(entry_ids[handle_of_row], ids):
         raise RuntimeError("cache snapshot is inconsistent: published entries differ from the index")
     responses: list[str | bytes] = list(map(itemgetter(1), published))
@@ -245,10 +242,10 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         _raw(data)
         for data in (
             codes.astype("<u8", copy=False),
-            ids.astype("<u4", copy=False),
+            ids.astype("<u8", copy=False),
             lru.astype("<u4", copy=False),
             expires.astype("<f8", copy=False),
-            free.astype("<u4", copy=False),
+            free.astype("<u8", copy=False),
             counts.astype("<u4", copy=False),
             name_offsets,
             b"".join(encoded_names),
@@ -555,10 +552,12 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         if endian == 0x0403_0201:
             raise CacheFormatError("header: file was written big-endian; this reader expects little-endian")
         raise CacheFormatError(f"header: bad endianness marker {endian:#010x}")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise CacheFormatError(
-            f"header: unsupported format version {version} (this build reads version {FORMAT_VERSION})"
+            f"header: unsupported format version {version} (this build reads versions "
+            f"{', '.join(map(str, _READABLE_VERSIONS))})"
         )
+    id_size = 4 if version == 1 else 8
     if header_size != _TABLE_END or n_sections != len(_SECTIONS):
         raise CacheFormatError(
             f"header: {n_sections} sections in {header_size} bytes, expected {len(_SECTIONS)} in {_TABLE_END}"
@@ -579,6 +578,11 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         raise CacheFormatError(
             f"header: inconsistent counts (entries {entries}, handles {handles}, namespaces {namespaces})"
         )
+    if not entries <= max_entries <= _MAX_HANDLES or max_entries == 0:
+        raise CacheFormatError(
+            f"header: invalid max_entries {max_entries} (expected 1 to {_MAX_HANDLES}, at least the "
+            f"{entries} entries)"
+        )
     if eviction >= len(EVICTION_POLICIES):
         raise CacheFormatError(f"header: unknown eviction policy code {eviction}")
     has_ttl = bool(flags & _FLAG_TTL)
@@ -587,10 +591,10 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
     words = code_bits // 64
     expected = {
         "codes": entries * words * 8,
-        "ids": entries * 4,
+        "ids": entries * id_size,
         "lru": entries * 4,
         "expires": entries * 8 if has_ttl else 0,
-        "free": (handles - entries) * 4,
+        "free": (handles - entries) * id_size,
         "ns_counts": namespaces * 4,
         "ns_offsets": (namespaces + 1) * 8,
         "vectors": handles * dim if rerank else 0,
@@ -614,6 +618,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         what = "truncated" if file_size < position else "has trailing bytes"
         raise CacheFormatError(f"file: {file_size} bytes but the sections end at {position} ({what})")
     return _Header(
+        version=version,
         dim=dim,
         code_bits=code_bits,
         seed=seed,
@@ -666,6 +671,13 @@ def _section_array(buf: memoryview, header: _Header, name: str, dtype: npt.DType
     )
 
 
+def _ids(buf: memoryview, header: _Header, name: str) -> npt.NDArray[np.uint64]:
+    """An id section as uint64 (version 1 stored 32-bit ids, whose 8-bit generations widen as they are)."""
+    if header.version == 1:
+        return _section_array(buf, header, name, np.uint32).astype(np.uint64)
+    return _section_array(buf, header, name, np.uint64)
+
+
 def _section_bytes(buf: memoryview, header: _Header, name: str) -> memoryview:
     offset, length, _ = header.sections[name]
     return buf[offset : offset + length]
@@ -697,7 +709,7 @@ def _build_index(
     offsets = _offsets(buf, header, "ns_offsets", len(blob)).tolist()
     names = [_decode(blob[a:b], "ns_names") for a, b in pairwise(offsets)]
     counts = _section_array(buf, header, "ns_counts", np.uint32)
-    ids = _section_array(buf, header, "ids", np.uint32)
+    ids = _ids(buf, header, "ids")
     expires = _section_array(buf, header, "expires", np.float64)
     if len(expires):
         # Move absolute expiry times onto the new clock, aged by the wall-clock time since the save.
@@ -716,7 +728,7 @@ def _build_index(
             ids,
             _section_array(buf, header, "lru", np.uint32),
             expires,
-            _section_array(buf, header, "free", np.uint32),
+            _ids(buf, header, "free"),
         )
     except ValueError as exc:
         raise CacheFormatError(f"index: {exc}") from None
@@ -725,7 +737,7 @@ def _build_index(
 
 def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_Entry | None]:
     handles = header.handles
-    ids = _section_array(buf, header, "ids", np.uint32)
+    ids = _ids(buf, header, "ids")
     # The index was built, so counts add up to the rows and handles are unique and in range.
     counts = _section_array(buf, header, "ns_counts", np.uint32)
     handle_ns = np.full(handles, -1, dtype=np.intp)
@@ -756,7 +768,7 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
         if len(frozen) != handles:
             raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
 
-    entry_ids = np.zeros(handles, dtype=np.int64)
+    entry_ids = np.zeros(handles, dtype=np.uint64)
     entry_ids[ids & _HANDLE_MASK] = ids
     if len(names) == 1 and live.all():
         namespace_of = [names[0]] * handles

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bsc import _fork
 from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response
 from bsc.embedders import Embedder, default_embedder
 from bsc.guard import FalseHitGuard
@@ -144,6 +145,13 @@ class SemanticCache:
             self._exact = _exact_table(self.cache)
         if autosave:
             atexit.register(_autosave, weakref.ref(self))
+        _fork.track(self, _fork.TEXT_LEVEL)
+
+    def _hold_for_fork(self) -> None:
+        self._lock.acquire()
+
+    def _release_after_fork(self) -> None:
+        self._lock.release()
 
     # ---------------------------------------------------------------- embedding with a memo
     def _memo_get(self, texts: Sequence[str]) -> tuple[list[npt.NDArray[np.float32] | None], list[int]]:

@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod error;
 pub mod eviction;
 pub mod index;
+pub mod parallel;
 pub mod projection;
 pub mod scan;
 
@@ -28,7 +29,9 @@ mod _native {
     #[pymodule_export]
     use crate::py_encoder::BinaryEncoder;
     #[pymodule_export]
+    use crate::py_errors::CacheFormatError;
+    #[pymodule_export]
     use crate::py_index::HammingIndex;
     #[pymodule_export]
-    use crate::py_scan::{cpu_features, hamming_search};
+    use crate::py_scan::{cpu_features, hamming_search, thread_count};
 }

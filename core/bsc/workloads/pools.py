@@ -6,7 +6,10 @@ A workload generator draws its topics from a pool. Two sources:
   0 = different): ``benchmarks/data/prompt_pairs.tsv``, and the MSRP and PAWS files of ``../shared/data``.
   Paraphrase pairs are joined into groups (connected components); a label-0 pair makes each side a
   near-miss of the other's group;
-- a *groups* file, JSON lines with ``prompt`` and ``group`` (the demo's stream, shipped with bsc, is one).
+- a *groups* file, JSON lines with ``prompt`` and ``group``.
+
+bsc ships a copy of the repository's prompt pairs (`builtin_pool`), so `bsc replay` works offline from
+an installed wheel.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
+from importlib.resources import as_file, files
 from pathlib import Path
 
 __all__ = ["Group", "Pool", "builtin_pool", "load_pool", "merge_pools"]
@@ -69,14 +72,15 @@ def load_pool(path: str | os.PathLike[str], name: str | None = None) -> Pool:
 
 
 def builtin_pool() -> Pool:
-    """The demo's 121 support prompts in their intent groups (shipped with bsc, so it works offline).
+    """The 378 hand-written LLM-style prompt pairs (paraphrases and hard negatives) shipped with bsc,
+    as a pool named "prompts" (the same groups as ``load_pool("benchmarks/data/prompt_pairs.tsv")``).
 
     Example:
-        >>> len(builtin_pool()) > 10
+        >>> len(builtin_pool()) > 100
         True
     """
-    text = files("bsc").joinpath("demo_data", "prompts.jsonl").read_text(encoding="utf-8")
-    return _from_groups(text, "demo", "the built-in demo prompts")
+    with as_file(files("bsc.workloads").joinpath("prompt_pairs.tsv")) as path:
+        return _from_pairs(_read_pairs(path), "prompts")
 
 
 def merge_pools(pools: Sequence[Pool]) -> Pool:

@@ -1,4 +1,4 @@
-"""`BinarySemanticCacheLLM`: an LLM that answers repeated and paraphrased calls from a semantic cache.
+"""`CachingLLM`: an LLM that answers repeated and paraphrased calls from a semantic cache.
 
 LlamaIndex has no LLM cache hook, so the cache is an `LLM` that wraps another one. LlamaIndex components
 read ``Settings.llm`` when they are built: install the cache before building indexes, query engines,
@@ -38,12 +38,12 @@ from llama_index.core.types import TokenAsyncGen, TokenGen
 from llamaindex_bsc._construction import build_cache
 from llamaindex_bsc.keys import (
     TOOL_KWARGS,
-    KeyFunction,
+    CallKeyFunction,
     LLMCall,
     Unkeyable,
     _exact_only,
     _message_parts,
-    default_cache_key,
+    default_call_key,
     json_safe,
     model_identity,
     namespace_for,
@@ -64,7 +64,7 @@ from llamaindex_bsc.responses import (
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-__all__ = ["BinarySemanticCacheLLM", "install_llm_cache"]
+__all__ = ["CachingLLM", "install_llm_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class _Slot:
     text: str
 
 
-class BinarySemanticCacheLLM(FunctionCallingLLM):
+class CachingLLM(FunctionCallingLLM):
     """Wraps any LlamaIndex `LLM` so repeated and paraphrased calls are answered from a semantic cache.
 
     Every chat/complete method (sync, async, streaming) is cached. The text of the last user message (or
@@ -121,7 +121,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         namespace: a partition of your own (e.g. per tenant); calls only hit entries of their namespace.
         guard: the false-hit guard (True, False or a configured `bsc.FalseHitGuard`).
         verifier: an optional second opinion on each semantic candidate.
-        key_fn: how a call becomes a key (see `llamaindex_bsc.keys.default_cache_key`); the model
+        key_fn: how a call becomes a key (see `llamaindex_bsc.keys.default_call_key`); the model
             identity, call kind and namespace are always added to its partition.
         max_semantic_chars: texts longer than this only hit when identical (an embedding model sees a
             bounded number of tokens, and a short difference in a long prompt barely moves it); None
@@ -138,7 +138,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
     Example:
         >>> from llama_index.core import Settings
         >>> from llama_index.core.llms import MockLLM
-        >>> Settings.llm = BinarySemanticCacheLLM(llm=MockLLM(max_tokens=3))
+        >>> Settings.llm = CachingLLM(llm=MockLLM(max_tokens=3))
         >>> Settings.llm.complete("What is the capital of France?").text
         'text text text'
     """
@@ -153,7 +153,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
 
     _llm: LLM = PrivateAttr()
     _cache: SemanticCache = PrivateAttr()
-    _key_fn: KeyFunction = PrivateAttr()
+    _key_fn: CallKeyFunction = PrivateAttr()
 
     def __init__(
         self,
@@ -164,7 +164,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         namespace: str = "default",
         guard: FalseHitGuard | bool = True,
         verifier: Verifier | None = None,
-        key_fn: KeyFunction | None = None,
+        key_fn: CallKeyFunction | None = None,
         max_semantic_chars: int | None = 1000,
         question_vars: Sequence[str] = ("query_str", "question"),
         callback_manager: CallbackManager | None = None,
@@ -190,11 +190,11 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         )
         self._llm = llm
         self._cache = build_cache(cache, embedder, guard, verifier, cache_options)
-        self._key_fn = key_fn or default_cache_key
+        self._key_fn = key_fn or default_call_key
 
     @classmethod
     def class_name(cls) -> str:
-        return "BinarySemanticCacheLLM"
+        return "CachingLLM"
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -643,7 +643,7 @@ def _assembled_completion(last: CompletionResponse, deltas: list[str]) -> Comple
     return CompletionResponse(text=_assembled_text(last, deltas), additional_kwargs=last.additional_kwargs)
 
 
-def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticCacheLLM:
+def install_llm_cache(llm: LLM | None = None, **options: Any) -> CachingLLM:
     """Wraps ``llm`` (default: the current ``Settings.llm``) and installs the wrapper as ``Settings.llm``.
 
     Call it before building indexes, query engines or chat engines: they read ``Settings.llm`` when they
@@ -651,7 +651,7 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
 
     Args:
         llm: the LLM to wrap; None wraps the LLM already set in ``Settings.llm``.
-        **options: `BinarySemanticCacheLLM` options.
+        **options: `CachingLLM` options.
 
     Raises:
         ValueError: if ``llm`` is None and no ``Settings.llm`` was set (LlamaIndex would otherwise
@@ -661,7 +661,7 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
         >>> from llama_index.core import Settings
         >>> from llama_index.core.llms import MockLLM
         >>> Settings.llm = MockLLM()
-        >>> isinstance(install_llm_cache(), BinarySemanticCacheLLM)
+        >>> isinstance(install_llm_cache(), CachingLLM)
         True
     """
     if llm is None:
@@ -669,11 +669,11 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
         llm = getattr(Settings, "_llm", None)
         if llm is None:
             raise ValueError("set Settings.llm before installing the cache, or pass llm=")
-    if isinstance(llm, BinarySemanticCacheLLM):
+    if isinstance(llm, CachingLLM):
         if options:
-            raise ValueError("Settings.llm is already a BinarySemanticCacheLLM; options would be ignored")
+            raise ValueError("Settings.llm is already a CachingLLM; options would be ignored")
         Settings.llm = llm
         return llm
-    wrapper = BinarySemanticCacheLLM(llm, **options)
+    wrapper = CachingLLM(llm, **options)
     Settings.llm = wrapper
     return wrapper

@@ -13,7 +13,7 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
-from langchain_bsc.keys import KeyFunction, default_cache_key
+from langchain_bsc.keys import PromptKeyFunction, default_prompt_key
 
 __all__ = ["BinarySemanticLLMCache"]
 
@@ -26,7 +26,7 @@ class BinarySemanticLLMCache(BaseCache):
     """A semantic LLM cache for LangChain: paraphrases of a cached prompt are answered from the cache.
 
     Drop it in with ``set_llm_cache(BinarySemanticLLMCache())`` or per model with ``cache=``. Each
-    prompt is split by ``key`` (see `default_cache_key`) into a text that is embedded and matched
+    prompt is split by ``key`` (see `default_prompt_key`) into a text that is embedded and matched
     semantically and a partition that must match exactly, together with the ``llm_string`` (the
     model and its parameters) and ``namespace``. So another model or other parameters never get this
     one's answers, and for chat models only the last human message is compared by meaning: the same
@@ -44,7 +44,7 @@ class BinarySemanticLLMCache(BaseCache):
         max_entries: capacity; the least recently used entry is evicted beyond it.
         ttl: seconds an entry lives, or None for no expiry.
         namespace: kept apart from every other namespace's entries (exact partition).
-        key: splits a prompt into `CacheKey` ``(text, partition)``; defaults to `default_cache_key`.
+        key: splits a prompt into `PromptKey` ``(text, partition)``; defaults to `default_prompt_key`.
         path: a snapshot file (see `bsc.SemanticCache`): loaded if it exists, and where `save` writes.
             Namespaces are stable hashes, so a snapshot serves the same models, conversations and
             ``namespace`` in a later process; use it with the embedding model that wrote it.
@@ -77,7 +77,7 @@ class BinarySemanticLLMCache(BaseCache):
         max_entries: int = 100_000,
         ttl: float | None = None,
         namespace: str = "default",
-        key: KeyFunction | None = None,
+        key: PromptKeyFunction | None = None,
         path: str | os.PathLike[str] | None = None,
         autosave: bool = False,
     ) -> None:
@@ -94,7 +94,7 @@ class BinarySemanticLLMCache(BaseCache):
             autosave=autosave,
         )
         self.namespace = namespace
-        self._key: KeyFunction = key if key is not None else default_cache_key
+        self._key: PromptKeyFunction = key if key is not None else default_prompt_key
         # Every bsc namespace this cache writes starts with this, so clear() can find them.
         self._prefix = f"lc:{_digest(namespace)}:"
 
