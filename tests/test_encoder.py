@@ -41,12 +41,10 @@ def test_projection_matrix_is_bit_identical_to_the_oracle() -> None:
         )
 
 
-def test_rust_equals_oracle_on_real_minilm_embeddings(minilm_path) -> None:
-    from bsc.embedders import SentenceTransformerEmbedder
-
+def test_rust_equals_oracle_on_real_minilm_embeddings(single_thread_default_embedder) -> None:
     rows = Path("benchmarks/data/prompt_pairs.tsv").read_text().splitlines()[1:]
     prompts = [line.split("\t")[0] for line in rows]
-    x = SentenceTransformerEmbedder(minilm_path).embed(prompts[:120])
+    x = single_thread_default_embedder.embed(prompts[:120])
     for bits in CODE_BITS:
         _oracle_matches(x, bits, seed=42)
 

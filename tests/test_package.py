@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import subprocess
@@ -90,3 +91,13 @@ def test_bsc_version_is_the_one_in_pyproject_and_cargo() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
     assert bsc.__version__ == pyproject["project"]["version"] == cargo["package"]["version"]
+
+
+def test_digest_is_blake2b_128_of_the_utf8_text_and_takes_only_str() -> None:
+    from bsc.digest import digest
+
+    # Namespace names and exact keys in saved snapshots are built from it: it must never change.
+    assert digest("hello").hex() == "46fb7408d4f285228f4af516ea25851b"
+    assert digest("Grüße") == hashlib.blake2b("Grüße".encode(), digest_size=16).digest()
+    with pytest.raises(TypeError, match="takes a str, got bytes"):
+        digest(b"hello")  # type: ignore[arg-type]

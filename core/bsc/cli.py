@@ -27,6 +27,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "replay a request log or a generated workload through the cache and report what it saves",
         'pip install "bsc-cache[replay]"',
     ),
+    "calibrate": (
+        "bsc.calibrate.cli",
+        "measure on your own prompts and embedder what binary codes cost and which threshold to use",
+        'pip install "bsc-cache[calibrate]"',
+    ),
 }
 
 
