@@ -475,7 +475,8 @@ class BinarySemanticCache:
         return Hit(entry.response, 1.0, 0, entry.id, entry.metadata, entry.namespace)
 
     def touch(self, id: int) -> bool:
-        """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
+        """Marks an entry as just used (LRU and diverse move it to the front, LFU counts it, SIEVE marks
+        it visited), so eviction takes it later. False if it is gone."""
         return isinstance(id, int) and 0 <= id < 2**64 and self._index.touch(id)
 
     # ---------------------------------------------------------------- persistence

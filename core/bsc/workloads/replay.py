@@ -353,8 +353,10 @@ def format_report(result: ReplayResult) -> str:
     for row in plan_table(r):
         op = ">=" if row.higher_is_better else "<"
         lines.append(
-            f"  {row.criterion:<26}{row.value:>9.1f} {row.unit:<2}"
+            f"  {row.criterion:<26}{format(row.value, '.3g'):>9} {row.unit:<2}"
             f"{op + format(row.minimum, 'g'):>10}{op + format(row.target, 'g'):>10}"
             f"{op + format(row.stretch, 'g'):>10}  {row.reached}"
         )
+    if r.embeddings == "precomputed":
+        lines.append("  (precomputed embeddings: the lookup overhead leaves out the model's time per text)")
     return "\n".join(lines)
