@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,33 @@ def test_text_cache_uses_and_keeps_the_policy(single_thread_default_embedder: ob
     assert len(cache) == 2 and cache.cache.eviction == "sieve"
     cache.save()
     assert SemanticCache(single_thread_default_embedder, path=path).cache.eviction == "sieve"
+
+
+@pytest.mark.parametrize("policy", EVICTION_POLICIES)
+def test_threads_mixing_lookups_and_updates_keep_the_capacity(policy: str) -> None:
+    cache = BinarySemanticCache(DIM, max_entries=30, eviction=policy)
+    vectors = unit_rows(200, seed=10)
+    errors: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            rng = np.random.default_rng(offset)
+            for _ in range(300):
+                v = vectors[int(rng.integers(len(vectors)))]
+                hit = cache.get(v)
+                if hit is None:
+                    cache.put(v, "answer")
+                else:
+                    assert hit.similarity > 0.99  # only its own vector is that close
+                assert len(cache) <= 30
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(cache) == 30 == len(cache._index.lru_order())
+    assert cache.stats().hits > 0 and cache.stats().evictions > 0
