@@ -11,8 +11,8 @@ Embeddings are cached in ``benchmarks/results/calibrate/embeddings/`` (keyed by 
 recomputes the measurements.
 
 Usage:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --data ../shared/data
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --limit 2000 --docs
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --docs --threads 1  # ../shared/data
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibrate_campaign.py --limit 2000   # a stratified subset
 """
 
 from __future__ import annotations
@@ -144,9 +144,12 @@ def row_of(name: str, c: Calibration, seconds: float) -> dict[str, object]:
 
 
 def print_tables(rows: list[dict[str, object]]) -> None:
-    print("\n| set | bits | binary R@10 | band | binary overlap@10 | PQ R@10 (overlap) | binary/PQ | "
-          "int8 R@10 (overlap) | two-stage agreement t=0.90 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    columns = [
+        "set", "bits", "binary R@10", "band", "binary overlap@10", "PQ R@10 (overlap)", "binary/PQ R@10",
+        "binary/PQ overlap", "int8 R@10 (overlap)", "two-stage agreement t=0.90",
+    ]  # fmt: skip
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
 
     def f(x: object) -> str:
         return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)

@@ -17,7 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def embedder(single_thread_default_embedder: object) -> object:
-    """The CLI builds the default embedder itself; this loads it once (shared process-wide) on one thread."""
+    """The CLI's ``local`` embedder is this process-wide default; the fixture loads it once."""
     return single_thread_default_embedder
 
 
@@ -157,7 +157,7 @@ def test_unknown_embedder_and_missing_file_are_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["calibrate", "--demo", "--embedder", "word2vec", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown embedder 'word2vec': expected one of local" in capsys.readouterr().err
+    assert "unknown embedder 'word2vec': expected one of local (bsc's default)" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["calibrate"]) == 2
@@ -203,3 +203,10 @@ def test_prompts_are_read_from_text_lines_or_json_lines_with_prompt_or_messages(
     )
     with pytest.raises(ValueError, match=r"p\.jsonl:2: 'messages' has no user message"):
         load_prompts(jsonl)
+
+
+def test_the_shipped_demo_pairs_are_the_benchmark_prompt_pairs() -> None:
+    from bsc.calibrate import load_pairs
+
+    # One labelled set, two places (the package must ship it; the benchmarks read the repository's copy).
+    assert demo_pairs() == load_pairs(Path(__file__).parents[1] / "benchmarks" / "data" / "prompt_pairs.tsv")

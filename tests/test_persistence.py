@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import struct
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -149,13 +150,17 @@ def test_load_equals_the_saved_cache_in_every_observable_way(
     assert observable(loaded) == observable(cache)
 
 
-def test_saving_twice_writes_identical_files_and_index_only_load_matches(tmp_path: Path) -> None:
+def test_saving_twice_writes_identical_files_and_index_only_load_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = FakeClock()
     ops = [("put", i, f"r{i}", ["a", "b"][i % 2], {"i": i}) for i in range(15)] + [("delete", 3)]
     cache = build(ops, code_bits=256, rerank=3, ttl=None, clock=clock)
+    # The wall-clock time of the save is in the header; frozen, nothing else may differ.
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
     save(cache, tmp_path / "one.bsc")
     save(cache, tmp_path / "two.bsc")
-    # Only the save time differs between the two files; the index parts are the same.
+    assert (tmp_path / "one.bsc").read_bytes() == (tmp_path / "two.bsc").read_bytes()
     assert read_index(tmp_path / "one.bsc").to_parts()[0] == cache._index.to_parts()[0]
     for mine, theirs in zip(
         read_index(tmp_path / "two.bsc").to_parts()[1:], cache._index.to_parts()[1:], strict=True

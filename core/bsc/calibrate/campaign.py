@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bsc.cache import DEFAULT_THRESHOLD
 from bsc.calibrate.inputs import CalibrationInputError, LabelledPair
 from bsc.calibrate.labelled import (
     CurvePoint,
@@ -55,6 +54,7 @@ __all__ = [
     "Calibration",
     "CodeSize",
     "calibrate",
+    "embed_all",
     "pq_band",
     "recall_band",
 ]
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BITS = (64, 128, 256, 512, 1024)
 AGREEMENT_THRESHOLDS = (0.80, 0.85, 0.90, 0.95)
 #: The code-size rule: the smallest size whose two-stage cache decides like exact float search on at
-#: least this share of lookups at the default threshold.
+#: least this share of lookups at every threshold in `AGREEMENT_THRESHOLDS`.
 AGREEMENT_TARGET = 0.99
 _EMBED_BATCH = 64
 #: Retrieval and agreement are measured over at most this many prompts as queries (a seeded sample),
@@ -99,7 +99,8 @@ class Bands:
 
 @dataclass(frozen=True, slots=True)
 class CodeSize:
-    """The code size the rule picked from the prompts alone (see `AGREEMENT_TARGET`)."""
+    """The code size the rule picked from the prompts alone (see `AGREEMENT_TARGET`), with its lowest
+    agreement over the thresholds measured and the threshold where that occurred."""
 
     bits: int
     agreement: float
@@ -181,28 +182,21 @@ def embed_all(embedder: Embedder, texts: list[str], progress: bool) -> F32:
 
 
 def _code_size(agreement: list[Agreement], bits: Sequence[int]) -> CodeSize:
-    at_default = {
-        a.bits: a.agreement for a in agreement if a.mode == "two-stage" and a.threshold == DEFAULT_THRESHOLD
+    worst = {
+        b: min((a for a in agreement if a.mode == "two-stage" and a.bits == b), key=lambda a: a.agreement)
+        for b in bits
     }
+    span = f"{min(AGREEMENT_THRESHOLDS):.2f}-{max(AGREEMENT_THRESHOLDS):.2f}"
     for b in sorted(bits):
-        if at_default[b] >= AGREEMENT_TARGET:
-            return CodeSize(
-                b,
-                at_default[b],
-                DEFAULT_THRESHOLD,
-                True,
+        if worst[b].agreement >= AGREEMENT_TARGET:
+            reason = (
                 f"smallest code whose two-stage decisions equal exact float search's on >= "
-                f"{AGREEMENT_TARGET:.0%} of lookups at threshold {DEFAULT_THRESHOLD}",
+                f"{AGREEMENT_TARGET:.0%} of lookups at every threshold {span}"
             )
-    best = max(sorted(bits), key=lambda b: at_default[b])
-    return CodeSize(
-        best,
-        at_default[best],
-        DEFAULT_THRESHOLD,
-        False,
-        f"no code size reaches {AGREEMENT_TARGET:.0%} agreement at threshold {DEFAULT_THRESHOLD}; "
-        "this one agrees most",
-    )
+            return CodeSize(b, worst[b].agreement, worst[b].threshold, True, reason)
+    best = max(sorted(bits), key=lambda b: worst[b].agreement)
+    reason = f"no code size reaches {AGREEMENT_TARGET:.0%} agreement at every threshold {span}; the best"
+    return CodeSize(best, worst[best].agreement, worst[best].threshold, False, reason)
 
 
 def calibrate(

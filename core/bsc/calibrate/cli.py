@@ -23,25 +23,34 @@ __all__ = ["add_arguments", "limit_threads", "make_embedder", "run"]
 
 logger = logging.getLogger(__name__)
 
-EMBEDDERS = "local[:MODEL_DIR_OR_NAME], onnx[:MODEL_DIR], openai[:MODEL], ollama[:MODEL]"
+EMBEDDERS = (
+    "local (bsc's default), onnx[:MODEL_DIR], sentence-transformers[:MODEL], openai[:MODEL], ollama[:MODEL]"
+)
 
 
 def make_embedder(spec: str) -> Embedder:
-    """The embedder named by ``spec`` (``kind[:model]``, see `EMBEDDERS`); ``local`` is bsc's default.
+    """The embedder named by ``spec`` (``kind[:model]``, see `EMBEDDERS`): ``local`` is
+    `bsc.embedders.default_embedder()` (all-MiniLM-L6-v2 on onnxruntime, offline), ``onnx:DIR`` another
+    model directory on onnxruntime, ``sentence-transformers[:MODEL]`` the torch runtime (the ``torch``
+    extra), ``openai`` and ``ollama`` the API embedders.
 
     Raises:
         ValueError: an unknown kind.
         ImportError: the kind's optional dependencies are missing.
     """
     kind, _, model = spec.partition(":")
-    if kind == "local":
-        from bsc.embedders import SentenceTransformerEmbedder
+    if kind == "local" and not model:
+        from bsc.embedders import default_embedder
 
-        return SentenceTransformerEmbedder(model or None)
+        return default_embedder()
     if kind == "onnx":
         from bsc.embedders import OnnxEmbedder
 
         return OnnxEmbedder(model or None)
+    if kind == "sentence-transformers":
+        from bsc.embedders import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(model or None)
     if kind == "openai":
         from bsc.embedders import OpenAIEmbedder
 
@@ -54,17 +63,15 @@ def make_embedder(spec: str) -> Embedder:
 
 
 def limit_threads(threads: int) -> None:
-    """Caps the threads of torch, faiss (OpenMP) and the BLAS under numpy for the rest of the process.
+    """Caps the threads of torch (if it is in use), faiss (OpenMP) and the BLAS under numpy for the rest
+    of the process. (bsc's default embedder runs onnxruntime on one thread already.)
 
     On a machine shared with other busy processes, these pools spin against each other: measured on a
     loaded 2-core machine, training and searching PQ on 2,000 prompts took 41 s with faiss's default
     threads and 5 s with one, and numpy's SVD 11.9 s against 0.5 s.
     """
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
+    torch = sys.modules.get("torch")  # only if an embedder loaded it: importing torch costs seconds
+    if torch is not None:
         torch.set_num_threads(threads)
     try:
         import faiss
@@ -171,14 +178,14 @@ def run(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401  (checked before the long run, imported for real in report)
         except ImportError:
             return _fail('plots need matplotlib: pip install "bsc-cache[calibrate]" (or pass --no-plots)')
-    if args.threads is not None:
-        if args.threads < 1:
-            return _fail(f"--threads must be a positive number of threads, got {args.threads}")
-        limit_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        return _fail(f"--threads must be a positive number of threads, got {args.threads}")
     try:
         embedder = make_embedder(args.embedder)
     except (ValueError, ImportError) as exc:
         return _fail(str(exc))
+    if args.threads is not None:
+        limit_threads(args.threads)
     try:
         result = calibrate(
             prompts,

@@ -47,6 +47,7 @@ __all__ = [
     "curve",
     "hits_needed",
     "pair_decisions",
+    "pairs_needed_without_labels",
     "recommend",
     "wilson",
 ]

@@ -38,6 +38,7 @@ from bsc.calibrate.metrics import F32, I64, Retrieval, retrieval, top_k
 __all__ = [
     "Agreement",
     "QuantizerRow",
+    "Skipped",
     "binary_codes",
     "binary_neighbours",
     "compare_at_equal_memory",

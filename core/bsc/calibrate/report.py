@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bsc.calibrate.campaign import AGREEMENT_TARGET, Calibration
+from bsc.calibrate.campaign import Calibration
 from bsc.calibrate.labelled import CurvePoint, Recommendation
 
 __all__ = ["PLOTS", "markdown", "summary", "write_report"]
@@ -263,8 +263,8 @@ def _code_size_lines(c: Calibration) -> list[str]:
     lines = [
         "## Code size from the prompts alone",
         "",
-        f"**{s.bits} bits** ({s.bits // 8} bytes a code): {s.reason} (agreement {s.agreement:.3f}; target "
-        f"{AGREEMENT_TARGET:.0%}). Agreement falls as the cache grows: measure with about as many prompts "
+        f"**{s.bits} bits** ({s.bits // 8} bytes a code): {s.reason} (lowest: {s.agreement:.3f} at "
+        f"t={s.threshold:.2f}). Agreement falls as the cache grows: measure with about as many prompts "
         "as the cache will hold.",
     ]
     if c.recommendation is not None and c.recommendation.point is not None:

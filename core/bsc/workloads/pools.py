@@ -8,8 +8,8 @@ A workload generator draws its topics from a pool. Two sources:
   near-miss of the other's group;
 - a *groups* file, JSON lines with ``prompt`` and ``group``.
 
-bsc ships a copy of the repository's prompt pairs (`builtin_pool`), so `bsc replay` works offline from
-an installed wheel.
+`builtin_pool` reads the copy of the repository's prompt pairs that bsc ships for ``bsc calibrate``, so
+`bsc replay` works offline from an installed wheel.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def builtin_pool() -> Pool:
         >>> len(builtin_pool()) > 100
         True
     """
-    with as_file(files("bsc.workloads").joinpath("prompt_pairs.tsv")) as path:
+    with as_file(files("bsc.calibrate").joinpath("demo_pairs.tsv")) as path:
         return _from_pairs(_read_pairs(path), "prompts")
 
 
