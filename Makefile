@@ -71,6 +71,7 @@ bench: install
 	$(PY) benchmarks/bench_persistence.py
 	$(PY) benchmarks/bench_embed.py --threads 1
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/replay.py --plots docs
 
 clean:
 	rm -rf $(VENV) target

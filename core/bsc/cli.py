@@ -28,6 +28,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
         'pip install "./integrations/langchain_bsc[demo]" (from a bsc checkout)',
     ),
+    "replay": (
+        "bsc.workloads.cli",
+        "replay a request log or a generated workload through the cache and report what it saves",
+        'pip install "bsc-cache[replay]"',
+    ),
     "calibrate": (
         "bsc.calibrate.cli",
         "measure on your own prompts and embedder what binary codes cost and which threshold to use",
