@@ -280,8 +280,8 @@ class SemanticCache:
             return None
         entry = self.cache.entry(entry_id)
         stored = None if entry is None or entry.metadata is None else entry.metadata.get("prompt")
-        # The id may be stale (evicted, expired, deleted) or, after 256 reuses of its slot, name a later
-        # entry: only an entry stored for this very prompt answers it.
+        # The id may be stale (evicted, expired, deleted); ids carry a 40-bit generation, so a stale one
+        # names no later entry, and the prompt check below makes sure an exact hit is this very prompt.
         if (
             entry is None
             or entry.namespace != namespace
