@@ -167,7 +167,7 @@ def test_a_dim_beyond_the_limit_is_a_value_error_before_anything_is_allocated(ru
             try:
                 make()
             except ValueError as exc:
-                print("ValueError", "at most 65536" in str(exc))
+                print("ValueError", "65536" in str(exc))
         """
     )
     assert out.split() == ["ValueError", "True"] * 2

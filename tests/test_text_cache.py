@@ -290,3 +290,16 @@ def test_the_memo_does_not_keep_the_embedders_batch_arrays_alive() -> None:
 def test_a_bad_memo_size_is_refused_at_construction(memo_size: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="memo_size"):
         SemanticCache(_CheapEmbedder(), memo_size=memo_size)  # type: ignore[arg-type]
+
+
+def test_one_set_of_counters_the_vector_layer_counts_text_level_lookups(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder)
+    cache.update("What is the capital of France?", "Paris")
+    assert cache.lookup("Which city is the capital of France?") is not None  # semantic hit
+    assert cache.lookup("What is the capital of France?") is not None  # exact hit
+    assert cache.lookup("How do I bake sourdough bread?") is None  # miss after a search
+    assert cache.lookup("anything", namespace="empty") is None  # miss without a search
+    s = cache.stats()
+    assert (s.cache.hits, s.cache.misses) == (2, 2)  # was (0, 0): the text path only searched
+    assert (s.exact_hits, s.semantic_hits, s.misses, s.hit_rate) == (1, 1, 2, 0.5)
+    assert s.hit_rate == s.cache.hit_rate

@@ -74,6 +74,10 @@ class Hit:
 class CacheStats:
     """Counters and sizes of a cache (a snapshot).
 
+    ``hits`` and ``misses`` count every lookup: `BinarySemanticCache.get` and each lookup of a
+    `SemanticCache` over this cache (exact or semantic); ``search`` alone counts nothing. They are saved
+    with a snapshot, like ``evictions`` and ``expirations``.
+
     ``index_bytes`` is what the live entries occupy (code, id, LRU/position slot, expiry when on:
     52 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
     slots; ``vector_bytes`` is the int8 rerank copies (``dim`` bytes an entry). ``bytes_per_entry`` is
@@ -386,15 +390,20 @@ class BinarySemanticCache:
             TypeError / ValueError: as for ``put``.
         """
         hits = self.search(embedding, namespace=namespace, k=1)
-        with self._stats_lock:
-            if hits:
-                self._hits += 1
-            else:
-                self._misses += 1
+        self.record_lookup(bool(hits))
         if hits:
             self._index.touch(hits[0].id)
             return hits[0]
         return None
+
+    def record_lookup(self, hit: bool) -> None:
+        """Counts one lookup in `stats` as a hit or a miss: `get` does, and so does a layer above that
+        decides hits itself from `search` (`SemanticCache`), so the counters cover every lookup."""
+        with self._stats_lock:
+            if hit:
+                self._hits += 1
+            else:
+                self._misses += 1
 
     def search(self, embedding: npt.ArrayLike, *, namespace: str = "default", k: int = 5) -> list[Hit]:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a

@@ -613,7 +613,7 @@ def _read_snapshot(path: str, *, index_only: bool = False) -> tuple[_Header, mem
         header = _parse_header(head, before.st_size)
         offset, length, _ = header.sections[_INDEX_SECTIONS[-1]]
         end = offset + length if index_only else before.st_size
-        view = memoryview(bytearray(end))
+        view = np.empty(end, dtype=np.uint8).data  # not zero-filled: every byte is read into
         view[:_TABLE_END] = head
         got = _TABLE_END
         while got < end:
@@ -879,7 +879,8 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
         raise CacheFormatError(f"section metadata: expected a JSON array of {handles} items")
     frozen: list[Mapping[str, Any] | None] = metas
     if flat:
-        if sum(type(m) is FrozenDict for m in metas) + metas.count(None) != handles:
+        nulls = metas.count(None)
+        if nulls != handles and sum(type(m) is FrozenDict for m in metas) + nulls != handles:
             raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
     elif metas.count(None) != handles:
         try:

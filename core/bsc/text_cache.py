@@ -45,9 +45,11 @@ _EXACT_SLACK = 1024
 class SemanticCacheStats:
     """Counters of a text-level cache (a snapshot).
 
-    The hit/miss counters here are the text-level ones. ``cache`` holds the underlying
-    `BinarySemanticCache`'s stats for its sizes and evictions; its own ``hits``/``misses`` count only
-    direct ``get`` calls, which the text-level cache does not make (it searches, then applies the guard).
+    There is one set of lookup counters: the underlying `BinarySemanticCache`'s, which every lookup here
+    updates. ``misses`` and ``hit_rate`` are those (``cache.misses``, ``cache.hit_rate``, so they include
+    direct ``get`` calls on ``cache`` and survive a save and load); ``exact_hits`` and ``semantic_hits``
+    split this process's text-level hits by how they were found. ``cache`` holds the underlying stats
+    (sizes, evictions).
     """
 
     exact_hits: int
@@ -156,7 +158,7 @@ class SemanticCache:
         self._exact: dict[str, dict[bytes, int]] = {}
         self._exact_keys = 0
         self._lock = threading.Lock()
-        self._exact_hits = self._semantic_hits = self._misses = 0
+        self._exact_hits = self._semantic_hits = 0
         self._guard_rejections = self._verifier_rejections = 0
         self._embed_seconds = self._search_seconds = 0.0
         self._embedded = 0
@@ -266,8 +268,7 @@ class SemanticCache:
 
     def _miss(self) -> None:
         """Counts a lookup answered without a search (an empty namespace)."""
-        with self._lock:
-            self._misses += 1
+        self.cache.record_lookup(False)
 
     def _exact_hit(self, text: str, namespace: str) -> Hit | None:
         table = self._exact.get(namespace)
@@ -279,8 +280,8 @@ class SemanticCache:
             return None
         entry = self.cache.entry(entry_id)
         stored = None if entry is None or entry.metadata is None else entry.metadata.get("prompt")
-        # The id may be stale (evicted, expired, deleted) or, after 256 reuses of its slot, name a later
-        # entry: only an entry stored for this very prompt answers it.
+        # The id may be stale (evicted, expired, deleted); ids carry a 40-bit generation, so a stale one
+        # names no later entry, and the prompt check below makes sure an exact hit is this very prompt.
         if (
             entry is None
             or entry.namespace != namespace
@@ -295,6 +296,7 @@ class SemanticCache:
         self.cache.touch(entry_id)
         with self._lock:
             self._exact_hits += 1
+        self.cache.record_lookup(True)
         return self._text_hit(entry, exact=True)
 
     def _semantic_hit(self, text: str, vector: npt.NDArray[np.float32], namespace: str) -> Hit | None:
@@ -324,10 +326,9 @@ class SemanticCache:
             self._search_seconds += elapsed
             self._guard_rejections += guard_rejections
             self._verifier_rejections += verifier_rejections
-            if chosen is None:
-                self._misses += 1
-            else:
+            if chosen is not None:
                 self._semantic_hits += 1
+        self.cache.record_lookup(chosen is not None)
         return chosen
 
     @staticmethod
@@ -444,13 +445,11 @@ class SemanticCache:
         """Exact and semantic hits, misses, guard/verifier rejections, time embedding vs searching."""
         cache = self.cache.stats()
         with self._lock:
-            hits = self._exact_hits + self._semantic_hits
-            lookups = hits + self._misses
             return SemanticCacheStats(
                 exact_hits=self._exact_hits,
                 semantic_hits=self._semantic_hits,
-                misses=self._misses,
-                hit_rate=hits / lookups if lookups else 0.0,
+                misses=cache.misses,
+                hit_rate=cache.hit_rate,
                 guard_rejections=self._guard_rejections,
                 verifier_rejections=self._verifier_rejections,
                 embed_seconds=self._embed_seconds,
