@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ import numpy.typing as npt
 from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response
 from bsc.embedders import Embedder, default_embedder
 from bsc.guard import FalseHitGuard
+
+if TYPE_CHECKING:
+    from bsc.store import RedisStore
 
 __all__ = ["SemanticCache", "SemanticCacheStats", "Verifier"]
 
@@ -89,12 +92,18 @@ class SemanticCache:
             the embedder and the options given; threshold, max_entries and clock apply), and the default
             target of `save`.
         autosave: also save to ``path`` when the interpreter exits.
+        redis_url: share this cache with every process that uses the same Redis (see `bsc.store`):
+            Redis holds the entries, this process a replica it searches locally. Shorthand for
+            ``store=RedisStore(redis_url)``.
+        store: a configured `bsc.store.RedisStore` (cache name, ``fail_open``, ...) to share through.
         **cache_options: passed to `BinarySemanticCache` (threshold, code_bits, seed, max_entries, ttl,
             rerank, clock).
 
     Raises:
         bsc.CacheFormatError: ``path`` exists but is not a valid snapshot.
-        ValueError: the snapshot's settings differ from the embedder's dim or the options given.
+        ValueError: the snapshot's settings differ from the embedder's dim or the options given; both
+            a path and a Redis store were given; the shared cache in Redis has other settings.
+        bsc.store.StoreUnavailableError: Redis is unreachable and the store does not fail open.
 
     Example:
         >>> cache = SemanticCache()
@@ -112,13 +121,26 @@ class SemanticCache:
         memo_size: int = 1024,
         path: str | os.PathLike[str] | None = None,
         autosave: bool = False,
+        redis_url: str | None = None,
+        store: RedisStore | None = None,
         **cache_options: Any,
     ) -> None:
         self.embedder: Embedder = embedder if embedder is not None else default_embedder()
         if autosave and path is None:
             raise ValueError("autosave needs a path to save to")
+        if redis_url is not None and store is not None:
+            raise ValueError("give redis_url or store, not both")
+        if (redis_url is not None or store is not None) and path is not None:
+            raise ValueError("a shared cache lives in Redis: give a path or a Redis store, not both")
         self.path = None if path is None else os.fspath(path)
-        if self.path is not None and os.path.exists(self.path):
+        if redis_url is not None or store is not None:
+            from bsc.store import RedisStore
+
+            shared = store if store is not None else RedisStore(redis_url)
+            self.cache: BinarySemanticCache = shared.open(
+                self.embedder.dim, model=self.embedder.name, **cache_options
+            )
+        elif self.path is not None and os.path.exists(self.path):
             self.cache = _load_cache(self.path, self.embedder.dim, cache_options)
         else:
             self.cache = BinarySemanticCache(self.embedder.dim, **cache_options)
@@ -140,7 +162,10 @@ class SemanticCache:
         self._guard_rejections = self._verifier_rejections = 0
         self._embed_seconds = self._search_seconds = 0.0
         self._embedded = 0
-        if len(self.cache):
+        subscribe = getattr(self.cache, "subscribe", None)
+        if subscribe is not None:  # a shared cache: other processes' prompts join the exact table too
+            subscribe(self._remember_exact)
+        elif len(self.cache):
             self._exact = _exact_table(self.cache)
         if autosave:
             atexit.register(_autosave, weakref.ref(self))
@@ -372,19 +397,36 @@ class SemanticCache:
         for entry, long in zip(stored, too_long, strict=True):
             if long:
                 entry["exact_only"] = True
+        keys = [_exact_key(t) for t in texts]
+        with self._lock:  # read before the put: a shared cache's listener records the new ids at once
+            table = self._exact.setdefault(namespace, {})
+            before = {k: table.get(k) for k in keys}
         ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
+        replaced = []
         with self._lock:
             table = self._exact.setdefault(namespace, {})
-            for text, new_id in zip(texts, ids, strict=True):
-                key = _exact_key(text)
-                old = table.get(key)
-                table[key] = new_id
+            for key, new_id in zip(keys, ids, strict=True):
+                old = before[key]
+                before[key] = table[key] = new_id
                 if old is not None and old != new_id:
-                    self.cache.delete(old)
+                    replaced.append(old)
             # Evicted entries leave stale ids behind; sweep once they could outnumber the live ones.
             if len(table) > 2 * max(self.cache.namespace_len(namespace), 1024):
                 self._exact[namespace] = {k: v for k, v in table.items() if v in self.cache}
+        for old in replaced:  # outside the lock: a shared cache's delete applies changes (and listeners)
+            self.cache.delete(old)
         return ids
+
+    def _remember_exact(
+        self, namespace: str, ids: list[int], metadata: list[Mapping[str, Any] | None]
+    ) -> None:
+        """Adds entries a shared cache's replica received (from any process) to the exact-text table."""
+        with self._lock:
+            table = self._exact.setdefault(namespace, {})
+            for entry_id, meta in zip(ids, metadata, strict=True):
+                prompt = None if meta is None else meta.get("prompt")
+                if isinstance(prompt, str):
+                    table[_exact_key(prompt)] = entry_id
 
     # ---------------------------------------------------------------- the rest
     def clear(self, namespace: str | None = None) -> None:
