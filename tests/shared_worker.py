@@ -18,7 +18,6 @@ import sys
 import time
 
 import numpy as np
-
 from bsc.store import RedisStore, ReplicatedCache
 
 DIM = 16

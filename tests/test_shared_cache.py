@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from bsc import SemanticCache
 from bsc.store import RedisStore, ReplicatedCache, StoreUnavailableError, redact_url
 
