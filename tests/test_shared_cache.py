@@ -353,3 +353,42 @@ def test_urls_are_checked_and_passwords_never_shown() -> None:
         assert RedisStore().url == "redis://127.0.0.1:1/0"
     finally:
         del os.environ["BSC_REDIS_URL"]
+
+
+# ---------------------------------------------------------------- integrations
+def test_langchain_caches_share_through_redis_and_fail_open(
+    redis_server: Any, single_thread_default_embedder: Any
+) -> None:
+    from langchain_bsc import BinarySemanticLLMCache
+    from langchain_core.outputs import Generation
+
+    a = BinarySemanticLLMCache(redis_url=redis_server.url)
+    b = BinarySemanticLLMCache(redis_url=redis_server.url)
+    a.update("What is the capital of France?", "model=x", [Generation(text="Paris")])
+    b._cache.cache.sync()
+    assert b.lookup("Which city is the capital of France?", "model=x")[0].text == "Paris"
+    assert b.lookup("Which city is the capital of France?", "model=y") is None
+    redis_server.stop()
+    a.update("What is 2 + 2?", "model=x", [Generation(text="4")])  # Redis down: never raises
+    assert a.lookup("What is 2 + 2?", "model=x")[0].text == "4"
+    a.clear()
+    assert b.lookup("What is the capital of France?", "model=x")[0].text == "Paris"
+    for cache in (a, b):
+        cache._cache.cache.close()
+
+
+def test_llamaindex_wrappers_share_through_redis(
+    redis_server: Any, single_thread_default_embedder: Any
+) -> None:
+    from llama_index.core.llms import MockLLM
+    from llamaindex_bsc import BinarySemanticCacheLLM
+
+    a = BinarySemanticCacheLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
+    b = BinarySemanticCacheLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
+    answer = a.complete("What is the capital of France?").text
+    b.cache.cache.sync()
+    assert len(b.cache) == 1
+    assert b.complete("What is the capital of France?").text == answer
+    assert b.cache.stats().exact_hits == 1
+    for llm in (a, b):
+        llm.cache.cache.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
 from bsc.embedders import LangChainEmbedder
+from bsc.store import RedisStore
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
@@ -49,6 +50,9 @@ class BinarySemanticLLMCache(BaseCache):
             Namespaces are stable hashes, so a snapshot serves the same models, conversations and
             ``namespace`` in a later process; use it with the embedding model that wrote it.
         autosave: also save to ``path`` when the interpreter exits.
+        redis_url: share the cache with every worker and replica that uses this Redis (see
+            `bsc.store`); lookups stay local. Fails open: with Redis down it keeps serving locally
+            and logs one warning, never failing an LLM call.
 
     Raises:
         TypeError: if ``embedding`` is not a LangChain ``Embeddings``.
@@ -80,6 +84,7 @@ class BinarySemanticLLMCache(BaseCache):
         key: KeyFunction | None = None,
         path: str | os.PathLike[str] | None = None,
         autosave: bool = False,
+        redis_url: str | None = None,
     ) -> None:
         if embedding is not None and not isinstance(embedding, Embeddings):
             raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
@@ -92,6 +97,7 @@ class BinarySemanticLLMCache(BaseCache):
             ttl=ttl,
             path=path,
             autosave=autosave,
+            store=None if redis_url is None else RedisStore(redis_url, fail_open=True),
         )
         self.namespace = namespace
         self._key: KeyFunction = key if key is not None else default_cache_key
