@@ -17,8 +17,10 @@ per-namespace entry hashes are built from the prefix inside the scripts, on that
 - ``bsc:{name}:exp``    sorted set: uid -> deadline, for entries with a TTL.
 - ``bsc:{name}:log``    stream of events, trimmed to about ``stream_len`` events. Every event has
   ``s`` (seq), ``e`` (epoch), ``o`` (``p`` put, ``d`` delete, ``c`` clear a namespace, ``C`` clear all),
-  ``n`` (namespace), ``x`` (comma-separated uids removed); a put also has one field per new entry,
-  uid -> packed entry, so a replica applies it without reading anything else.
+  ``n`` (namespace), ``x`` (comma-separated uids removed); a put also has ``u``, the new uids. A
+  replica reads their packed entries from the hash: an entry never changes under its uid (a new put
+  gets a new uid), so reading it after the event is safe, and one missing by then was removed by a
+  later event. The stream thus stays small (about 100 bytes an event) whatever the entries weigh.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ if over > 0 then
 end
 local last = redis.call('HINCRBY', meta, 'next', n)
 local key = prefix .. 'e:' .. nsnum
-local uids, extra, scores = {}, {}, {}
+local uids, scores = {}, {}
 for i = 1, n do
   local uid = nsnum .. ':' .. (last - n + i)
   local deadline, blob = tonumber(ARGV[6 + 2 * i]), ARGV[7 + 2 * i]
@@ -112,11 +114,9 @@ for i = 1, n do
   scores[#scores + 1] = uid
   if deadline > 0 then redis.call('ZADD', exp, deadline, uid) end
   uids[i] = uid
-  extra[#extra + 1] = uid
-  extra[#extra + 1] = blob
 end
 redis.call('ZADD', lru, unpack(scores))
-local id, seq = emit(maxlen, 'p', ns, removed, extra)
+local id, seq = emit(maxlen, 'p', ns, removed, {'u', table.concat(uids, ',')})
 return {epoch, seq, id, table.concat(uids, ',')}
 """
 )

@@ -83,8 +83,9 @@ class RedisStore:
             the same name share entries; every key is ``bsc:{name}:...``.
         fail_open: when Redis is unreachable, keep serving and storing locally (one warning; writes
             counted as lost) instead of raising `StoreUnavailableError`.
-        stream_len: about how many change events Redis keeps; a replica that falls further behind
-            rebuilds from the entries.
+        stream_len: about how many change events Redis keeps (a put event carries its entries, so
+            this bounds the stream's memory); a replica that falls further behind rebuilds from the
+            entries.
         touch_interval: seconds between a process's batched updates of the global LRU order.
         timeout: seconds for connecting and for each command.
         client: an already made ``redis`` client to use instead of ``url`` (for custom setups).
@@ -104,7 +105,7 @@ class RedisStore:
         *,
         name: str = "default",
         fail_open: bool = False,
-        stream_len: int = 100_000,
+        stream_len: int = 10_000,
         touch_interval: float = 1.0,
         timeout: float = 5.0,
         client: Any = None,
@@ -250,6 +251,21 @@ class RedisStore:
                 yield [(_text(uid), blob) for uid, blob in batch.items()]
             if int(cursor) == 0:
                 return
+
+    def fetch(self, uids: Sequence[str]) -> dict[str, bytes]:
+        """The packed entries of ``uids`` that still exist (one pipelined HMGET per namespace)."""
+        by_namespace: dict[str, list[str]] = {}
+        for uid in uids:
+            by_namespace.setdefault(uid.split(":", 1)[0], []).append(uid)
+        with self._calling():
+            pipe = self._client.pipeline(transaction=False)
+            for number, group in by_namespace.items():
+                pipe.hmget(f"{self._prefix}e:{number}", group)
+            replies = pipe.execute()
+        found: dict[str, bytes] = {}
+        for group, blobs in zip(by_namespace.values(), replies, strict=True):
+            found.update((uid, blob) for uid, blob in zip(group, blobs, strict=True) if blob is not None)
+        return found
 
     def read(self, after: str, *, block: float | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
         """Events after stream id ``after``, waiting up to ``block`` seconds for the first one."""

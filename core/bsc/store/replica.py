@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 #: ``listener(namespace, ids, metadata)``: entries a replica has just added (see `ReplicatedCache.subscribe`).
 PutListener = Callable[[str, list[int], list[Mapping[str, Any] | None]], None]
 
-_EVENT_FIELDS = frozenset({b"s", b"e", b"o", b"n", b"x"})
 # Rows a put script takes at once: a script blocks Redis while it runs, so batches stay short.
 _PUT_CHUNK = 500
 _RECENT = 65_536
@@ -345,6 +344,10 @@ class ReplicatedCache(BinarySemanticCache):
 
     def _apply(self, events: list[tuple[str, dict[bytes, bytes]]]) -> None:
         """Applies events in stream order (caller holds ``_sync``)."""
+        put = [
+            u for _, f in events if f.get(b"o") == b"p" and f.get(b"u") for u in f[b"u"].decode().split(",")
+        ]
+        blobs = self.store.fetch(put) if put else {}
         for stream_id, fields in events:
             try:
                 seq, epoch, op = int(fields[b"s"]), fields[b"e"].decode(), fields[b"o"]
@@ -369,9 +372,8 @@ class ReplicatedCache(BinarySemanticCache):
             for uid in removed.split(",") if removed else ():
                 self._drop_uid(uid)
             if op == b"p":
-                self._insert_packed(
-                    namespace, [(k.decode(), v) for k, v in fields.items() if k not in _EVENT_FIELDS]
-                )
+                new = fields.get(b"u", b"").decode()
+                self._insert_packed(namespace, [(u, blobs[u]) for u in new.split(",") if u in blobs])
             elif op == b"c":
                 self._clear_local(namespace)
             elif op == b"C":
