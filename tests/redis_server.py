@@ -20,9 +20,10 @@ class RedisServer:
 
     binary = shutil.which("redis-server")
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, monitor: int | None = None) -> None:
         self.directory = directory
         self.port = _free_port()
+        self.monitor = monitor
         self.password = password
         auth = "" if password is None else f":{password}@"
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -30,9 +31,15 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         assert self.binary is not None
+        sentinel: list[str] = []
+        if self.monitor is not None:  # a Sentinel watching the server on port `monitor` as "mymaster"
+            config = self.directory / f"sentinel-{self.port}.conf"
+            config.write_text(f"sentinel monitor mymaster 127.0.0.1 {self.monitor} 1\n")
+            sentinel = [str(config), "--sentinel"]
         self._process = subprocess.Popen(
             [
                 self.binary,
+                *sentinel,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),

@@ -392,3 +392,20 @@ def test_llamaindex_wrappers_share_through_redis(
     assert b.cache.stats().exact_hits == 1
     for llm in (a, b):
         llm.cache.cache.close()
+
+
+def test_a_sentinel_url_finds_the_master(tmp_path: Path, redis_server: Any) -> None:
+    from redis_server import RedisServer
+
+    sentinel = RedisServer(tmp_path, monitor=redis_server.port).start()
+    try:
+        a = RedisStore(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0").open(DIM)
+        b = RedisStore(redis_server.url).open(DIM)  # the master itself: the same cache
+        x = pool()
+        a.put(x[0], "via sentinel")
+        b.sync()
+        assert b.get(x[0]).response == "via sentinel"
+        a.close()
+        b.close()
+    finally:
+        sentinel.stop()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore", "StoreUnavailableError", "redact_url"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-_SCAN_COUNT = 2000
+_SCAN_COUNT = 10_000
 # Events a replica reads in one go; small enough for one reply, large enough to catch up fast.
 _READ_COUNT = 1000
 

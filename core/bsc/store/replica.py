@@ -23,12 +23,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bsc.cache import BinarySemanticCache, Hit, Response
+from bsc.cache import BinarySemanticCache, Hit, Response, _check_namespace
 from bsc.persistence import CacheFormatError
 from bsc.store.codec import DecodedRows, decode_entries, encode_entry
 from bsc.store.redis_store import RedisStore, StoreUnavailableError
@@ -44,6 +45,7 @@ PutListener = Callable[[str, list[int], list[Mapping[str, Any] | None]], None]
 _PUT_CHUNK = 500
 _RECENT = 65_536
 _NO_ID = -1
+_NOTHING: Mapping[str, bytes] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,7 @@ class ReplicatedCache(BinarySemanticCache):
             return self._local_only(namespace, codes, q8, q8_norms, responses, frozen, expires)
         uids: list[str] = []
         target: tuple[str, int] | None = None
+        written: dict[str, bytes] = {}
         chunk = min(_PUT_CHUNK, self.max_entries)
         try:
             for start in range(0, len(blobs), chunk):
@@ -193,6 +196,7 @@ class ReplicatedCache(BinarySemanticCache):
                     self.max_entries,
                     [(deadline, b) for b in blobs[start : start + chunk]],
                 )
+                written.update(zip(result.uids, blobs[start : start + chunk], strict=True))
                 uids += result.uids
                 target = (result.epoch, result.seq)
         except StoreUnavailableError as exc:
@@ -201,7 +205,7 @@ class ReplicatedCache(BinarySemanticCache):
                 raise
             return self._local_only(namespace, codes, q8, q8_norms, responses, frozen, expires)
         if target is not None:
-            self._catch_up(*target)
+            self._catch_up(*target, written)
         return [self._by_uid.get(u, self._recent.get(u, _NO_ID)) for u in uids]
 
     def _local_only(
@@ -248,8 +252,8 @@ class ReplicatedCache(BinarySemanticCache):
 
     def clear(self, namespace: str | None = None) -> None:
         """Removes every entry of the shared cache, or only one namespace's, in every process."""
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        if namespace is not None:
+            _check_namespace(namespace)
         if not self._connected and self.fail_open:
             self._lost += 1
             return self._clear_local(namespace)
@@ -310,12 +314,17 @@ class ReplicatedCache(BinarySemanticCache):
                     state = self.store.state()
                 if self._epoch == state.epoch and self._seq >= state.seq:
                     return
-                self._apply(self.store.read(self._last_id) or [])
+                events = self.store.read(self._last_id)
+                if events:
+                    self._apply(events)
+                else:  # behind, and the events are gone from the stream: reload
+                    self._rebuild()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replica did not catch up with Redis within {timeout} s")
 
-    def _catch_up(self, epoch: str | None, seq: int) -> None:
-        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write)."""
+    def _catch_up(self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING) -> None:
+        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write, whose
+        packed entries are ``known``)."""
         try:
             with self._sync:
                 for _ in range(3):
@@ -323,7 +332,7 @@ class ReplicatedCache(BinarySemanticCache):
                         return
                     events = self.store.read(self._last_id)
                     if events:
-                        self._apply(events)
+                        self._apply(events, known)
                     else:  # the event is gone from the stream already: reload
                         self._rebuild()
         except StoreUnavailableError as exc:
@@ -342,12 +351,19 @@ class ReplicatedCache(BinarySemanticCache):
                 self._rebuild()
         self._flush_uses()
 
-    def _apply(self, events: list[tuple[str, dict[bytes, bytes]]]) -> None:
-        """Applies events in stream order (caller holds ``_sync``)."""
-        put = [
-            u for _, f in events if f.get(b"o") == b"p" and f.get(b"u") for u in f[b"u"].decode().split(",")
+    def _apply(
+        self, events: list[tuple[str, dict[bytes, bytes]]], known: Mapping[str, bytes] = _NOTHING
+    ) -> None:
+        """Applies events in stream order (caller holds ``_sync``); ``known`` holds packed entries the
+        caller has already (a writer's own), the others are read from Redis in one round trip."""
+        wanted = [
+            uid
+            for _, f in events
+            if f.get(b"o") == b"p" and f.get(b"u") and int(f.get(b"s", 0)) > self._seq
+            for uid in f[b"u"].decode().split(",")
+            if uid not in known
         ]
-        blobs = self.store.fetch(put) if put else {}
+        blobs = {**known, **self.store.fetch(wanted)} if wanted else known
         for stream_id, fields in events:
             try:
                 seq, epoch, op = int(fields[b"s"]), fields[b"e"].decode(), fields[b"o"]
@@ -388,7 +404,7 @@ class ReplicatedCache(BinarySemanticCache):
         self._clear_local(None)
         for number, namespace in state.namespaces.items():
             for batch in self.store.scan(number):
-                self._insert_packed(namespace, batch)
+                self._insert_packed(namespace, batch, recent=False)
         self._epoch, self._seq, self._last_id = state.epoch, state.seq, state.last_id
         self._rebuilds += 1
         self._connected = True
@@ -398,13 +414,15 @@ class ReplicatedCache(BinarySemanticCache):
                 "shared cache %r: Redis at %s is back; replica reloaded", self.store.name, self.store.url
             )
 
-    def _insert_packed(self, namespace: str, batch: list[tuple[str, bytes]]) -> None:
-        """Adds packed entries to the replica, replacing any it holds under the same uids."""
+    def _insert_packed(self, namespace: str, batch: list[tuple[str, bytes]], *, recent: bool = True) -> None:
+        """Adds packed entries to the replica, replacing any it holds under the same uids; ``recent``
+        remembers their ids for a writer waiting for them."""
         if not batch:
             return
         uids, rows = self._decoded(batch)
-        for uid in uids:
-            self._drop_uid(uid)
+        if self._by_uid:
+            for uid in uids:
+                self._drop_uid(uid)
         now_wall, now = time.time(), self._clock()
         groups = [np.arange(len(uids))] if not rows.deadlines.any() else _same_values(rows.deadlines)
         for group in groups:
@@ -423,12 +441,13 @@ class ReplicatedCache(BinarySemanticCache):
                 metas,
                 expires,
             )
-            for i, new_id in zip(group, ids, strict=True):
-                self._by_uid[uids[i]] = new_id
-                self._uid_of[new_id] = uids[i]
-                self._recent[uids[i]] = new_id
-            while len(self._recent) > _RECENT:
-                self._recent.popitem(last=False)
+            placed = [uids[i] for i in group]
+            self._by_uid.update(zip(placed, ids, strict=True))
+            self._uid_of.update(zip(ids, placed, strict=True))
+            if recent:
+                self._recent.update(zip(placed, ids, strict=True))
+                while len(self._recent) > _RECENT:
+                    self._recent.popitem(last=False)
             for listener in self._listeners:
                 listener(namespace, ids, metas)
 
