@@ -409,3 +409,17 @@ def test_a_sentinel_url_finds_the_master(tmp_path: Path, redis_server: Any) -> N
         b.close()
     finally:
         sentinel.stop()
+
+
+async def test_async_update_and_lookup_on_a_shared_cache(
+    redis_server: Any, single_thread_default_embedder: Any
+) -> None:
+    a = SemanticCache(single_thread_default_embedder, redis_url=redis_server.url)
+    b = SemanticCache(single_thread_default_embedder, redis_url=redis_server.url)
+    await a.aupdate("What is the boiling point of water?", "100 °C")
+    b.cache.sync()
+    hit = await b.alookup("What is the boiling point of water?")
+    assert hit is not None and hit.exact and hit.response == "100 °C"
+    assert await b.alookup("What is the freezing point of water?") is None
+    a.cache.close()
+    b.cache.close()

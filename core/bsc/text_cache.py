@@ -6,6 +6,7 @@ the embedding and the binary cache, then the false-hit guard and an optional ver
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import logging
@@ -357,9 +358,14 @@ class SemanticCache:
         namespace: str = "default",
         metadata: Mapping[str, Any] | None = None,
     ) -> int:
-        """`update` that awaits the embedder instead of blocking the event loop."""
+        """`update` that awaits the embedder instead of blocking the event loop (and, for a cache shared
+        through Redis, runs the write's round trip in a worker thread)."""
         _check_text(text, 0)
-        return self._store([text], await self._aembed([text]), [response], namespace, [metadata])[0]
+        vectors = await self._aembed([text])
+        if getattr(self.cache, "store", None) is not None:
+            stored = await asyncio.to_thread(self._store, [text], vectors, [response], namespace, [metadata])
+            return stored[0]
+        return self._store([text], vectors, [response], namespace, [metadata])[0]
 
     def update_many(
         self,
