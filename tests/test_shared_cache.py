@@ -423,3 +423,9 @@ async def test_async_update_and_lookup_on_a_shared_cache(
     assert await b.alookup("What is the freezing point of water?") is None
     a.cache.close()
     b.cache.close()
+
+
+def test_importing_the_store_does_not_import_the_redis_client() -> None:
+    code = "import sys, bsc, bsc.store, langchain_bsc; print('redis' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
