@@ -164,7 +164,7 @@ return {seq, id}
 )
 
 #: A consistent starting point for a replica. Returns {epoch or false, seq, last stream id,
-#: namespace numbers and names as a flat list}.
+#: namespace numbers and names as a flat list, number of entries}.
 STATE = (
     _PRELUDE
     + """
@@ -173,6 +173,6 @@ local seq = redis.call('HGET', meta, 'seq') or '0'
 local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
-return {epoch, seq, id, redis.call('HGETALL', nsrev)}
+return {epoch, seq, id, redis.call('HGETALL', nsrev), redis.call('ZCARD', lru)}
 """
 )

@@ -38,12 +38,13 @@ class StoreUnavailableError(ConnectionError):
 @dataclass(frozen=True, slots=True)
 class StoreState:
     """Where a replica starts: the cache's epoch (None if the cache does not exist in Redis), the seq and
-    stream id of the last event, and namespace numbers -> names."""
+    stream id of the last event, namespace numbers -> names, and how many entries there are."""
 
     epoch: str | None
     seq: int
     last_id: str
     namespaces: dict[str, str]
+    entries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,13 +226,14 @@ class RedisStore:
     # ------------------------------------------------------------ reads
     def state(self) -> StoreState:
         with self._calling():
-            epoch, seq, last_id, pairs = self._state(keys=self._keys, args=[self._prefix])
+            epoch, seq, last_id, pairs, entries = self._state(keys=self._keys, args=[self._prefix])
         names = [_text(p) for p in pairs]
         return StoreState(
             None if epoch is None else _text(epoch),
             int(seq),
             _text(last_id),
             dict(zip(names[::2], names[1::2], strict=True)),
+            int(entries),
         )
 
     def epoch(self) -> str | None:
@@ -248,7 +250,7 @@ class RedisStore:
             with self._calling():
                 cursor, batch = self._client.hscan(key, cursor, count=_SCAN_COUNT)
             if batch:
-                yield [(_text(uid), blob) for uid, blob in batch.items()]
+                yield [(uid.decode(), blob) for uid, blob in batch.items()]
             if int(cursor) == 0:
                 return
 

@@ -402,6 +402,8 @@ class ReplicatedCache(BinarySemanticCache):
         self.store.init(secrets.token_hex(8), self._cfg)
         state = self.store.state()
         self._clear_local(None)
+        with self._write_lock:  # one allocation, not log2(n) copies
+            self._grow(min(state.entries, 2 * self.max_entries))
         for number, namespace in state.namespaces.items():
             for batch in self.store.scan(number):
                 self._insert_packed(namespace, batch, recent=False)
@@ -420,9 +422,8 @@ class ReplicatedCache(BinarySemanticCache):
         if not batch:
             return
         uids, rows = self._decoded(batch)
-        if self._by_uid:
-            for uid in uids:
-                self._drop_uid(uid)
+        for uid in [u for u in uids if u in self._by_uid]:  # seen twice (a scan during writes)
+            self._drop_uid(uid)
         now_wall, now = time.time(), self._clock()
         groups = [np.arange(len(uids))] if not rows.deadlines.any() else _same_values(rows.deadlines)
         for group in groups:
