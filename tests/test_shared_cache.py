@@ -429,3 +429,10 @@ def test_importing_the_store_does_not_import_the_redis_client() -> None:
     code = "import sys, bsc, bsc.store, langchain_bsc; print('redis' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_equal_settings_written_differently_are_the_same_cache(replicas: Any) -> None:
+    a, b = replicas(ttl=60), replicas(ttl=60.0)
+    a.put(pool()[0], "same cache")
+    b.sync()
+    assert b.get(pool()[0]).response == "same cache"

@@ -131,7 +131,7 @@ class ReplicatedCache(BinarySemanticCache):
         self.fail_open = store.fail_open
         self._cfg = (
             f"v1 dim={dim} code_bits={self.code_bits} seed={self.seed} max_entries={max_entries} "
-            f"ttl={ttl} model={model}"
+            f"ttl={None if ttl is None else float(ttl)!r} model={model}"
         )
         # Held while applying changes (by the follower thread or a writer catching up): one applier at
         # a time, in stream order. Reentrant because applying may rebuild.
