@@ -1,6 +1,6 @@
 """A separate process using a shared cache, driven by tests/test_shared_cache.py.
 
-    python tests/shared_worker.py put URL NAME COUNT      put COUNT entries, print their responses
+    python tests/shared_worker.py put URL NAME COUNT MAX  put COUNT entries (max_entries MAX)
     python tests/shared_worker.py mixed URL NAME WORKER OPS WORKERS
                                                          mixed puts/lookups/deletes/clears; then wait for
                                                          every worker, sync, print the replica as JSON
