@@ -126,13 +126,17 @@ def test_max_entries_is_global_and_evicts_the_least_recently_used(replicas: Any)
 
 
 def test_ttl_is_honoured_by_every_replica(replicas: Any) -> None:
-    a, b = replicas(ttl=0.6), replicas(ttl=0.6)
+    ttl = 3.0  # long enough for the first lookups to come before the deadline on a loaded machine
+    a, b = replicas(ttl=ttl), replicas(ttl=ttl)
     x = pool()
+    put_at = time.monotonic()
     a.put(x[0], "short-lived")
     b.sync()
     assert b.get(x[0]).response == "short-lived"
-    time.sleep(0.8)
+    time.sleep(max(0.0, put_at + ttl + 0.2 - time.monotonic()))
     assert a.get(x[0]) is None and b.get(x[0]) is None
+    c = replicas(ttl=ttl)  # a replica starting now does not load the expired entry
+    assert len(c) == 0
 
 
 def test_other_settings_than_the_shared_cache_are_refused(redis_server: Any, replicas: Any) -> None:
@@ -268,7 +272,7 @@ def test_a_replica_that_fell_behind_the_trimmed_stream_rebuilds(replicas: Any) -
 
 @pytest.mark.slow
 def test_concurrent_writers_converge_and_never_answer_across_namespaces(redis_server: Any) -> None:
-    workers, ops = 4, 2500
+    workers, ops = 4, 5000
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "mixed", redis_server.url, "mix", str(w), str(ops), str(workers)],
