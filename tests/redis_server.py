@@ -20,10 +20,15 @@ class RedisServer:
 
     binary = shutil.which("redis-server")
 
-    def __init__(self, directory: Path, password: str | None = None, monitor: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, password: str | None = None, monitor: int | None = None, cluster: bool = False
+    ) -> None:
         self.directory = directory
         self.port = _free_port()
+        while cluster and not (self.port + 10_000 < 65_536 and _is_free(self.port + 10_000)):
+            self.port = _free_port()  # a cluster node also listens on its port + 10000 (the bus)
         self.monitor = monitor
+        self.cluster = cluster
         self.password = password
         auth = "" if password is None else f":{password}@"
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -47,6 +52,8 @@ class RedisServer:
                 "--appendonly", "no",
                 "--protected-mode", "yes",
                 *(["--requirepass", self.password] if self.password else []),
+                *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+                  if self.cluster else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -79,6 +86,15 @@ class RedisServer:
         import redis
 
         return redis.Redis.from_url(self.url)
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _free_port() -> int:

@@ -440,3 +440,39 @@ def test_equal_settings_written_differently_are_the_same_cache(replicas: Any) ->
     a.put(pool()[0], "same cache")
     b.sync()
     assert b.get(pool()[0]).response == "same cache"
+
+
+def test_a_cluster_url_keeps_one_cache_on_one_slot(tmp_path: Path) -> None:
+    import shutil
+
+    from redis_server import RedisServer
+
+    if RedisServer.binary is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server / redis-cli (Debian package redis-server) are not installed")
+    nodes = [RedisServer(tmp_path, cluster=True).start() for _ in range(3)]
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-yes"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        client = nodes[0].client()
+        eventually(lambda: client.cluster("info")["cluster_state"] == "ok", timeout=60)
+        a = RedisStore(f"redis+cluster://127.0.0.1:{nodes[0].port}", name="cl").open(DIM)
+        b = RedisStore(f"redis+cluster://127.0.0.1:{nodes[1].port}", name="cl").open(DIM)
+        x = pool()
+        ids = a.put_many(x[:10], [f"r{i}" for i in range(10)], namespace="n")
+        b.sync()
+        assert b.get(x[3], namespace="n").response == "r3"
+        a.delete(ids[3])
+        b.sync()
+        assert b.get(x[3], namespace="n") is None and len(b) == 9
+        b.clear("n")
+        a.sync()
+        assert len(a) == 0
+        a.close()
+        b.close()
+    finally:
+        for node in nodes:
+            node.stop()
