@@ -1,18 +1,23 @@
-"""Embedding throughput of the default model (all-MiniLM-L6-v2) on torch and on ONNX Runtime.
+"""The default embedder (all-MiniLM-L6-v2 on ONNX Runtime, graph built from the safetensors) against
+sentence-transformers on torch and against the previous ONNX route (a ``torch.onnx.export`` of the
+transformer, run by onnxruntime), all in one run.
 
-Measures sentences/s at batch 1 (one prompt per call, the cache's online path) and batch 64
-(bulk warm-up), for the default torch backend and, when onnxruntime is installed, for the same
-weights exported to ONNX. The ONNX run is only worth offering if it agrees with torch: the
-script compares pair cosines on MSRP paraphrase pairs (|delta| <= 1e-3), the hit decisions at the
-cache's default threshold, and the 256-bit codes `bsc.BinaryEncoder` derives from both.
+Measured, for every backend in the same process and interleaved call by call, so that load from
+other processes on a shared machine hits all of them alike:
 
-sentence-transformers' own ``backend="onnx"`` is tried and reported (it needs `optimum`); the
-ONNX run measured is `bsc.embedders.OnnxEmbedder`, which exports the model with
-``torch.onnx.export`` into a temporary cache dir (timed: export, then a cached load) and runs it
-with onnxruntime, with the same tokenizer and mean pooling as the sentence-transformers pipeline.
+- agreement with sentence-transformers on ``--sentences`` MSRP sentences: the largest
+  ``|1 - cosine(ours, torch)|`` per vector, the share of sentences whose 256-bit `bsc.BinaryEncoder`
+  codes are identical, and the hit decisions (pair cosine >= `bsc.DEFAULT_THRESHOLD`) that change on the
+  MSRP pairs and on ``benchmarks/data/prompt_pairs.tsv``;
+- batch-1 latency (one prompt per call, the cache's online path): p50/p99 over ``--single`` calls;
+- batch-64 throughput (sentences/s over ``--bulk`` sentences in batches of 64);
+- both at 1 and 2 intra-op threads (``--threads``);
+- process start to first embedding and peak RSS, in fresh subprocesses (median of ``--starts``).
+
+Needs the ``[torch]`` extra besides ``[local]`` (torch is the peer measured against).
 
 Usage:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_embed.py [--pairs 500] [--single 200]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_embed.py [--sentences 5000] [--single 500]
 
 Writes benchmarks/results/embed.json.
 """
@@ -24,10 +29,13 @@ import csv
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,182 +44,275 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import numpy.typing as npt
-from bsc.embedders import OnnxEmbedder, SentenceTransformerEmbedder
+from bsc import DEFAULT_THRESHOLD, BinaryEncoder
+from bsc.embedders import OnnxEmbedder, SentenceTransformerEmbedder, packaged_minilm_path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS_TSV = Path("/work/shared/data/msrp_pairs.tsv")
+MSRP = Path("/work/shared/data/msrp_pairs.tsv")
+PROMPTS = ROOT / "benchmarks" / "data" / "prompt_pairs.tsv"
 RESULTS = ROOT / "benchmarks" / "results" / "embed.json"
-COSINE_TOLERANCE = 1e-3
 
 Embed = Callable[[list[str]], npt.NDArray[np.float32]]
 
+START_CODE = """
+import json, sys, time
+start = time.perf_counter()
+kind = sys.argv[1]
+if kind == "torch":
+    from bsc.embedders import SentenceTransformerEmbedder
+    embedder = SentenceTransformerEmbedder()
+else:
+    from bsc.embedders import default_embedder
+    embedder = default_embedder()
+embedder.embed(["What is the capital of France?"])
+elapsed = time.perf_counter() - start
+# VmHWM, not ru_maxrss: the latter carries the forking parent's size over exec.
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"in_process_s": elapsed, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+                  "torch_imported": "torch" in sys.modules}))
+"""
 
-def load_pairs(path: Path, n: int) -> list[tuple[str, str, int]]:
+
+def load_pairs(path: Path, n: int | None = None) -> list[tuple[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(r["q1"], r["q2"], int(r["label"])) for _, r in zip(range(n), rows, strict=False)]
+        return [(r["q1"], r["q2"]) for _, r in zip(range(n or 10**9), rows, strict=False)]
 
 
-def rates(embedders: dict[str, Embed], batches: Sequence[list[str]], repeat: int) -> dict[str, float]:
-    """Sentences per second over `batches` per backend, best of `repeat` runs.
+class ExportedOnnx:
+    """The previous route: the transformer exported with torch.onnx.export, pooled in NumPy.
 
-    Backends take turns within each repeat, so a burst of load from other processes on a
-    shared machine hurts both rather than whichever happened to run at the time.
+    Shares the new embedder's tokenizer, so only the graph differs between the two.
     """
-    n = sum(len(b) for b in batches)
-    best = dict.fromkeys(embedders, float("inf"))
-    for _ in range(repeat):
-        for name, embed in embedders.items():
+
+    def __init__(self, tokenizer_of: OnnxEmbedder, threads: int, path: Path) -> None:
+        import onnxruntime as ort
+
+        self._embedder = tokenizer_of
+        if not path.exists():
+            export(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        rows = []
+        for start in range(0, len(texts), 64):
+            encodings = self._embedder._tokenizer.encode_batch(texts[start : start + 64])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            hidden = self._session.run(None, feed)[0]
+            weights = mask.astype(np.float32)[..., None]
+            rows.append((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9))
+        pooled = np.concatenate(rows)
+        unit: npt.NDArray[np.float32] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return unit
+
+
+def export(path: Path) -> None:
+    import torch
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(str(packaged_minilm_path()), local_files_only=True).eval()
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
+            return self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+
+    sample = (
+        torch.tensor([[101, 2023, 102, 0], [101, 2023, 2003, 102]]),
+        torch.tensor([[1, 1, 1, 0], [1] * 4]),
+    )
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            LastHidden(),
+            (*sample, torch.zeros_like(sample[0])),
+            str(path),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def latencies(backends: dict[str, Embed], texts: list[str]) -> dict[str, dict[str, float]]:
+    """p50/p99 of one-text calls in ms; backends take turns on every text."""
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    names = list(backends)
+    for i, text in enumerate(texts):
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate who goes first
             start = time.perf_counter()
-            for batch in batches:
-                embed(batch)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: n / seconds for name, seconds in best.items()}
-
-
-def pair_cosines(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    a, b = vectors[0::2].astype(np.float64), vectors[1::2].astype(np.float64)
-    result: npt.NDArray[np.float64] = (a * b).sum(axis=1)
-    return result
-
-
-def code_agreement(ref: npt.NDArray[np.float32], other: npt.NDArray[np.float32]) -> dict[str, float] | None:
-    """How the 256-bit codes of the cache differ between the two backends."""
-    try:
-        from bsc import BinaryEncoder
-    except ImportError:
-        return None
-    encoder = BinaryEncoder(ref.shape[1], 256, 42)
-    c_ref, c_other = encoder.encode(ref), encoder.encode(other)
-    flipped = np.unpackbits((c_ref ^ c_other).view(np.uint8), axis=1).sum(axis=1)
-
-    def pair_hamming(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        x = codes[0::2] ^ codes[1::2]
-        bits: npt.NDArray[np.int64] = np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int64)
-        return bits
-
-    dh = np.abs(pair_hamming(c_ref) - pair_hamming(c_other))
+            backends[name]([text])
+            times[name].append((time.perf_counter() - start) * 1000)
     return {
-        "sentences_with_any_bit_flipped": float((flipped > 0).mean()),
-        "mean_bits_flipped": float(flipped.mean()),
-        "max_bits_flipped": float(flipped.max()),
-        "max_pair_hamming_delta": float(dh.max()),
+        n: {"p50_ms": percentile(t, 50), "p99_ms": percentile(t, 99), "calls": len(t)}
+        for n, t in times.items()
     }
+
+
+def throughput(backends: dict[str, Embed], texts: list[str]) -> dict[str, float]:
+    """Sentences/s in batches of 64; backends take turns on every batch."""
+    spent = dict.fromkeys(backends, 0.0)
+    for start in range(0, len(texts), 64):
+        batch = texts[start : start + 64]
+        for name, embed in backends.items():
+            t = time.perf_counter()
+            embed(batch)
+            spent[name] += time.perf_counter() - t
+    return {name: len(texts) / seconds for name, seconds in spent.items()}
+
+
+def agreement(
+    reference: npt.NDArray[np.float32], ours: npt.NDArray[np.float32], prompt_ref: Any, prompt_ours: Any
+) -> dict[str, float]:
+    cosine = (reference.astype(np.float64) * ours).sum(axis=1)
+    encoder = BinaryEncoder(reference.shape[1], 256, 42)
+    same_codes = (encoder.encode(reference) == encoder.encode(ours)).all(axis=1)
+
+    def changed(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> int:
+        pair_a = (a[0::2].astype(np.float64) * a[1::2]).sum(axis=1) >= DEFAULT_THRESHOLD
+        pair_b = (b[0::2].astype(np.float64) * b[1::2]).sum(axis=1) >= DEFAULT_THRESHOLD
+        return int((pair_a != pair_b).sum())
+
+    return {
+        "max_abs_cosine_deviation": float(np.abs(1.0 - cosine).max()),
+        "max_abs_component_delta": float(np.abs(reference - ours).max()),
+        "codes_identical_share": float(same_codes.mean()),
+        "msrp_hit_decisions_changed": changed(reference, ours),
+        "prompt_pair_hit_decisions_changed": changed(prompt_ref, prompt_ours),
+    }
+
+
+def start_times(runs: int) -> dict[str, dict[str, float]]:
+    """Process start -> first embedding (wall, measured outside) and peak RSS, median over runs."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in ("bsc", "torch"):
+        rows = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-c", START_CODE, kind], capture_output=True, text=True, check=True
+            )
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            row["wall_s"] = time.perf_counter() - start
+            rows.append(row)
+        out[kind] = {
+            "wall_s": statistics.median(r["wall_s"] for r in rows),
+            "in_process_s": statistics.median(r["in_process_s"] for r in rows),
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rows),
+            "torch_imported": any(r["torch_imported"] for r in rows),
+        }
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=500, help="MSRP pairs to use (2 sentences each)")
-    parser.add_argument("--single", type=int, default=200, help="sentences embedded one at a time")
-    parser.add_argument("--repeat", type=int, default=2, help="best of this many timed runs")
-    parser.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (0: torch default)")
+    parser.add_argument("--sentences", type=int, default=5000, help="MSRP sentences for agreement")
+    parser.add_argument("--single", type=int, default=500, help="one-sentence calls per backend for latency")
+    parser.add_argument("--bulk", type=int, default=640, help="sentences embedded in batches of 64")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--starts", type=int, default=3, help="fresh processes timed per backend")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    import onnxruntime
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    pairs = load_pairs(PAIRS_TSV, args.pairs)
-    sentences = [s for q1, q2, _ in pairs for s in (q1, q2)]
-    singles = [[s] for s in sentences[: args.single]]
-    bulk = [sentences]  # one call; each backend splits it into batches of 64
-
-    start = time.perf_counter()
-    torch_embedder = SentenceTransformerEmbedder(batch_size=64)
-    load_seconds = time.perf_counter() - start
     results: dict[str, Any] = {
-        "model": torch_embedder.name,
-        "sentences": len(sentences),
         "command": " ".join(sys.argv),
         "machine": {
             "cpu_count": os.cpu_count(),
-            "load_average_1min_at_start": os.getloadavg()[0],
-            "threads": threads,
+            "load_average_at_start": os.getloadavg(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-        },
-        "backends": {"torch": {"load_seconds": load_seconds}},
-    }
-    batch1: dict[str, Embed] = {"torch": torch_embedder.embed}
-    batch64: dict[str, Embed] = {"torch": torch_embedder.embed}
-
-    try:
-        SentenceTransformerEmbedder(backend="onnx")
-        results["st_onnx_backend"] = "loaded"
-    except Exception as exc:  # report why, then fall back to a direct onnxruntime run
-        results["st_onnx_backend"] = f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-
-    onnx: OnnxEmbedder | None = None
-    onnx_cache = tempfile.TemporaryDirectory(prefix="bsc-onnx-")
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        results["backends"]["onnx"] = {"error": f"onnxruntime not installed: {exc}"}
-    else:
-        start = time.perf_counter()
-        OnnxEmbedder(cache_dir=onnx_cache.name, threads=threads)
-        export_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        onnx = OnnxEmbedder(cache_dir=onnx_cache.name, batch_size=64, threads=threads)
-        results["backends"]["onnx"] = {
             "onnxruntime": onnxruntime.__version__,
-            "export_seconds": export_seconds,
-            "cached_load_seconds": time.perf_counter() - start,
-            "same_name_as_torch": onnx.name == torch_embedder.name,
+        },
+    }
+    results["start"] = start_times(args.starts)
+
+    msrp = load_pairs(MSRP, args.sentences // 2)
+    sentences = [s for pair in msrp for s in pair]
+    prompts = [s for pair in load_pairs(PROMPTS) for s in pair]
+    export_dir = tempfile.TemporaryDirectory(prefix="bsc-bench-embed-")
+    graph = Path(export_dir.name) / "exported.onnx"
+
+    by_threads: dict[str, Any] = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ours = OnnxEmbedder(threads=threads)
+        backends: dict[str, Embed] = {
+            "torch": SentenceTransformerEmbedder(batch_size=64).embed,
+            "onnx-export": ExportedOnnx(ours, threads, graph).embed,
+            "bsc": ours.embed,
         }
-        batch1["onnx"] = batch64["onnx"] = onnx.embed
-
-    for embed in batch64.values():
-        embed(sentences[:64])  # warm-up: first calls allocate
-    for name, rate in rates(batch1, singles, args.repeat).items():
-        results["backends"][name]["batch1_sentences_per_s"] = rate
-    for name, rate in rates(batch64, bulk, args.repeat).items():
-        results["backends"][name]["batch64_sentences_per_s"] = rate
-
-    print(f"{results['model']}, {len(sentences)} MSRP sentences, {threads} threads")
-    print(f"{'backend':<8} {'batch 1 (sent/s)':>17} {'batch 64 (sent/s)':>18}")
-    for name, row in results["backends"].items():
-        if "error" in row:
-            print(f"{name:<8} {row['error']}")
-        else:
-            print(f"{name:<8} {row['batch1_sentences_per_s']:>17.1f} {row['batch64_sentences_per_s']:>18.1f}")
-
-    if onnx is not None:
-        reference = torch_embedder.embed(sentences)
-        vectors = onnx.embed(sentences)
-        cos_torch, cos_onnx = pair_cosines(reference), pair_cosines(vectors)
-        delta = np.abs(cos_torch - cos_onnx)
-        threshold = float(getattr(sys.modules.get("bsc"), "DEFAULT_THRESHOLD", 0.90))
-        onnx_row, torch_row = results["backends"]["onnx"], results["backends"]["torch"]
-        speedup = {
-            b: onnx_row[f"batch{b}_sentences_per_s"] / torch_row[f"batch{b}_sentences_per_s"] for b in (1, 64)
+        for embed in backends.values():
+            embed(sentences[:64])  # warm-up: first calls allocate
+        row: dict[str, Any] = {
+            "batch1": latencies(backends, sentences[: args.single]),
+            "batch64_sentences_per_s": throughput(backends, sentences[: args.bulk]),
         }
-        agreement = {
-            "max_abs_vector_delta": float(np.abs(reference - vectors).max()),
-            "max_abs_pair_cosine_delta": float(delta.max()),
-            "pairs_within_1e-3": float((delta <= COSINE_TOLERANCE).mean()),
-            "threshold": threshold,
-            "hit_decisions_changed": int(((cos_torch >= threshold) != (cos_onnx >= threshold)).sum()),
-            "codes": code_agreement(reference, vectors),
-        }
-        onnx_row["speedup_over_torch"] = speedup
-        onnx_row["agreement"] = agreement
-        print(f"onnx/torch speed: batch 1 x{speedup[1]:.2f}, batch 64 x{speedup[64]:.2f}")
-        print(
-            f"agreement: max |pair cosine delta| {agreement['max_abs_pair_cosine_delta']:.2e}, "
-            f"{agreement['pairs_within_1e-3']:.1%} of pairs within 1e-3, "
-            f"{agreement['hit_decisions_changed']} hit decisions changed at cosine >= {threshold}"
-        )
-        print(f"256-bit codes: {agreement['codes']}")
-    print(f"sentence-transformers backend='onnx': {results['st_onnx_backend']}")
-
-    onnx_cache.cleanup()
+        if threads == args.threads[0]:
+            vectors = {name: embed(sentences) for name, embed in backends.items()}
+            prompt_vectors = {name: embed(prompts) for name, embed in backends.items()}
+            results["agreement_with_torch"] = {
+                name: agreement(
+                    vectors["torch"], vectors[name], prompt_vectors["torch"], prompt_vectors[name]
+                )
+                for name in ("onnx-export", "bsc")
+            }
+            results["agreement_with_torch"]["sentences"] = len(sentences)
+            results["agreement_with_torch"]["prompt_pairs"] = len(prompts) // 2
+        by_threads[str(threads)] = row
+    results["threads"] = by_threads
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    export_dir.cleanup()
+    report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
+
+
+def report(results: dict[str, Any]) -> None:
+    machine = results["machine"]
+    print(
+        f"load average at start {machine['load_average_at_start']}, at end {machine['load_average_at_end']}"
+    )
+    print("\nstart -> first embedding (fresh process, median):")
+    for kind, row in results["start"].items():
+        rss, torch_imported = row["peak_rss_mb"], row["torch_imported"]
+        print(
+            f"  {kind:<6} {row['wall_s']:.2f} s wall, peak RSS {rss:.0f} MB, imports torch: {torch_imported}"
+        )
+    for threads, row in results["threads"].items():
+        print(f"\n{threads} thread(s)   batch-1 p50 / p99 (ms)   batch-64 (sent/s)", end="")
+        print("   p50 vs torch   p50 vs onnx-export")
+        b1, b64 = row["batch1"], row["batch64_sentences_per_s"]
+        for name in b1:
+            print(
+                f"  {name:<12} {b1[name]['p50_ms']:>8.2f} / {b1[name]['p99_ms']:<8.2f} {b64[name]:>16.1f}"
+                f"   x{b1[name]['p50_ms'] / b1['torch']['p50_ms']:.2f}"
+                f"         x{b1[name]['p50_ms'] / b1['onnx-export']['p50_ms']:.2f}"
+            )
+    agree = results["agreement_with_torch"]
+    print(f"\nagreement with sentence-transformers ({agree['sentences']} MSRP sentences, ", end="")
+    print(f"{agree['prompt_pairs']} prompt pairs):")
+    for name in ("onnx-export", "bsc"):
+        print(f"  {name:<12} {agree[name]}")
 
 
 if __name__ == "__main__":

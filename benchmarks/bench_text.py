@@ -44,9 +44,6 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=10_000, help="filler entries")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(1)
     from bsc import SemanticCache
     from bsc.embedders import default_embedder
     from bsc.text_cache import normalise_prompt
@@ -81,7 +78,7 @@ def main() -> None:
         ("dict lookup of the normalised text (floor)", *floor),
         ("paraphrase, first time (embed + scan + guard)", paraphrase, paraphrase, paraphrase),
     ]
-    print(f"{args.entries + n:,} cached prompts; torch threads 1; load average {os.getloadavg()[0]:.2f}")
+    print(f"{args.entries + n:,} cached prompts; embedder threads 1; load average {os.getloadavg()[0]:.2f}")
     print(f"{'lookup':48} {'median µs':>10} {'p25-p75':>16}")
     for name, med, lo, hi in rows_out:
         print(f"{name:48} {med:10.1f} {lo:7.1f}-{hi:<8.1f}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,17 +23,72 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def single_thread_default_embedder() -> object:
-    """bsc's process-wide default embedder, loaded once, with torch limited to one thread.
+    """bsc's process-wide default embedder (all-MiniLM-L6-v2 on onnxruntime, one thread), loaded once.
 
-    On a busy machine torch's intra-op threads spin against other processes: a batch-1 MiniLM
-    embedding measured 0.8 s with two threads and 40 ms with one under load. Tests embed one
-    prompt at a time, where extra threads buy nothing. (The setting is process-wide.)
+    One thread because on a busy machine intra-op threads spin against other processes, and tests
+    embed one prompt at a time, where extra threads buy nothing.
     """
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("onnxruntime")
     from bsc.embedders import default_embedder
 
     return default_embedder()
+
+
+@pytest.fixture
+def run_isolated() -> object:
+    """Runs a Python script in a fresh interpreter and returns its stdout; the test fails if the script
+    hangs past ``timeout`` seconds, dies by a signal (an abort, SIGBUS) or exits non-zero. For failures
+    that would take the test process down with them."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    def run(script: str, *, timeout: float = 120, env: dict[str, str] | None = None) -> str:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(script)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"the script hung for {timeout} s: {exc.stderr!r}")
+        if done.returncode < 0:
+            pytest.fail(f"the script died by {signal.Signals(-done.returncode).name}: {done.stderr}")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run
+
+
+@pytest.fixture
+def notebook_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of a Jupyter kernel that runs this very interpreter, offline and on one torch thread.
+
+    The spec lives in a temp ``JUPYTER_PATH``, so notebooks run in the test's environment on any machine
+    (no globally installed "python3" kernel, no install step in a fresh venv).
+    """
+    pytest.importorskip("ipykernel")
+    name = "bsc-test-python"
+    spec = tmp_path / "jupyter" / "kernels" / name
+    spec.mkdir(parents=True)
+    kernel = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bsc tests",
+        "language": "python",
+        # See single_thread_default_embedder for the thread limit.
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "OMP_NUM_THREADS": "1",
+        },
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return name
 
 
 @pytest.fixture

@@ -186,17 +186,31 @@ def test_metadata_is_returned_and_private() -> None:
         hit.metadata["model"] = "x"  # type: ignore[index]
 
 
-def test_memory_is_48_bytes_an_entry_in_binary_mode() -> None:
+def test_a_stale_id_never_deletes_a_later_occupant_of_its_slot_even_after_hundreds_of_reuses() -> None:
+    # Capacity 1: every put evicts the previous entry and reuses its slot (ids repeated after 256
+    # reuses when the generation was 8 bits; a stale id then deleted the live entry).
+    rng = np.random.default_rng(81)
+    cache = BinarySemanticCache(DIM, max_entries=1, rerank=0)
+    ids = [cache.put(unit(rng), f"r{i}") for i in range(600)]
+    assert len(set(ids)) == len(ids)
+    live = ids[-1]
+    assert not any(cache.delete(old) for old in ids[:-1])
+    assert not any(cache.touch(old) or old in cache or cache.entry(old) for old in ids[:-1])
+    hit = cache.entry(live)
+    assert hit is not None and hit.response == "r599"
+
+
+def test_memory_is_52_bytes_an_entry_in_binary_mode() -> None:
     rng = np.random.default_rng(10)
     cache = BinarySemanticCache(384, rerank=0)
     cache.put_many(unit(rng, 5000, 384), ["r"] * 5000, namespace="n")
     s = cache.stats()
     assert s.entries == 5000
-    assert s.bytes_per_entry <= 48.01  # 32 code + 4 id + 12 slot, plus the namespace name once
+    assert s.bytes_per_entry <= 52.01  # 32 code + 8 id + 12 slot, plus the namespace name once
     assert s.index_bytes_allocated >= s.index_bytes
     two_stage = BinarySemanticCache(384, rerank=10)
     two_stage.put_many(unit(rng, 100, 384), ["r"] * 100)
-    assert two_stage.stats().bytes_per_entry <= 48.1 + 384
+    assert two_stage.stats().bytes_per_entry <= 52.1 + 384
 
 
 def test_put_many_and_search_return_ids_and_ordered_candidates() -> None:
@@ -263,12 +277,111 @@ def test_bad_batches_store_nothing() -> None:
         {"max_entries": 0},
         {"ttl": -1.0},
         {"rerank": -1},
-        {"threshold": "0.9"},
+        {"rerank": 2**64},
+        {"rerank": 2**32 + 1},
+        {"max_entries": 2**64},
+        {"max_entries": 2**24},
+        {"seed": 2**64},
+        {"seed": -1},
     ],
 )
 def test_bad_parameters_raise_value_error(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as info:
         BinarySemanticCache(DIM, **kwargs)  # type: ignore[arg-type]
+    assert type(info.value) is ValueError  # not an OverflowError (a ValueError subclass would pass too)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": "0.9"},
+        {"dim": "4"},
+        {"dim": 4.0},
+        {"ttl": True},
+        {"max_entries": True},
+        {"rerank": True},
+        {"rerank": 2.0},
+        {"seed": 1.5},
+    ],
+)
+def test_parameters_of_the_wrong_type_raise_type_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError):
+        BinarySemanticCache(**{"dim": DIM, **kwargs})  # type: ignore[arg-type]
+
+
+def test_numpy_scalars_are_accepted_as_settings_and_k_beyond_the_capacity_is_not_an_error() -> None:
+    rng = np.random.default_rng(82)
+    cache = BinarySemanticCache(
+        np.int64(DIM), threshold=np.float32(0.9), rerank=np.int32(5), ttl=np.float64(9.0)
+    )  # type: ignore[arg-type]
+    x = unit(rng)
+    cache.put(x, "a")
+    assert cache.threshold == pytest.approx(0.9) and cache.dim == DIM and type(cache.dim) is int
+    assert [h.response for h in cache.search(x, k=2**64)] == ["a"]
+    with pytest.raises(TypeError):
+        cache.search(x, k=True)  # type: ignore[arg-type]
+
+
+def test_returned_metadata_is_json_serialisable_and_readers_cannot_change_the_stored_entry() -> None:
+    import copy
+    import json
+    import pickle
+
+    rng = np.random.default_rng(83)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    cache.put(x, "a", metadata={"tags": ["x", {"deep": [1, 2]}], "n": 1})
+    hit = cache.get(x)
+    assert hit is not None and hit.metadata is not None
+    assert json.loads(json.dumps(hit.metadata)) == {"tags": ["x", {"deep": [1, 2]}], "n": 1}
+    tags = hit.metadata["tags"]
+    for mutate in (
+        lambda: tags.append("y"),
+        lambda: tags.__setitem__(0, "z"),
+        lambda: tags[1]["deep"].append(3),
+        lambda: tags[1].update(deep=None),
+        lambda: hit.metadata.__setitem__("n", 2),  # type: ignore[union-attr]
+        lambda: hit.metadata.pop("n"),  # type: ignore[union-attr]
+    ):
+        with pytest.raises(TypeError):
+            mutate()
+    mine = copy.deepcopy(hit.metadata)
+    mine["tags"][1]["deep"].append(3)  # a copy is the reader's to change
+    assert pickle.loads(pickle.dumps(hit.metadata)) == hit.metadata
+    again = cache.get(x)
+    assert again is not None and again.metadata == {"tags": ["x", {"deep": [1, 2]}], "n": 1}
+
+
+def test_metadata_nested_deeper_than_the_limit_is_refused_at_put_and_stores_nothing() -> None:
+    from bsc.cache import MAX_METADATA_DEPTH
+
+    rng = np.random.default_rng(84)
+    cache = BinarySemanticCache(DIM)
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(990):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="deeper than"):
+        cache.put(unit(rng), "a", metadata=deep)
+    assert len(cache) == 0
+    ok: dict[str, object] = {}
+    inner = ok
+    for _ in range(MAX_METADATA_DEPTH - 1):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    cache.put(unit(rng), "b", metadata=ok)
+    assert len(cache) == 1
+
+
+def test_a_forged_rerank_norm_cannot_make_a_similarity_outside_minus_one_to_one() -> None:
+    rng = np.random.default_rng(85)
+    cache = BinarySemanticCache(DIM, threshold=0.5)
+    x = unit(rng)
+    cache.put(x, "a")
+    cache._vector_norms[:] = 1e-3  # what a forged snapshot could carry
+    hit = cache.get(x)
+    assert hit is not None and -1.0 <= hit.similarity <= 1.0
 
 
 def test_non_contiguous_embeddings_work() -> None:

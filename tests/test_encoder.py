@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,12 +41,10 @@ def test_projection_matrix_is_bit_identical_to_the_oracle() -> None:
         )
 
 
-def test_rust_equals_oracle_on_real_minilm_embeddings(minilm_path) -> None:
-    from bsc.embedders import SentenceTransformerEmbedder
-
+def test_rust_equals_oracle_on_real_minilm_embeddings(single_thread_default_embedder) -> None:
     rows = Path("benchmarks/data/prompt_pairs.tsv").read_text().splitlines()[1:]
     prompts = [line.split("\t")[0] for line in rows]
-    x = SentenceTransformerEmbedder(minilm_path).embed(prompts[:120])
+    x = single_thread_default_embedder.embed(prompts[:120])
     for bits in CODE_BITS:
         _oracle_matches(x, bits, seed=42)
 
@@ -155,3 +154,40 @@ def test_bad_input_raises_a_clear_error(value: object, error: type[Exception], m
 def test_bad_parameters_raise_value_error(dim: int, bits: int) -> None:
     with pytest.raises(ValueError, match=r"dim|code_bits"):
         BinaryEncoder(dim, bits)
+
+
+def test_a_dim_beyond_the_limit_is_a_value_error_before_anything_is_allocated(run_isolated: Any) -> None:
+    # Under a 3 GiB address-space limit the 2**24-dim projection (16 GiB) used to abort the process.
+    out = run_isolated(
+        """
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        import bsc
+        for make in (lambda: bsc.BinaryEncoder(2**24), lambda: bsc.BinarySemanticCache(dim=2**24)):
+            try:
+                make()
+            except ValueError as exc:
+                print("ValueError", "at most 65536" in str(exc))
+        """
+    )
+    assert out.split() == ["ValueError", "True"] * 2
+
+
+def test_an_allocation_the_memory_limit_refuses_is_a_memory_error_not_an_abort(run_isolated: Any) -> None:
+    out = run_isolated(
+        """
+        import resource
+        import bsc
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        limit = used + (200 << 20)  # the 65536 x 1024 projection needs 2 x 256 MiB
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))  # soft limit only, so it can be lifted
+        try:
+            bsc.BinaryEncoder(65536, 1024)
+        except MemoryError as exc:
+            print("MemoryError", "projection matrix" in str(exc))
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        print(bsc.BinaryEncoder(384).dim)  # the process is still fine
+        """
+    )
+    assert out.split() == ["MemoryError", "True", "384"]

@@ -14,8 +14,8 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
 import langchain_bsc
-from bsc.demo import SimulatedChatModel
-from langchain_bsc import BinarySemanticLLMCache, CacheKey, default_cache_key
+from langchain_bsc import BinarySemanticLLMCache, PromptKey, default_prompt_key
+from langchain_bsc.demo import SimulatedChatModel
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache, set_llm_cache
@@ -66,18 +66,37 @@ class TestAsyncStandardSuite(AsyncCacheTestSuite):
 def test_all_lists_the_public_api() -> None:
     assert langchain_bsc.__all__ == [
         "BinarySemanticLLMCache",
-        "CacheKey",
-        "KeyFunction",
+        "PromptKey",
+        "PromptKeyFunction",
         "SemanticCacheRunnable",
-        "default_cache_key",
+        "__version__",
+        "default_prompt_key",
     ]
     for name in langchain_bsc.__all__:
         assert getattr(langchain_bsc, name) is not None
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("CacheKey", "PromptKey"),
+        ("KeyFunction", "PromptKeyFunction"),
+        ("default_cache_key", "default_prompt_key"),
+    ],
+)
+def test_old_key_names_still_work_but_warn(old: str, new: str) -> None:
+    with pytest.warns(
+        DeprecationWarning, match=rf"langchain_bsc\.{old} is deprecated; use langchain_bsc\.{new}"
+    ):
+        value = getattr(langchain_bsc, old)
+    assert value is getattr(langchain_bsc, new)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        langchain_bsc.NoSuchName  # noqa: B018
+
+
 # ------------------------------------------------------------------ keys (no embedding)
 def test_chat_key_embeds_only_the_last_human_message() -> None:
-    key = default_cache_key(
+    key = default_prompt_key(
         dumps(
             [
                 SystemMessage("Be brief."),
@@ -94,9 +113,9 @@ def test_chat_key_embeds_only_the_last_human_message() -> None:
 
 def test_chat_key_partition_differs_by_system_prompt_and_history() -> None:
     question = HumanMessage("And in winter?")
-    a = default_cache_key(dumps([SystemMessage("Weather bot for Oslo."), question]))
-    b = default_cache_key(dumps([SystemMessage("Weather bot for Rome."), question]))
-    c = default_cache_key(
+    a = default_prompt_key(dumps([SystemMessage("Weather bot for Oslo."), question]))
+    b = default_prompt_key(dumps([SystemMessage("Weather bot for Rome."), question]))
+    c = default_prompt_key(
         dumps([SystemMessage("Weather bot for Oslo."), HumanMessage("Hi"), AIMessage("Hello"), question])
     )
     assert a.text == b.text == c.text == "And in winter?"
@@ -104,12 +123,12 @@ def test_chat_key_partition_differs_by_system_prompt_and_history() -> None:
 
 
 def test_chat_key_keeps_non_text_parts_of_the_question_in_the_partition() -> None:
-    def with_image(url: str) -> CacheKey:
+    def with_image(url: str) -> PromptKey:
         content: list[str | dict[str, Any]] = [
             {"type": "text", "text": "What is in this picture?"},
             {"type": "image_url", "image_url": {"url": url}},
         ]
-        return default_cache_key(dumps([HumanMessage(content=content)]))
+        return default_prompt_key(dumps([HumanMessage(content=content)]))
 
     cat, dog = with_image("https://example.invalid/cat.png"), with_image("https://example.invalid/dog.png")
     assert cat.text == dog.text == "What is in this picture?"
@@ -117,13 +136,13 @@ def test_chat_key_keeps_non_text_parts_of_the_question_in_the_partition() -> Non
 
 
 def test_chat_key_ignores_the_random_ids_of_standard_content_blocks() -> None:
-    def picture_question(block_id: str | None = None) -> CacheKey:
+    def picture_question(block_id: str | None = None) -> PromptKey:
         image = create_image_block(url="https://example.invalid/cat.png")
         if block_id is not None:
             image["id"] = block_id
         blocks = [create_text_block("What is in this picture?"), image]
         history = [AIMessage(content_blocks=[create_text_block("Send me a picture.")])]
-        return default_cache_key(dumps([*history, HumanMessage(content_blocks=blocks)]))
+        return default_prompt_key(dumps([*history, HumanMessage(content_blocks=blocks)]))
 
     assert picture_question() == picture_question()
     assert picture_question().text == "What is in this picture?"
@@ -146,19 +165,19 @@ def test_rebuilt_content_block_message_is_an_exact_hit(cache: BinarySemanticLLMC
 def test_chat_key_counts_turns_after_the_question_and_the_question_name() -> None:
     question = HumanMessage("Look up order 7", name="alice")
     tool_turn = [AIMessage("", tool_calls=[{"name": "lookup", "args": {"id": 7}, "id": "c1"}])]
-    plain = default_cache_key(dumps([question]))
-    after_tools = default_cache_key(dumps([question, *tool_turn]))
-    other_user = default_cache_key(dumps([HumanMessage("Look up order 7", name="bob")]))
+    plain = default_prompt_key(dumps([question]))
+    after_tools = default_prompt_key(dumps([question, *tool_turn]))
+    other_user = default_prompt_key(dumps([HumanMessage("Look up order 7", name="bob")]))
     assert plain.text == after_tools.text == other_user.text == "Look up order 7"
     assert len({plain.partition, after_tools.partition, other_user.partition}) == 3
 
 
 def test_text_prompt_is_embedded_whole_with_an_empty_partition() -> None:
-    assert default_cache_key("Summarise: [{not json") == CacheKey("Summarise: [{not json", "")
+    assert default_prompt_key("Summarise: [{not json") == PromptKey("Summarise: [{not json", "")
 
 
 def test_chat_prompt_without_a_human_message_matches_exactly_only() -> None:
-    key = default_cache_key(dumps([SystemMessage("Say hi.")]))
+    key = default_prompt_key(dumps([SystemMessage("Say hi.")]))
     assert key.text == ""
     assert "Say hi." in key.partition
 
@@ -221,8 +240,8 @@ def test_namespaces_are_isolated(single_thread_default_embedder: object) -> None
 
 
 def test_a_custom_key_function_is_used(single_thread_default_embedder: object) -> None:
-    def by_text_only(prompt: str) -> CacheKey:
-        return CacheKey(prompt.split("|")[-1], "")
+    def by_text_only(prompt: str) -> PromptKey:
+        return PromptKey(prompt.split("|")[-1], "")
 
     cache = BinarySemanticLLMCache(key=by_text_only)
     cache.update("ctx one|" + QUESTION, "llm", [Generation(text="Paris")])

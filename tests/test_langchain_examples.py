@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +47,14 @@ def test_bsc_demo_limit_and_a_custom_stream(
     assert "paraphrase 1/1, near-miss 0/1" in out
 
 
+def test_langchain_bsc_ships_the_demo_prompt_stream() -> None:
+    from langchain_bsc.demo import load_prompts
+
+    prompts = load_prompts()
+    assert len(prompts) >= 100
+    assert {p.kind for p in prompts} == {"first", "repeat", "paraphrase", "near_miss"}
+
+
 def test_cli_requires_a_known_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
@@ -56,28 +63,12 @@ def test_cli_requires_a_known_subcommand(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_notebook_executes(notebook_kernel: str) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    # A kernel spec for this very interpreter, so the notebook runs in the test's environment on any
-    # machine (no globally installed "python3" kernel needed).
-    spec_dir = tmp_path / "kernels" / "bsc-test"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "bsc test",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see the single_thread_default_embedder fixture
-
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, kernel_name="bsc-test", timeout=300, resources={"metadata": {"path": str(ROOT)}}
+        notebook, kernel_name=notebook_kernel, timeout=300, resources={"metadata": {"path": str(ROOT)}}
     )
     client.execute()  # raises CellExecutionError if any cell (its asserts included) fails
     printed = "".join(

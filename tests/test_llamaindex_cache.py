@@ -45,11 +45,11 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.tools import FunctionTool
 from llamaindex_bsc import (
-    BinarySemanticCacheLLM,
-    CacheKey,
+    CachingLLM,
+    CallKey,
     LLMCall,
     SemanticCacheQueryEngine,
-    default_cache_key,
+    default_call_key,
     install_llm_cache,
 )
 
@@ -208,8 +208,8 @@ def inner() -> CountingLLM:
 
 
 @pytest.fixture
-def llm(inner: CountingLLM, embedder: Any) -> BinarySemanticCacheLLM:
-    return BinarySemanticCacheLLM(llm=inner, embedder=embedder)
+def llm(inner: CountingLLM, embedder: Any) -> CachingLLM:
+    return CachingLLM(llm=inner, embedder=embedder)
 
 
 def user(text: str) -> ChatMessage:
@@ -219,35 +219,57 @@ def user(text: str) -> ChatMessage:
 # ---------------------------------------------------------------- package surface
 def test_all_lists_exactly_the_public_api() -> None:
     assert sorted(llamaindex_bsc.__all__) == [
-        "BinarySemanticCacheLLM",
-        "CacheKey",
-        "KeyFunction",
+        "CachingLLM",
+        "CallKey",
+        "CallKeyFunction",
         "LLMCall",
         "SemanticCacheQueryEngine",
-        "default_cache_key",
+        "__version__",
+        "default_call_key",
         "install_llm_cache",
     ]
     for name in llamaindex_bsc.__all__:
         assert hasattr(llamaindex_bsc, name)
 
 
-def test_wrapper_is_an_llm_that_delegates_metadata(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("BinarySemanticCacheLLM", "CachingLLM"),
+        ("CacheKey", "CallKey"),
+        ("KeyFunction", "CallKeyFunction"),
+        ("default_cache_key", "default_call_key"),
+    ],
+)
+def test_old_names_still_work_but_warn(old: str, new: str) -> None:
+    with pytest.warns(
+        DeprecationWarning, match=rf"llamaindex_bsc\.{old} is deprecated; use llamaindex_bsc\.{new}"
+    ):
+        value = getattr(llamaindex_bsc, old)
+    assert value is getattr(llamaindex_bsc, new)
+
+
+def test_the_deprecated_class_name_builds_the_same_wrapper() -> None:
+    with pytest.warns(DeprecationWarning, match="use llamaindex_bsc.CachingLLM"):
+        from llamaindex_bsc import BinarySemanticCacheLLM
+    assert isinstance(BinarySemanticCacheLLM(llm=MockLLM()), CachingLLM)
+
+
+def test_wrapper_is_an_llm_that_delegates_metadata(llm: CachingLLM, inner: CountingLLM) -> None:
     assert isinstance(llm, LLM)
     assert llm.metadata == inner.metadata
-    assert llm.class_name() == "BinarySemanticCacheLLM"
+    assert llm.class_name() == "CachingLLM"
 
 
 def test_rejects_a_non_llm_and_conflicting_options(embedder: Any) -> None:
     with pytest.raises(TypeError, match="LlamaIndex LLM"):
-        BinarySemanticCacheLLM(llm="gpt")  # type: ignore[arg-type]
+        CachingLLM(llm="gpt")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not both"):
-        BinarySemanticCacheLLM(MockLLM(), SemanticCache(embedder), threshold=0.8)
+        CachingLLM(MockLLM(), SemanticCache(embedder), threshold=0.8)
 
 
 # ---------------------------------------------------------------- complete / chat
-def test_complete_paraphrase_is_served_from_the_cache(
-    llm: BinarySemanticCacheLLM, inner: CountingLLM
-) -> None:
+def test_complete_paraphrase_is_served_from_the_cache(llm: CachingLLM, inner: CountingLLM) -> None:
     first = llm.complete(QUESTION)
     again = llm.complete(PARAPHRASE)
     assert inner.calls["complete"] == 1
@@ -257,7 +279,7 @@ def test_complete_paraphrase_is_served_from_the_cache(
     assert inner.calls["complete"] == 2
 
 
-def test_chat_paraphrase_with_the_same_history_hits(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_chat_paraphrase_with_the_same_history_hits(llm: CachingLLM, inner: CountingLLM) -> None:
     first = llm.chat([SYSTEM, user(QUESTION)])
     again = llm.chat([SYSTEM, user(PARAPHRASE)])
     assert inner.calls["chat"] == 1
@@ -268,9 +290,7 @@ def test_chat_paraphrase_with_the_same_history_hits(llm: BinarySemanticCacheLLM,
     assert again.raw is None
 
 
-def test_chat_with_other_history_or_system_prompt_misses(
-    llm: BinarySemanticCacheLLM, inner: CountingLLM
-) -> None:
+def test_chat_with_other_history_or_system_prompt_misses(llm: CachingLLM, inner: CountingLLM) -> None:
     llm.chat([SYSTEM, user(QUESTION)])
     llm.chat([ChatMessage(role="system", content="Answer in French."), user(QUESTION)])
     llm.chat([SYSTEM, user("Hi"), ChatMessage(role="assistant", content="Hello!"), user(QUESTION)])
@@ -278,13 +298,13 @@ def test_chat_with_other_history_or_system_prompt_misses(
     assert inner.calls["chat"] == 4
 
 
-def test_chat_and_complete_do_not_share_entries(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_chat_and_complete_do_not_share_entries(llm: CachingLLM, inner: CountingLLM) -> None:
     llm.chat([user(QUESTION)])
     llm.complete(QUESTION)
     assert inner.calls["chat"] == 1 and inner.calls["complete"] == 1
 
 
-def test_different_call_kwargs_miss(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_different_call_kwargs_miss(llm: CachingLLM, inner: CountingLLM) -> None:
     llm.complete(QUESTION, max_tokens=10)
     llm.complete(QUESTION, max_tokens=20)
     llm.complete(QUESTION, max_tokens=10)
@@ -295,10 +315,10 @@ def test_a_different_wrapped_model_or_temperature_misses(embedder: Any) -> None:
     shared = SemanticCache(embedder)
     models = [CountingLLM(), CountingLLM(model="counting-2"), CountingLLM(temperature=0.7)]
     for model in models:
-        BinarySemanticCacheLLM(model, shared).complete(QUESTION)
+        CachingLLM(model, shared).complete(QUESTION)
     assert [m.calls["complete"] for m in models] == [1, 1, 1]
     again = CountingLLM()
-    BinarySemanticCacheLLM(again, shared).complete(PARAPHRASE)  # same identity as models[0]: a hit
+    CachingLLM(again, shared).complete(PARAPHRASE)  # same identity as models[0]: a hit
     assert again.calls["complete"] == 0
 
 
@@ -315,20 +335,20 @@ def test_a_json_value_beside_a_live_object_in_a_parameter_still_tells_models_apa
     cold = GenerateKwargsLLM(generate_kwargs={"temperature": 0.0, "stopping_criteria": _StoppingCriteria()})
     hot = GenerateKwargsLLM(generate_kwargs={"temperature": 1.5, "stopping_criteria": _StoppingCriteria()})
     for model in (cold, hot):
-        BinarySemanticCacheLLM(model, shared).complete(QUESTION)
+        CachingLLM(model, shared).complete(QUESTION)
     assert [m.calls["complete"] for m in (cold, hot)] == [1, 1]
     # The live object is keyed by its type, so another instance of it is the same model.
     cold_again = GenerateKwargsLLM(
         generate_kwargs={"temperature": 0.0, "stopping_criteria": _StoppingCriteria()}
     )
-    BinarySemanticCacheLLM(cold_again, shared).complete(QUESTION)
+    CachingLLM(cold_again, shared).complete(QUESTION)
     assert cold_again.calls["complete"] == 0
 
 
 def test_user_namespaces_are_isolated(inner: CountingLLM, embedder: Any) -> None:
     shared = SemanticCache(embedder)
-    BinarySemanticCacheLLM(inner, shared, namespace="tenant-a").complete(QUESTION)
-    BinarySemanticCacheLLM(inner, shared, namespace="tenant-b").complete(QUESTION)
+    CachingLLM(inner, shared, namespace="tenant-a").complete(QUESTION)
+    CachingLLM(inner, shared, namespace="tenant-b").complete(QUESTION)
     assert inner.calls["complete"] == 2
 
 
@@ -337,8 +357,8 @@ def test_clear_keeps_a_namespace_that_only_extends_this_one(
     inner: CountingLLM, embedder: Any, namespace: str
 ) -> None:
     shared = SemanticCache(embedder)
-    cleared = BinarySemanticCacheLLM(inner, shared, namespace=namespace)
-    kept = BinarySemanticCacheLLM(inner, shared, namespace=f"{namespace}:eu")
+    cleared = CachingLLM(inner, shared, namespace=namespace)
+    kept = CachingLLM(inner, shared, namespace=f"{namespace}:eu")
     cleared.complete(QUESTION)
     kept.complete(QUESTION)
     cleared.clear()
@@ -349,7 +369,7 @@ def test_clear_keeps_a_namespace_that_only_extends_this_one(
 
 
 def test_long_prompts_only_hit_when_identical(inner: CountingLLM, embedder: Any) -> None:
-    llm = BinarySemanticCacheLLM(inner, embedder=embedder, max_semantic_chars=40)
+    llm = CachingLLM(inner, embedder=embedder, max_semantic_chars=40)
     llm.complete(QUESTION + " Please answer in one short sentence.")
     llm.complete(PARAPHRASE + " Please answer in one short sentence.")
     assert inner.calls["complete"] == 2
@@ -360,19 +380,19 @@ def test_long_prompts_only_hit_when_identical(inner: CountingLLM, embedder: Any)
 def test_custom_key_function_decides_what_is_embedded(inner: CountingLLM, embedder: Any) -> None:
     seen: list[LLMCall] = []
 
-    def key_fn(call: LLMCall) -> CacheKey | None:
+    def key_fn(call: LLMCall) -> CallKey | None:
         seen.append(call)
-        key = default_cache_key(call)
+        key = default_call_key(call)
         return None if key is None or "bread" in key.text else key
 
-    llm = BinarySemanticCacheLLM(inner, embedder=embedder, key_fn=key_fn)
+    llm = CachingLLM(inner, embedder=embedder, key_fn=key_fn)
     llm.complete(UNRELATED)
     llm.complete(UNRELATED)
     assert inner.calls["complete"] == 2
     assert seen[0].kind == "complete" and seen[0].prompt == UNRELATED
 
 
-def test_stored_answers_are_json_without_raw(llm: BinarySemanticCacheLLM) -> None:
+def test_stored_answers_are_json_without_raw(llm: CachingLLM) -> None:
     llm.chat([user(QUESTION)])
     hit = llm.cache.lookup(QUESTION, namespace=llm.cache.cache.namespaces()[0])
     assert hit is not None and isinstance(hit.response, str)
@@ -381,9 +401,7 @@ def test_stored_answers_are_json_without_raw(llm: BinarySemanticCacheLLM) -> Non
     assert "raw" not in hit.response
 
 
-def test_a_hit_is_seen_by_callbacks_and_skips_the_wrapped_llm(
-    llm: BinarySemanticCacheLLM, inner: CountingLLM
-) -> None:
+def test_a_hit_is_seen_by_callbacks_and_skips_the_wrapped_llm(llm: CachingLLM, inner: CountingLLM) -> None:
     llm.chat([user(QUESTION)])
     handler = LlamaDebugHandler()
     llm.callback_manager = CallbackManager([handler])
@@ -393,15 +411,13 @@ def test_a_hit_is_seen_by_callbacks_and_skips_the_wrapped_llm(
 
 
 def test_mock_llm_completions_are_cached(embedder: Any) -> None:
-    llm = BinarySemanticCacheLLM(MockLLM(max_tokens=4), embedder=embedder)
+    llm = CachingLLM(MockLLM(max_tokens=4), embedder=embedder)
     assert llm.complete(QUESTION).text == "text text text text"
     assert llm.complete(PARAPHRASE).additional_kwargs["bsc_cache_hit"]["exact"] is False
 
 
 # ---------------------------------------------------------------- streaming
-def test_stream_complete_miss_then_paraphrase_replays_deltas(
-    llm: BinarySemanticCacheLLM, inner: CountingLLM
-) -> None:
+def test_stream_complete_miss_then_paraphrase_replays_deltas(llm: CachingLLM, inner: CountingLLM) -> None:
     live = list(llm.stream_complete(QUESTION))
     full = "".join(r.delta or "" for r in live)
     replay = list(llm.stream_complete(PARAPHRASE))
@@ -411,7 +427,7 @@ def test_stream_complete_miss_then_paraphrase_replays_deltas(
     assert replay[-1].text == full
 
 
-def test_stream_chat_replay_adds_up_to_the_full_text(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_stream_chat_replay_adds_up_to_the_full_text(llm: CachingLLM, inner: CountingLLM) -> None:
     live = list(llm.stream_chat([user(QUESTION)]))
     replay = list(llm.stream_chat([user(PARAPHRASE)]))
     assert inner.calls["stream_chat"] == 1
@@ -422,7 +438,7 @@ def test_stream_chat_replay_adds_up_to_the_full_text(llm: BinarySemanticCacheLLM
     assert inner.calls["chat"] == 0
 
 
-def test_a_stream_stopped_early_is_not_stored(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_a_stream_stopped_early_is_not_stored(llm: CachingLLM, inner: CountingLLM) -> None:
     stream = llm.stream_chat([user(QUESTION)])
     next(stream)
     stream.close()
@@ -430,7 +446,7 @@ def test_a_stream_stopped_early_is_not_stored(llm: BinarySemanticCacheLLM, inner
     assert inner.calls["stream_chat"] == 2
 
 
-def test_llm_stream_tokens_of_a_hit(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_llm_stream_tokens_of_a_hit(llm: CachingLLM, inner: CountingLLM) -> None:
     from llama_index.core.prompts import PromptTemplate
 
     template = PromptTemplate("Question: {query_str}\nAnswer:")
@@ -441,9 +457,7 @@ def test_llm_stream_tokens_of_a_hit(llm: BinarySemanticCacheLLM, inner: Counting
 
 
 # ---------------------------------------------------------------- async
-async def test_async_methods_await_the_async_inner_methods(
-    llm: BinarySemanticCacheLLM, inner: CountingLLM
-) -> None:
+async def test_async_methods_await_the_async_inner_methods(llm: CachingLLM, inner: CountingLLM) -> None:
     first_chat = await llm.achat([user(QUESTION)])
     again_chat = await llm.achat([user(PARAPHRASE)])
     first_completion = await llm.acomplete(QUESTION)
@@ -453,7 +467,7 @@ async def test_async_methods_await_the_async_inner_methods(
     assert inner.calls == Counter({"achat": 1, "acomplete": 1})
 
 
-async def test_async_streams_replay_and_record(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+async def test_async_streams_replay_and_record(llm: CachingLLM, inner: CountingLLM) -> None:
     live = [r async for r in await llm.astream_chat([user(QUESTION)])]
     replay = [r async for r in await llm.astream_chat([user(PARAPHRASE)])]
     assert "".join(r.delta or "" for r in replay) == live[-1].message.content
@@ -464,7 +478,7 @@ async def test_async_streams_replay_and_record(llm: BinarySemanticCacheLLM, inne
 
 
 # ---------------------------------------------------------------- tools
-def test_calls_with_tools_pass_through_uncached(llm: BinarySemanticCacheLLM, inner: CountingLLM) -> None:
+def test_calls_with_tools_pass_through_uncached(llm: CachingLLM, inner: CountingLLM) -> None:
     llm.chat([user(QUESTION)], tools=[{"type": "function", "function": {"name": "f"}}])
     llm.chat([user(QUESTION)], tools=[{"type": "function", "function": {"name": "f"}}])
     assert inner.calls["chat"] == 2
@@ -478,7 +492,7 @@ def test_function_calling_llm_keeps_its_tools(embedder: Any) -> None:
 
     tool = FunctionTool.from_defaults(add)
     inner = MockFunctionCallingLLM()
-    llm = BinarySemanticCacheLLM(inner, embedder=embedder)
+    llm = CachingLLM(inner, embedder=embedder)
     assert isinstance(llm, FunctionCallingLLM)
     assert llm.metadata.is_function_calling_model
     response = llm.chat_with_tools([tool], user_msg="add 2 and 3")
@@ -487,7 +501,7 @@ def test_function_calling_llm_keeps_its_tools(embedder: Any) -> None:
     assert len(llm.cache) == 0
 
 
-def test_a_plain_llm_reports_no_tool_calls(llm: BinarySemanticCacheLLM) -> None:
+def test_a_plain_llm_reports_no_tool_calls(llm: CachingLLM) -> None:
     response = llm.chat([user(QUESTION)])
     assert llm.get_tool_calls_from_response(response, error_on_no_tool_call=False) == []
     with pytest.raises(TypeError, match="not a function-calling LLM"):
@@ -622,11 +636,11 @@ async def test_query_cache_async_streaming(inner: CountingLLM, embedder: Any) ->
 
 def test_a_saved_cache_serves_a_new_wrapper(tmp_path: Any, inner: CountingLLM, embedder: Any) -> None:
     path = tmp_path / "llm.bsc"
-    first = BinarySemanticCacheLLM(inner, embedder=embedder, path=path)
+    first = CachingLLM(inner, embedder=embedder, path=path)
     answer = first.chat([SYSTEM, user(QUESTION)])
     first.cache.save()
     fresh = CountingLLM()
-    again = BinarySemanticCacheLLM(fresh, embedder=embedder, path=path).chat([SYSTEM, user(PARAPHRASE)])
+    again = CachingLLM(fresh, embedder=embedder, path=path).chat([SYSTEM, user(PARAPHRASE)])
     assert again.message.content == answer.message.content
     assert fresh.calls.total() == 0
 
@@ -634,7 +648,7 @@ def test_a_saved_cache_serves_a_new_wrapper(tmp_path: Any, inner: CountingLLM, e
 def test_condense_question_prompt_is_keyed_on_the_follow_up(inner: CountingLLM, embedder: Any) -> None:
     from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
 
-    llm = BinarySemanticCacheLLM(inner, embedder=embedder)
+    llm = CachingLLM(inner, embedder=embedder)
     history = "user: Tell me about France.\nassistant: France is a country in Europe."
     llm.predict(DEFAULT_PROMPT, chat_history=history, question=QUESTION)
     llm.predict(DEFAULT_PROMPT, chat_history=history, question=PARAPHRASE)

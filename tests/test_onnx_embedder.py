@@ -1,12 +1,11 @@
-"""Tests for `bsc.embedders.OnnxEmbedder`: the export cache, a torch-free second process, and
-agreement with the torch embedder (vectors, binary codes, cache hit decisions)."""
+"""Tests for `bsc.embedders.OnnxEmbedder`, the default embedder: equality with sentence-transformers
+(against vectors it recorded, so torch need not be installed), a torch-free process, the BERT
+variants it loads and the ones it refuses."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -14,119 +13,91 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
-pytest.importorskip("torch")
+pytest.importorskip("safetensors")
 
 from bsc import BinaryEncoder, SemanticCache
-from bsc.embedders import OnnxEmbedder, SentenceTransformerEmbedder
+from bsc.embedders import OnnxEmbedder
+from bsc.embedders.protocol import _EmbedderBase
+from safetensors import numpy as safetensors_numpy
 
-PAIRS_TSV = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "prompt_pairs.tsv"
-N_PAIRS = 50
-
-
-@pytest.fixture(scope="module")
-def pairs() -> list[tuple[str, str]]:
-    with PAIRS_TSV.open(newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(r["q1"], r["q2"]) for _, r in zip(range(N_PAIRS), rows, strict=False)]
+REFERENCE = Path(__file__).resolve().parent / "data" / "minilm_reference.npz"
+# float32 rounding in a different order of operations than torch; measured ~3e-7.
+TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def prompts(pairs: list[tuple[str, str]]) -> list[str]:
-    return [text for pair in pairs for text in pair]
+def reference() -> dict[str, npt.NDArray[np.generic]]:
+    """sentence-transformers' vectors for ~300 texts (tests/data/make_minilm_reference.py)."""
+    with np.load(REFERENCE) as data:
+        return {key: data[key] for key in data.files}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-cache")
+def texts(reference: dict[str, npt.NDArray[np.generic]]) -> list[str]:
+    return [str(t) for t in reference["texts"]]
 
 
 @pytest.fixture(scope="module")
-def onnx(cache_dir: Path) -> OnnxEmbedder:
-    """Constructed once per module into an empty cache dir, so this is the exporting construction."""
-    assert not list(cache_dir.iterdir())
-    return OnnxEmbedder(cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="module")
-def minilm(single_thread_default_embedder: SentenceTransformerEmbedder) -> SentenceTransformerEmbedder:
+def onnx(single_thread_default_embedder: OnnxEmbedder) -> OnnxEmbedder:
     return single_thread_default_embedder
 
 
-def test_first_construction_exports_one_graph_and_leaves_no_temp_files(
-    onnx: OnnxEmbedder, cache_dir: Path
+def test_vectors_equal_sentence_transformers_on_short_long_truncated_and_non_ascii_texts(
+    onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
-    assert sorted(cache_dir.iterdir()) == [onnx.graph_path]
-    assert onnx.graph_path.suffix == ".onnx" and onnx.graph_path.stat().st_size > 10_000_000
+    expected = reference["vectors"].astype(np.float32)
+    assert {"", " "} <= set(texts) and any("東京" in t for t in texts) and reference["overflows"].sum() >= 5
+    ours = onnx.embed(texts)
+    assert ours.shape == expected.shape == (len(texts), 384)
+    assert ours.dtype == np.float32 and ours.flags.c_contiguous
+    cosine = (ours.astype(np.float64) * expected).sum(axis=1)
+    assert float(np.abs(1.0 - cosine).max()) <= TOLERANCE
+    assert float(np.abs(ours - expected).max()) <= TOLERANCE
 
 
-def test_second_process_loads_the_cached_graph_without_importing_torch(
-    onnx: OnnxEmbedder, cache_dir: Path, prompts: list[str]
+def test_binary_codes_equal_those_of_the_sentence_transformers_vectors(
+    onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
-    mtime = onnx.graph_path.stat().st_mtime_ns
-    code = (
-        "import json, sys\n"
-        "from bsc.embedders import OnnxEmbedder\n"
-        "texts = json.loads(sys.stdin.read())\n"
-        "vectors = OnnxEmbedder(cache_dir=sys.argv[1]).embed(texts)\n"
-        "loaded = {m.split('.')[0] for m in sys.modules}\n"
-        "heavy = {'torch', 'transformers', 'sentence_transformers'} & loaded\n"
-        "assert not heavy, heavy\n"
-        "print(json.dumps(vectors.tolist()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(cache_dir)],
-        input=json.dumps(prompts[:20]),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    vectors = np.array(json.loads(result.stdout), dtype=np.float32)
-    np.testing.assert_allclose(vectors, onnx.embed(prompts[:20]), atol=1e-6)
-    assert onnx.graph_path.stat().st_mtime_ns == mtime  # loaded, not exported again
+    encoder = BinaryEncoder(384, 256, 42)
+    ours = encoder.encode(onnx.embed(texts))
+    expected = encoder.encode(reference["vectors"].astype(np.float32))
+    assert (ours == expected).all(axis=1).mean() >= 0.999
 
 
-def test_vectors_and_binary_codes_match_the_torch_embedder(
-    onnx: OnnxEmbedder, minilm: SentenceTransformerEmbedder, prompts: list[str]
+def test_overflow_flags_equal_sentence_transformers_truncation(
+    onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
-    ours, reference = onnx.embed(prompts), minilm.embed(prompts)
-    assert ours.shape == (len(prompts), 384) and ours.dtype == np.float32 and ours.flags.c_contiguous
-    assert float(np.abs(ours - reference).max()) < 1e-5
-    encoder = BinaryEncoder(384)
-    np.testing.assert_array_equal(encoder.encode(ours), encoder.encode(reference))
+    assert onnx.max_seq_length == int(reference["max_seq_length"]) == 256
+    assert onnx.overflows(texts) == reference["overflows"].tolist()
+    edge = " ".join(["word"] * 254)  # 254 words + [CLS] + [SEP] = 256 tokens: just fits
+    assert onnx.overflows([edge, edge + " more"]) == [False, True]
 
 
-def test_name_is_the_torch_embedders_name_so_caches_are_shared(
-    onnx: OnnxEmbedder, minilm: SentenceTransformerEmbedder, cache_dir: Path
-) -> None:
-    assert onnx.name == minilm.name == "sentence-transformers:all-MiniLM-L6-v2"
-    assert OnnxEmbedder(cache_dir=cache_dir, name="mine").name == "mine"
+class RecordedEmbedder(_EmbedderBase):
+    """Replays the vectors sentence-transformers recorded for the reference texts."""
+
+    def __init__(self, texts: list[str], vectors: npt.NDArray[np.float32], name: str) -> None:
+        self._rows = {t: v for t, v in zip(texts, vectors, strict=True)}
+        self._dim = vectors.shape[1]
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _embed_batch(self, texts: list[str]) -> object:
+        return np.stack([self._rows[t] for t in texts])
+
+    async def _aembed_batch(self, texts: list[str]) -> object:
+        return self._embed_batch(texts)
 
 
-def test_batch_size_does_not_change_the_vectors(
-    onnx: OnnxEmbedder, cache_dir: Path, prompts: list[str]
-) -> None:
-    small_batches = OnnxEmbedder(cache_dir=cache_dir, batch_size=3)
-    np.testing.assert_allclose(small_batches.embed(prompts[:30]), onnx.embed(prompts[:30]), atol=1e-6)
-
-
-async def test_aembed_matches_embed_also_when_called_concurrently(
-    onnx: OnnxEmbedder, prompts: list[str]
-) -> None:
-    chunks = [prompts[i : i + 10] for i in range(0, 40, 10)]
-    results = await asyncio.gather(*(onnx.aembed(chunk) for chunk in chunks))
-    for chunk, vectors in zip(chunks, results, strict=True):
-        np.testing.assert_allclose(vectors, onnx.embed(chunk), atol=1e-6)
-    assert (await onnx.aembed([])).shape == (0, 384)
-
-
-def hit_decisions(
-    embedder: OnnxEmbedder | SentenceTransformerEmbedder, pairs: list[tuple[str, str]]
-) -> list[bool]:
+def hit_decisions(embedder: _EmbedderBase, pairs: list[tuple[str, str]]) -> list[bool]:
     cache = SemanticCache(embedder)
     decisions = []
     for i, (q1, q2) in enumerate(pairs):
@@ -135,36 +106,65 @@ def hit_decisions(
     return decisions
 
 
-def test_semantic_cache_makes_the_same_hit_decisions_as_with_torch(
-    onnx: OnnxEmbedder, minilm: SentenceTransformerEmbedder, pairs: list[tuple[str, str]]
+def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transformers(
+    onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
-    ours, reference = hit_decisions(onnx, pairs), hit_decisions(minilm, pairs)
-    assert ours == reference
+    # The reference starts with prompt pairs (q1, q2, q1, q2, ...) from benchmarks/data/prompt_pairs.tsv.
+    pairs = [(texts[i], texts[i + 1]) for i in range(0, 250, 2)]
+    recorded = RecordedEmbedder(texts, reference["vectors"].astype(np.float32), onnx.name)
+    ours, expected = hit_decisions(onnx, pairs), hit_decisions(recorded, pairs)
+    assert ours == expected
     assert 0 < sum(ours) < len(ours)  # both outcomes occur, so a disagreement could show
 
 
-def test_corrupt_cached_graph_is_exported_again(
-    onnx: OnnxEmbedder, tmp_path: Path, prompts: list[str], caplog: pytest.LogCaptureFixture
+def test_a_fresh_process_embeds_without_importing_torch_or_onnx(onnx: OnnxEmbedder, texts: list[str]) -> None:
+    code = (
+        "import json, sys\n"
+        "from bsc.embedders import default_embedder\n"
+        "vectors = default_embedder().embed(json.loads(sys.stdin.read()))\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnx'} & loaded\n"
+        "assert not heavy, heavy\n"
+        "print(json.dumps(vectors.tolist()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(texts[:20]),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    vectors = np.array(json.loads(result.stdout), dtype=np.float32)
+    np.testing.assert_allclose(vectors, onnx.embed(texts[:20]), atol=1e-6)
+
+
+def test_name_is_the_torch_embedders_name_so_caches_are_shared(onnx: OnnxEmbedder) -> None:
+    assert onnx.name == "sentence-transformers:all-MiniLM-L6-v2"
+    assert OnnxEmbedder(name="mine").name == "mine"
+
+
+@pytest.mark.parametrize("options", [{"batch_size": 3}, {"threads": 2}])
+def test_batch_size_and_threads_do_not_change_the_vectors(
+    onnx: OnnxEmbedder, texts: list[str], options: dict[str, int]
 ) -> None:
-    corrupt = tmp_path / onnx.graph_path.name
-    corrupt.write_bytes(b"not an onnx graph")
-    with caplog.at_level(logging.WARNING, logger="bsc.embedders.onnx_runtime"):
-        repaired = OnnxEmbedder(cache_dir=tmp_path)
-    assert "unusable" in caplog.text
-    assert repaired.graph_path == corrupt and corrupt.stat().st_size > 10_000_000
-    np.testing.assert_allclose(repaired.embed(prompts[:4]), onnx.embed(prompts[:4]), atol=1e-5)
+    np.testing.assert_allclose(OnnxEmbedder(**options).embed(texts[:30]), onnx.embed(texts[:30]), atol=1e-6)
 
 
-def test_export_without_torch_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    with pytest.raises(ImportError, match=r"bsc-cache\[local,onnx\]"):
-        OnnxEmbedder(cache_dir=tmp_path)
-    assert not list(tmp_path.glob("*.onnx"))
+async def test_aembed_matches_embed_also_when_called_concurrently(
+    onnx: OnnxEmbedder, texts: list[str]
+) -> None:
+    chunks = [texts[i : i + 10] for i in range(0, 40, 10)]
+    results = await asyncio.gather(*(onnx.aembed(chunk) for chunk in chunks))
+    for chunk, vectors in zip(chunks, results, strict=True):
+        np.testing.assert_allclose(vectors, onnx.embed(chunk), atol=1e-6)
+    assert (await onnx.aembed([])).shape == (0, 384)
 
 
 def test_missing_onnxruntime_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match=r"bsc-cache\[onnx\]"):
+    with pytest.raises(ImportError, match=r"bsc-cache\[local\]"):
         OnnxEmbedder()
 
 
@@ -177,14 +177,14 @@ def test_bad_input_raises_the_protocol_errors(onnx: OnnxEmbedder) -> None:
 
 
 @pytest.mark.parametrize("option", [{"batch_size": 0}, {"threads": 0}])
-def test_non_positive_sizes_are_rejected(option: dict[str, int], tmp_path: Path) -> None:
+def test_non_positive_sizes_are_rejected(option: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be positive"):
-        OnnxEmbedder(cache_dir=tmp_path, **option)
+        OnnxEmbedder(**option)
 
 
 def test_model_that_is_not_a_directory_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="local model directory"):
-        OnnxEmbedder(tmp_path / "missing", cache_dir=tmp_path)
+        OnnxEmbedder(tmp_path / "missing")
 
 
 def copy_model(source: Path, target: Path) -> Path:
@@ -194,13 +194,28 @@ def copy_model(source: Path, target: Path) -> Path:
     return target
 
 
-def test_pooling_other_than_mean_is_not_implemented(minilm_path: Path, tmp_path: Path) -> None:
+def edit_json(path: Path, **changes: object) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_pooling_other_than_mean_or_cls_is_not_implemented(minilm_path: Path, tmp_path: Path) -> None:
     model = copy_model(minilm_path, tmp_path / "model")
-    config = json.loads((model / "1_Pooling" / "config.json").read_text())
-    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
-    (model / "1_Pooling" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(NotImplementedError, match="mean pooling only"):
-        OnnxEmbedder(model, cache_dir=tmp_path)
+    edit_json(
+        model / "1_Pooling" / "config.json", pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True
+    )
+    with pytest.raises(NotImplementedError, match=r"mean or cls pooling.*max"):
+        OnnxEmbedder(model)
+
+
+def test_cls_pooling_embeds_the_first_token(onnx: OnnxEmbedder, minilm_path: Path, tmp_path: Path) -> None:
+    model = copy_model(minilm_path, tmp_path / "model")
+    edit_json(
+        model / "1_Pooling" / "config.json", pooling_mode_mean_tokens=False, pooling_mode_cls_token=True
+    )
+    texts = ["The cat sat on the mat.", "hello"]
+    cls, mean = OnnxEmbedder(model).embed(texts), onnx.embed(texts)
+    assert float(np.abs(cls - mean).max()) > 0.01  # a different vector, still a sensible one:
+    assert float(cls[0] @ cls[1]) < 0.99
 
 
 def test_modules_beyond_pooling_and_normalize_are_not_implemented(minilm_path: Path, tmp_path: Path) -> None:
@@ -209,24 +224,63 @@ def test_modules_beyond_pooling_and_normalize_are_not_implemented(minilm_path: P
     modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
     (model / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(NotImplementedError, match="Dense"):
-        OnnxEmbedder(model, cache_dir=tmp_path)
+        OnnxEmbedder(model)
 
 
-def test_copied_model_directory_shares_the_cached_graph(
-    onnx: OnnxEmbedder, minilm_path: Path, tmp_path: Path, cache_dir: Path
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "roberta"}, r"model_type 'roberta' is not supported.*bsc-cache\[torch\]"),
+        ({"position_embedding_type": "relative_key"}, "relative_key"),
+        ({"hidden_act": "silu"}, "hidden_act 'silu'"),
+    ],
+)
+def test_an_architecture_it_does_not_compute_is_refused_by_name(
+    minilm_path: Path, tmp_path: Path, change: dict[str, str], message: str
 ) -> None:
-    model = copy_model(minilm_path, tmp_path / "my-minilm")
-    copy = OnnxEmbedder(model, cache_dir=cache_dir)
-    assert copy.graph_path == onnx.graph_path  # keyed by config and weights, not by path
-    assert copy.name == "sentence-transformers:my-minilm"
+    model = copy_model(minilm_path, tmp_path / "model")
+    edit_json(model / "config.json", **change)
+    with pytest.raises(NotImplementedError, match=message):
+        OnnxEmbedder(model)
 
 
-def test_both_local_embedders_agree_on_which_texts_overflow_the_model(
-    onnx: OnnxEmbedder, minilm: SentenceTransformerEmbedder, prompts: list[str]
+def test_a_model_without_safetensors_weights_is_refused(minilm_path: Path, tmp_path: Path) -> None:
+    model = copy_model(minilm_path, tmp_path / "model")
+    (model / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        OnnxEmbedder(model)
+
+
+def smaller_bert(minilm_path: Path, target: Path, layers: int, prefix: str = "") -> Path:
+    """A BERT of another shape: the packaged model cut to its first `layers` layers, saved anew."""
+    shutil.copytree(minilm_path, target, ignore=shutil.ignore_patterns("*.safetensors"))
+    weights = safetensors_numpy.load_file(minilm_path / "model.safetensors")
+    kept = {
+        f"{prefix}{name}": value
+        for name, value in weights.items()
+        if not name.startswith("encoder.layer.") or int(name.split(".")[2]) < layers
+    }
+    safetensors_numpy.save_file(kept, target / "model.safetensors")
+    edit_json(target / "config.json", num_hidden_layers=layers)
+    return target
+
+
+def test_a_bert_of_another_depth_loads_and_checkpoint_name_prefixes_do_not_matter(
+    onnx: OnnxEmbedder, minilm_path: Path, tmp_path: Path, texts: list[str]
 ) -> None:
-    long = " ".join(["token"] * 300)
-    edge = " ".join(["word"] * 254)  # 254 words + [CLS] + [SEP] = 256 tokens: just fits
-    texts = [*prompts[:20], long, edge, edge + " more"]
-    expected = [False] * 20 + [True, False, True]
-    assert minilm.overflows(texts) == expected
-    assert onnx.overflows(texts) == expected
+    plain = OnnxEmbedder(smaller_bert(minilm_path, tmp_path / "two-layers", 2))
+    prefixed = OnnxEmbedder(smaller_bert(minilm_path, tmp_path / "prefixed", 2, prefix="bert."))
+    assert plain.name == "sentence-transformers:two-layers"
+    np.testing.assert_allclose(plain.embed(texts[:10]), prefixed.embed(texts[:10]), atol=1e-6)
+    assert float(np.abs(plain.embed(texts[:10]) - onnx.embed(texts[:10])).max()) > 0.01
+
+
+def test_a_bert_of_another_depth_equals_sentence_transformers_where_torch_is_installed(
+    minilm_path: Path, tmp_path: Path, texts: list[str]
+) -> None:
+    pytest.importorskip("torch")
+    from bsc.embedders import SentenceTransformerEmbedder
+
+    model = smaller_bert(minilm_path, tmp_path / "two-layers", 2)
+    expected = SentenceTransformerEmbedder(model).embed(texts[200:260])
+    assert float(np.abs(OnnxEmbedder(model).embed(texts[200:260]) - expected).max()) <= TOLERANCE

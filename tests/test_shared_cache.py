@@ -385,10 +385,10 @@ def test_llamaindex_wrappers_share_through_redis(
     redis_server: Any, single_thread_default_embedder: Any
 ) -> None:
     from llama_index.core.llms import MockLLM
-    from llamaindex_bsc import BinarySemanticCacheLLM
+    from llamaindex_bsc import CachingLLM
 
-    a = BinarySemanticCacheLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
-    b = BinarySemanticCacheLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
+    a = CachingLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
+    b = CachingLLM(MockLLM(max_tokens=3), redis_url=redis_server.url)
     answer = a.complete("What is the capital of France?").text
     b.cache.cache.sync()
     assert len(b.cache) == 1

@@ -15,6 +15,9 @@ from bsc.guard import FalseHitGuard
 from bsc.persistence import CacheFormatError
 from bsc.text_cache import SemanticCache, SemanticCacheStats, Verifier
 
+# The distribution's version (bsc-cache); tests check it against pyproject.toml and Cargo.toml.
+__version__ = "0.1.0"
+
 __all__ = [
     "DEFAULT_RERANK",
     "DEFAULT_THRESHOLD",
@@ -27,4 +30,5 @@ __all__ = [
     "SemanticCache",
     "SemanticCacheStats",
     "Verifier",
+    "__version__",
 ]

@@ -5,7 +5,17 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BinaryEncoder", "HammingIndex", "cpu_features", "hamming_search", "xxh3_64"]
+__all__ = [
+    "BinaryEncoder",
+    "CacheFormatError",
+    "HammingIndex",
+    "cpu_features",
+    "hamming_search",
+    "thread_count",
+    "xxh3_64",
+]
+
+class CacheFormatError(ValueError): ...
 
 @final
 class BinaryEncoder:
@@ -60,11 +70,13 @@ class HammingIndex:
         list[str],
         npt.NDArray[np.uint32],
         npt.NDArray[np.uint64],
-        npt.NDArray[np.uint32],
+        npt.NDArray[np.uint64],
         npt.NDArray[np.uint32],
         npt.NDArray[np.float64],
-        npt.NDArray[np.uint32],
+        npt.NDArray[np.uint64],
     ]: ...
+    def _hold_for_fork(self) -> None: ...
+    def _release_after_fork(self) -> None: ...
     @staticmethod
     def from_parts(
         words: int,
@@ -73,10 +85,10 @@ class HammingIndex:
         names: list[str],
         counts: npt.NDArray[np.uint32],
         codes: npt.NDArray[np.uint64],
-        ids: npt.NDArray[np.uint32],
+        ids: npt.NDArray[np.uint64],
         lru: npt.NDArray[np.uint32],
         expires: npt.NDArray[np.float64],
-        free: npt.NDArray[np.uint32],
+        free: npt.NDArray[np.uint64],
     ) -> HammingIndex: ...
 
 def hamming_search(
@@ -86,4 +98,5 @@ def hamming_search(
     max_distance: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]: ...
 def cpu_features() -> list[str]: ...
+def thread_count() -> int: ...
 def xxh3_64(data: Any) -> int: ...

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from bsc._input import as_embeddings, normalised
+from bsc import _fork
+from bsc._input import as_embeddings, as_float, as_int, normalised
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
 
@@ -63,7 +64,7 @@ class CacheStats:
     """Counters and sizes of a cache (a snapshot).
 
     ``index_bytes`` is what the live entries occupy (code, id, LRU/position slot, expiry when on:
-    48 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
+    52 bytes an entry at 256 bits without TTL); ``index_bytes_allocated`` adds growth headroom and free
     slots; ``vector_bytes`` is the int8 rerank copies (``dim`` bytes an entry). ``bytes_per_entry`` is
     ``(index_bytes + vector_bytes) / entries``. Responses and metadata are not counted.
     """
@@ -90,11 +91,20 @@ class _Entry(NamedTuple):
     namespace: str
 
 
+# An id is a 24-bit handle (slot number) with a 40-bit generation above it (see rust/src/index.rs).
 _HANDLE_MASK = 0x00FF_FFFF
+#: Largest embedding dimension (the Rust encoder's limit: its projection stays within 512 MiB).
+MAX_DIM = 1 << 16
+#: Most entries a cache can hold (ids carry a 24-bit slot number).
+MAX_ENTRIES = _HANDLE_MASK
+#: Largest rerank shortlist: beyond a few hundred candidates a shortlist only costs time.
+MAX_RERANK = 4096
+#: Deepest nesting of dicts and lists accepted in metadata (a JSON decoder recurses once per level).
+MAX_METADATA_DEPTH = 64
 _SEARCH_RETRIES = 4
 # The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
 # within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
-_INT8_TOLERANCE = 1e-4
+INT8_TOLERANCE = 1e-4
 
 
 class BinarySemanticCache:
@@ -105,7 +115,7 @@ class BinarySemanticCache:
     namespace if it is close enough: its cosine similarity to the query is at least ``threshold``. In
     two-stage mode (``rerank`` > 0, the default) the Hamming scan only shortlists ``rerank`` candidates
     within a widened radius and an int8 copy of each stored embedding decides by exact cosine; with
-    ``rerank=0`` only the codes are kept (48 bytes an entry) and the cosine is estimated from the distance.
+    ``rerank=0`` only the codes are kept (52 bytes an entry) and the cosine is estimated from the distance.
 
     Args:
         dim: embedding dimension.
@@ -118,8 +128,11 @@ class BinarySemanticCache:
         clock: monotonic time source in seconds (for tests).
 
     Raises:
-        ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], a non-positive
-            ``max_entries``, ``ttl`` or ``dim``, or a negative ``rerank``.
+        TypeError: a setting of the wrong type (a str or a bool for a number, a float for an int;
+            NumPy scalars are fine).
+        ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], ``dim`` outside
+            1..65536, ``max_entries`` outside 1..16777215, a non-positive ``ttl``, ``rerank`` outside
+            0..4096 or ``seed`` outside 0..2**64-1.
 
     Example:
         >>> import numpy as np
@@ -141,15 +154,17 @@ class BinarySemanticCache:
         rerank: int = DEFAULT_RERANK,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        radius = radius_for(threshold, code_bits)  # validates threshold
-        if ttl is not None and (not math.isfinite(ttl) or ttl <= 0):
-            raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-        if not isinstance(rerank, int) or rerank < 0:
-            raise ValueError(f"rerank must be a shortlist size >= 0 (0 = off), got {rerank!r}")
-        if not isinstance(max_entries, int) or max_entries <= 0:
-            raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
+        dim = as_int(dim, "dim", low=1, high=MAX_DIM)
+        code_bits = as_int(code_bits, "code_bits", low=64, high=1024)
+        seed = as_int(seed, "seed", low=0, high=2**64 - 1)
+        threshold = as_float(threshold, "threshold")
+        radius = radius_for(threshold, code_bits)  # validates the range
+        if ttl is not None:
+            ttl = as_float(ttl, "ttl")
+            if not math.isfinite(ttl) or ttl <= 0:
+                raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        rerank = as_int(rerank, "rerank (the shortlist size, 0 = off)", low=0, high=MAX_RERANK)
+        max_entries = as_int(max_entries, "max_entries", low=1, high=MAX_ENTRIES)
         self._encoder = BinaryEncoder(dim, code_bits, seed)
         self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None)
         self.dim = dim
@@ -175,6 +190,19 @@ class BinarySemanticCache:
         self._stats_lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._expirations = 0
         self._last_sweep = -math.inf
+        _fork.track(self, _fork.BINARY_LEVEL)
+
+    def _hold_for_fork(self) -> None:
+        # Lock order as everywhere else: writer, counters, then the Rust index (see bsc._fork).
+        self._write_lock.acquire()
+        self._stats_lock.acquire()
+        self._held_index = self._index
+        self._held_index._hold_for_fork()
+
+    def _release_after_fork(self) -> None:
+        self._held_index._release_after_fork()
+        self._stats_lock.release()
+        self._write_lock.release()
 
     # ---------------------------------------------------------------- writing
     def put(
@@ -320,7 +348,7 @@ class BinarySemanticCache:
 
     def delete(self, id: int) -> bool:
         """Removes an entry; False if it is already gone (deleted, evicted, expired, or a stale id)."""
-        if not isinstance(id, int) or not 0 <= id < 2**32:
+        if not isinstance(id, int) or not 0 <= id < 2**64:
             return False
         with self._write_lock:
             if not self._index.remove(id):
@@ -375,8 +403,11 @@ class BinarySemanticCache:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
         hit or a miss and does not refresh LRU order (``get`` does both)."""
         _check_namespace(namespace)
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = min(int(k), self.max_entries)  # no more can match
         x = as_embeddings(embedding, self.dim, ndim=1)
         code = self._encoder.encode(x)
         unit = normalised(x) if self.rerank else None
@@ -421,9 +452,11 @@ class BinarySemanticCache:
             copies, copy_norms = copies[keep], copy_norms[keep]
             if not published:
                 return []
-        sims = (copies @ unit) / copy_norms
+        # Clipped: int8 rounding can overshoot 1 slightly, and a forged snapshot's values must not
+        # produce a similarity outside what a cosine can be.
+        sims = np.clip((copies @ unit) / copy_norms, -1.0, 1.0)
         order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold - _INT8_TOLERANCE
+        threshold = self.threshold - INT8_TOLERANCE
         return [
             Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
@@ -433,7 +466,7 @@ class BinarySemanticCache:
 
     def entry(self, id: int) -> Hit | None:
         """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
-        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**32 else None
+        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**64 else None
         entries = self._entries
         entry = entries[h] if h is not None and h < len(entries) else None
         if entry is None or entry.id != id or id not in self._index:
@@ -446,7 +479,7 @@ class BinarySemanticCache:
 
     def touch(self, id: int) -> bool:
         """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
-        return isinstance(id, int) and 0 <= id < 2**32 and self._index.touch(id)
+        return isinstance(id, int) and 0 <= id < 2**64 and self._index.touch(id)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -510,7 +543,7 @@ class BinarySemanticCache:
         return len(self._index)
 
     def __contains__(self, id: object) -> bool:
-        return isinstance(id, int) and 0 <= id < 2**32 and id in self._index
+        return isinstance(id, int) and 0 <= id < 2**64 and id in self._index
 
     def namespace_len(self, namespace: str) -> int:
         """Number of entries in ``namespace`` (0 for one that does not exist)."""
@@ -563,9 +596,12 @@ def _check_namespace(namespace: object) -> None:
 
 def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any] | None:
     """A deep, read-only copy of JSON-compatible metadata (what persistence can store), so neither the
-    caller's later changes nor a reader's can alter the entry. Raises TypeError for anything else."""
+    caller's later changes nor a reader's can alter the entry. Raises TypeError for anything else and
+    ValueError for nesting deeper than `MAX_METADATA_DEPTH` (a snapshot could not be read back)."""
     if meta is None:
         return None
+    if metadata_depth(meta) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata {index} is nested deeper than {MAX_METADATA_DEPTH} levels")
     try:
         copied = json.loads(json.dumps(meta, default=_plain))
     except (TypeError, ValueError) as exc:
@@ -578,6 +614,19 @@ def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any]
     return freeze(copied)
 
 
+def metadata_depth(value: object) -> int:
+    """Nesting depth of dicts and lists in ``value`` (0 for a scalar, 1 for a flat dict), found without
+    recursion (so it works from a deep call stack) and stopping once past `MAX_METADATA_DEPTH`."""
+    depth, level = 0, [value]
+    while depth <= MAX_METADATA_DEPTH:
+        containers = [v for v in level if isinstance(v, Mapping | list | tuple)]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, Mapping) else v)]
+    return depth
+
+
 def _plain(value: object) -> object:
     # Already-frozen metadata (a read-only mapping) may be stored again, e.g. copied from a Hit.
     if isinstance(value, Mapping):
@@ -585,10 +634,83 @@ def _plain(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-compatible")
 
 
+class FrozenDict(dict[str, Any]):
+    """A JSON object no reader can change: a real ``dict`` (``json.dumps`` takes it, it compares equal to
+    the dict that was stored), whose mutating methods raise TypeError. ``dict(d)`` gives a mutable copy;
+    copying or pickling gives plain dicts and lists."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("cached metadata is read-only; copy it with dict(...) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_thawed, (dict(self),))
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return _thawed(self)  # type: ignore[no-any-return]
+
+
+class FrozenList(list[Any]):
+    """A JSON array no reader can change (see `FrozenDict`)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("cached metadata is read-only; copy it with list(...) to change it")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = _read_only  # type: ignore[assignment]
+    pop = remove = clear = sort = reverse = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_thawed, (list(self),))
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return _thawed(self)  # type: ignore[no-any-return]
+
+
+def _thawed(value: Any) -> Any:
+    """Plain, mutable dicts and lists again (for copies and pickles of frozen metadata)."""
+    if isinstance(value, dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_thawed(v) for v in value]
+    return value
+
+
 def freeze(value: dict[str, Any]) -> Mapping[str, Any]:
-    """The stored form of decoded JSON metadata: a read-only view of a private copy. Nested lists and
-    dicts stay plain JSON values (so they compare equal to what was stored); don't mutate them."""
-    return MappingProxyType(value)
+    """The stored form of decoded JSON metadata: `FrozenDict` and `FrozenList` all the way down, built
+    once when the entry is stored, so a lookup hands it out without copying.
+
+    Raises:
+        ValueError: ``value`` is nested deeper than `MAX_METADATA_DEPTH`.
+    """
+    return cast("Mapping[str, Any]", _freeze_value(value, 1))
+
+
+def _freeze_value(value: dict[str, Any] | list[Any], depth: int) -> FrozenDict | FrozenList:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    # Copied whole in C first; only nested containers are replaced (snapshots load millions of these).
+    if isinstance(value, dict):
+        mapping = FrozenDict(value)
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                dict.__setitem__(mapping, key, _freeze_value(item, depth + 1))
+        return mapping
+    array = FrozenList(value)
+    for i, item in enumerate(value):
+        if isinstance(item, dict | list):
+            list.__setitem__(array, i, _freeze_value(item, depth + 1))
+    return array
 
 
 def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:

@@ -16,10 +16,16 @@ __all__ = ["main"]
 
 # name -> (module, one-line help, what to install if the module's imports fail)
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    # The demo ships with the LangChain integration (bsc itself imports no framework).
     "demo": (
-        "bsc.demo",
+        "langchain_bsc.demo",
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
-        'pip install "bsc-cache[local,langchain]"',
+        'pip install "./integrations/langchain_bsc[demo]" (from a bsc checkout)',
+    ),
+    "calibrate": (
+        "bsc.calibrate.cli",
+        "measure on your own prompts and embedder what binary codes cost and which threshold to use",
+        'pip install "bsc-cache[calibrate]"',
     ),
 }
 
@@ -45,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            parser.error(f"'{chosen}' needs a package that is not installed ({exc.name}): {install}")
+            # One line, no traceback and no usage text: the only thing to do is install something.
+            missing = exc.name or str(exc)
+            print(f"bsc {chosen}: needs {missing}, which is not installed: {install}", file=sys.stderr)
+            return 2
         module.add_arguments(subparsers[chosen])
     args = parser.parse_args(args_list)
     assert module is not None  # parse_args exits on a missing or unknown command

@@ -8,12 +8,16 @@
 
 use rayon::prelude::*;
 
-use crate::error::{BscError, Result};
-use crate::projection::projection_matrix;
+use crate::error::{try_zeroed, BscError, Result};
+use crate::parallel;
+use crate::projection::fill_projection_matrix;
 
 /// The code sizes the encoder and the scan support.
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
-/// Batches at least this large are split over the rayon pool; below it the hand-off costs more than it saves.
+/// Largest embedding dimension accepted: the projection (two copies of `code_bits * dim` f32) stays
+/// within 512 MiB at 1024 bits; real embedders stay far below (3072 for the largest OpenAI model).
+pub const MAX_DIM: usize = 1 << 16;
+/// Batches at least this large are split over the pool (see `parallel`); below it the hand-off costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 4 * BATCH_ROWS;
 /// From this many vectors on, a packed GEMM (matrixmultiply) beats the single-vector kernel.
 const GEMM_MIN_ROWS: usize = 8;
@@ -48,8 +52,14 @@ impl Encoder {
                 "code_bits must be one of {SUPPORTED_CODE_BITS:?}, got {code_bits}"
             )));
         }
-        let matrix = projection_matrix(dim, code_bits, seed);
-        let mut transposed = vec![0.0f32; matrix.len()];
+        if dim > MAX_DIM {
+            return Err(BscError::InvalidArgument(format!(
+                "dim must be at most {MAX_DIM}, got {dim}"
+            )));
+        }
+        let mut matrix = try_zeroed(dim * code_bits, "projection matrix")?;
+        fill_projection_matrix(&mut matrix, dim, code_bits, seed);
+        let mut transposed = try_zeroed(matrix.len(), "transposed projection matrix")?;
         for (r, row) in matrix.chunks_exact(dim).enumerate() {
             for (c, &p) in row.iter().enumerate() {
                 transposed[c * code_bits + r] = p;
@@ -124,13 +134,16 @@ impl Encoder {
         let words = self.words();
         // Chunks of BATCH_ROWS vectors share each pass over the matrix.
         let step = self.dim * BATCH_ROWS;
-        if rows >= PARALLEL_MIN_ROWS {
-            xs.par_chunks(step)
-                .zip(out.par_chunks_mut(words * BATCH_ROWS))
-                .for_each(|(x, o)| self.encode_rows(x, o));
-        } else {
-            for (x, o) in xs.chunks(step).zip(out.chunks_mut(words * BATCH_ROWS)) {
-                self.encode_rows(x, o);
+        match parallel::pool() {
+            Some(pool) if rows >= PARALLEL_MIN_ROWS => pool.install(|| {
+                xs.par_chunks(step)
+                    .zip(out.par_chunks_mut(words * BATCH_ROWS))
+                    .for_each(|(x, o)| self.encode_rows(x, o));
+            }),
+            _ => {
+                for (x, o) in xs.chunks(step).zip(out.chunks_mut(words * BATCH_ROWS)) {
+                    self.encode_rows(x, o);
+                }
             }
         }
         Ok(())

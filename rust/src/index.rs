@@ -1,13 +1,16 @@
-//! The code store behind `BinarySemanticCache`: namespaces, exact LRU, optional expiry, in 48 bytes an entry.
+//! The code store behind `BinarySemanticCache`: namespaces, exact LRU, optional expiry, in 52 bytes an entry.
 //!
 //! Each namespace keeps its codes contiguous (a lookup scans only its own namespace), and a delete moves
 //! the namespace's last code into the hole, so there are never dead slots to shadow a live match. Entries
-//! are addressed through stable *handles* (slab indices, reused after delete) and exposed as ids that add
-//! an 8-bit generation, so an id held after its entry went away does not name the next occupant.
+//! are addressed through stable *handles* (slab indices, reused after delete) and exposed as 64-bit ids that
+//! add a 40-bit generation, so an id held after its entry went away does not name a later occupant of its
+//! slot (that would take 2^40 reuses of the one slot, ~12 days at a million inserts a second into it).
 //!
-//! Per entry: the code (`8 * words` bytes), its handle in the namespace (4), and three u32 fields per
+//! Per entry: the code (`8 * words` bytes), its id in the namespace (8), and three u32 fields per
 //! handle — position, LRU prev, LRU next — 24 bits each, whose spare top bytes hold the 24-bit namespace
-//! number. With 256-bit codes that is 32 + 4 + 12 = 48 bytes (plus 8 with expiry on).
+//! number. With 256-bit codes that is 32 + 8 + 12 = 52 bytes (plus 8 with expiry on). A free slot keeps its
+//! next generation in its position and LRU-prev fields (48 bits), so the wide generation costs only the
+//! 4 extra bytes of the id.
 
 use std::collections::HashMap;
 
@@ -23,12 +26,24 @@ pub const MAX_ENTRIES: usize = MASK24 as usize;
 /// Most namespaces alive at once.
 pub const MAX_NAMESPACES: usize = MASK24 as usize - 1;
 
-/// An entry id: handle in the low 24 bits, generation in the high 8.
-pub type EntryId = u32;
+/// An entry id: handle in the low 24 bits, generation in the high 40.
+pub type EntryId = u64;
+/// Generations wrap after this many (a 40-bit counter per slot).
+const GENERATION_MASK: u64 = (1 << 40) - 1;
 
 #[inline]
 fn handle_of(id: EntryId) -> u32 {
-    id & MASK24
+    (id & u64::from(MASK24)) as u32
+}
+
+#[inline]
+fn generation_of(id: EntryId) -> u64 {
+    id >> 24
+}
+
+#[inline]
+fn make_id(handle: u32, generation: u64) -> EntryId {
+    u64::from(handle) | ((generation & GENERATION_MASK) << 24)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +78,15 @@ impl Slot {
         for (i, shift) in [(0, 0), (1, 8), (2, 16)] {
             self.0[i] = (self.0[i] & MASK24) | (((ns >> shift) & 0xFF) << 24);
         }
+    }
+    /// The next generation of a free slot: low 24 bits in POS, high 16 in PREV.
+    fn free_generation(&self) -> u64 {
+        u64::from(self.field(POS)) | (u64::from(self.field(PREV)) << 24)
+    }
+    fn set_free_generation(&mut self, generation: u64) {
+        let generation = generation & GENERATION_MASK;
+        self.set_field(POS, (generation & u64::from(MASK24)) as u32);
+        self.set_field(PREV, (generation >> 24) as u32);
     }
 }
 
@@ -151,7 +175,7 @@ impl Index {
     /// plus the namespace names.
     pub fn bytes_in_use(&self) -> usize {
         let names: usize = self.spaces.iter().map(|s| s.name.len()).sum();
-        let per_entry = self.words * 8 + 4 + 12 + if self.with_expiry { 8 } else { 0 };
+        let per_entry = self.words * 8 + 8 + 12 + if self.with_expiry { 8 } else { 0 };
         self.len * per_entry + names
     }
 
@@ -160,7 +184,7 @@ impl Index {
         let spaces: usize = self
             .spaces
             .iter()
-            .map(|s| s.codes.capacity() * 8 + s.ids.capacity() * 4 + s.name.capacity())
+            .map(|s| s.codes.capacity() * 8 + s.ids.capacity() * 8 + s.name.capacity())
             .sum();
         spaces + self.slots.capacity() * 12 + self.expires.capacity() * 8
     }
@@ -216,7 +240,7 @@ impl Index {
             let h = self.free_head;
             let free = self.slots[h as usize];
             self.free_head = free.field(NEXT);
-            (h, free.field(POS) & 0xFF)
+            (h, free.free_generation())
         } else {
             self.slots.push(Slot::default());
             if self.with_expiry {
@@ -224,7 +248,7 @@ impl Index {
             }
             ((self.slots.len() - 1) as u32, 0)
         };
-        let id = handle | (generation << 24);
+        let id = make_id(handle, generation);
         let sp = &mut self.spaces[space as usize];
         let pos = sp.ids.len() as u32;
         sp.codes.extend_from_slice(code);
@@ -281,11 +305,11 @@ impl Index {
         if sp.ids.is_empty() {
             self.drop_space(space as u32);
         }
-        // A free slot keeps the next generation in its POS field and the free list in NEXT.
+        // A free slot keeps the next generation in its POS and PREV fields and the free list in NEXT.
         let slot = &mut self.slots[h as usize];
         *slot = Slot::default();
         slot.set_space(FREE);
-        slot.set_field(POS, ((id >> 24) + 1) & 0xFF);
+        slot.set_free_generation(generation_of(id) + 1);
         slot.set_field(NEXT, self.free_head);
         self.free_head = h;
         self.len -= 1;
@@ -455,7 +479,7 @@ pub struct IndexParts {
     /// Absolute expiry per row; empty when expiry is off.
     pub expires: Vec<f64>,
     /// Free handles in free-list order (next reused first), each `handle | next_generation << 24`.
-    pub free: Vec<u32>,
+    pub free: Vec<EntryId>,
 }
 
 /// Borrowed view of `IndexParts`, so a caller can rebuild an index straight from mapped file memory.
@@ -467,7 +491,7 @@ pub struct IndexPartsRef<'a> {
     pub ids: &'a [EntryId],
     pub lru: &'a [u32],
     pub expires: &'a [f64],
-    pub free: &'a [u32],
+    pub free: &'a [EntryId],
 }
 
 impl IndexParts {
@@ -485,7 +509,7 @@ impl IndexParts {
 }
 
 fn corrupt(msg: String) -> BscError {
-    BscError::InvalidArgument(msg)
+    BscError::Corrupt(msg)
 }
 
 /// Marks `v` in `seen`; false if it was out of range or already marked.
@@ -541,7 +565,7 @@ impl Index {
         let mut h = self.free_head;
         while h != NIL {
             let slot = &self.slots[h as usize];
-            parts.free.push(h | (slot.field(POS) << 24));
+            parts.free.push(make_id(h, slot.free_generation()));
             h = slot.field(NEXT);
         }
         parts
@@ -677,7 +701,7 @@ impl Index {
         for (j, &f) in parts.free.iter().enumerate() {
             let slot = &mut ix.slots[handle_of(f) as usize];
             slot.set_space(FREE);
-            slot.set_field(POS, f >> 24);
+            slot.set_free_generation(generation_of(f));
             slot.set_field(NEXT, parts.free.get(j + 1).map_or(NIL, |&g| handle_of(g)));
         }
         ix.free_head = parts.free.first().map_or(NIL, |&f| handle_of(f));
@@ -758,6 +782,39 @@ mod tests {
         assert!(!ix.remove(a));
         assert!(!ix.touch(a));
         assert!(ix.contains(b));
+    }
+
+    #[test]
+    fn stale_ids_stay_stale_after_hundreds_of_reuses_of_their_slot() {
+        let mut ix = Index::new(4, 1, false).unwrap();
+        let first = ix.insert("n", &code(1), f64::INFINITY).unwrap().0;
+        let mut seen = vec![first];
+        for i in 0..1000u64 {
+            // Capacity 1: every insert evicts the previous entry and reuses its slot.
+            let (id, evicted) = ix.insert("n", &code(i), f64::INFINITY).unwrap();
+            assert_eq!(evicted, seen.last().copied());
+            assert_eq!(handle_of(id), handle_of(first));
+            seen.push(id);
+        }
+        let live = *seen.last().unwrap();
+        for &stale in &seen[..seen.len() - 1] {
+            assert!(!ix.contains(stale) && !ix.remove(stale) && !ix.touch(stale));
+        }
+        assert!(ix.contains(live));
+    }
+
+    #[test]
+    fn generations_survive_to_parts_on_free_slots_past_24_bits() {
+        let mut ix = Index::new(4, 4, false).unwrap();
+        let a = ix.insert("n", &code(1), f64::INFINITY).unwrap().0;
+        ix.remove(a);
+        let mut parts = ix.to_parts();
+        // A free slot whose next generation needs more than the 24 bits of its position field.
+        parts.free[0] = make_id(handle_of(a), (1 << 39) + 5);
+        let mut b = Index::from_parts(4, 4, false, parts.as_ref()).unwrap();
+        let id = b.insert("n", &code(2), f64::INFINITY).unwrap().0;
+        assert_eq!(generation_of(id), (1 << 39) + 5);
+        assert_eq!(b.to_parts().ids, vec![id]);
     }
 
     #[test]
@@ -937,7 +994,7 @@ mod parts_tests {
             ("nan", Box::new(|p| p.expires[0] = f64::NAN)),
             ("dup handle", Box::new(|p| p.ids[0] = p.ids[1])),
             ("free dup", Box::new(|p| p.free[0] = p.ids[0])),
-            ("handle range", Box::new(|p| p.ids[0] = MASK24)),
+            ("handle range", Box::new(|p| p.ids[0] = u64::from(MASK24))),
             ("dup name", Box::new(|p| p.names[1] = p.names[0].clone())),
             ("too many", Box::new(|p| p.ids.extend_from_slice(&[1; 100]))),
         ];

@@ -5,6 +5,7 @@
 pub mod encoder;
 pub mod error;
 pub mod index;
+pub mod parallel;
 pub mod projection;
 pub mod scan;
 
@@ -27,7 +28,9 @@ mod _native {
     #[pymodule_export]
     use crate::py_encoder::BinaryEncoder;
     #[pymodule_export]
+    use crate::py_errors::CacheFormatError;
+    #[pymodule_export]
     use crate::py_index::HammingIndex;
     #[pymodule_export]
-    use crate::py_scan::{cpu_features, hamming_search};
+    use crate::py_scan::{cpu_features, hamming_search, thread_count};
 }

@@ -71,13 +71,26 @@ pub fn gaussian(seed: u64, r: u64, c: u64) -> f32 {
 
 /// Row-major `(code_bits, dim)` matrix: row `r` is the hyperplane normal that decides bit `r`.
 pub fn projection_matrix(dim: usize, code_bits: usize, seed: u64) -> Vec<f32> {
-    let mut out = Vec::with_capacity(dim * code_bits);
-    for r in 0..code_bits as u64 {
-        for c in 0..dim as u64 {
-            out.push(gaussian(seed, r, c));
+    let mut out = vec![0.0; dim * code_bits];
+    fill_projection_matrix(&mut out, dim, code_bits, seed);
+    out
+}
+
+/// [`projection_matrix`] into a buffer the caller allocated (so it can fail cleanly on a huge size).
+///
+/// # Panics
+/// If `out.len() != dim * code_bits`.
+pub fn fill_projection_matrix(out: &mut [f32], dim: usize, code_bits: usize, seed: u64) {
+    assert_eq!(
+        out.len(),
+        dim * code_bits,
+        "buffer must hold dim * code_bits values"
+    );
+    for (r, row) in out.chunks_exact_mut(dim.max(1)).enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = gaussian(seed, r as u64, c as u64);
         }
     }
-    out
 }
 
 #[cfg(test)]

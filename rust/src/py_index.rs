@@ -4,9 +4,9 @@
 //! inserts, deletes and LRU touches take the write lock for O(1) work. Locks are only ever taken with
 //! the GIL released, so a thread waiting for one never blocks the interpreter.
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use numpy::{
     Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
@@ -21,6 +21,19 @@ type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
     inner: RwLock<Index>,
+}
+
+/// A write lock held across `fork()`, with a reference that keeps its index alive until it is released.
+/// Field order matters: the guard is dropped before the reference.
+struct HeldForFork {
+    _guard: RwLockWriteGuard<'static, Index>,
+    owner: Py<HammingIndex>,
+}
+
+thread_local! {
+    // Held by the thread that forks (the only thread a child has), between `_hold_for_fork` and
+    // `_release_after_fork`; those run in the same thread, before and after the fork.
+    static HELD_FOR_FORK: RefCell<Vec<HeldForFork>> = const { RefCell::new(Vec::new()) };
 }
 
 impl HammingIndex {
@@ -54,10 +67,10 @@ type PyParts<'py> = (
     Vec<String>,
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u64>>,
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u64>>,
 );
 
 #[pymethods]
@@ -210,8 +223,35 @@ impl HammingIndex {
         )
     }
 
-    /// Rebuilds an index from `to_parts` arrays, validating every invariant (a `ValueError` says which
-    /// one failed). Contiguous arrays, such as views of a memory-mapped file, are read without a copy.
+    /// Takes the write lock and keeps it until `_release_after_fork` (called from `os.register_at_fork`
+    /// hooks): a lock that another thread held at the moment of `fork()` would stay held forever in the
+    /// child, whose only thread is the forking one. Waiting here with the GIL held cannot deadlock:
+    /// no thread holding this lock ever waits for the GIL.
+    fn _hold_for_fork(slf: &Bound<'_, Self>) {
+        let me = slf.get();
+        let guard = me.write();
+        // SAFETY: the guard borrows `me.inner`, which lives inside the Python object `slf`. The `Py`
+        // stored beside the guard keeps that object alive (and Python objects never move), and the
+        // guard is dropped first (field order of `HeldForFork`), so the borrow never outlives the lock.
+        let guard: RwLockWriteGuard<'static, Index> = unsafe { std::mem::transmute(guard) };
+        let held = HeldForFork {
+            _guard: guard,
+            owner: slf.clone().unbind(),
+        };
+        HELD_FOR_FORK.with(|h| h.borrow_mut().push(held));
+    }
+
+    /// Releases the lock `_hold_for_fork` took (call it in the parent and in the child).
+    fn _release_after_fork(&self) {
+        let me: *const HammingIndex = self;
+        HELD_FOR_FORK.with(|h| {
+            h.borrow_mut()
+                .retain(|held| !std::ptr::eq(held.owner.get(), me));
+        });
+    }
+
+    /// Rebuilds an index from `to_parts` arrays, validating every invariant (a `bsc.CacheFormatError` says
+    /// which one failed). Contiguous arrays, such as views of a memory-mapped file, are read without a copy.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
     fn from_parts(
@@ -222,10 +262,10 @@ impl HammingIndex {
         names: Vec<String>,
         counts: PyReadonlyArray1<'_, u32>,
         codes: PyReadonlyArray1<'_, u64>,
-        ids: PyReadonlyArray1<'_, u32>,
+        ids: PyReadonlyArray1<'_, u64>,
         lru: PyReadonlyArray1<'_, u32>,
         expires: PyReadonlyArray1<'_, f64>,
-        free: PyReadonlyArray1<'_, u32>,
+        free: PyReadonlyArray1<'_, u64>,
     ) -> PyResult<Self> {
         let (counts, codes, ids) = (flat(&counts), flat(&codes), flat(&ids));
         let (lru, expires, free) = (flat(&lru), flat(&expires), flat(&free));

@@ -11,6 +11,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use crate::error::BscError;
+use crate::parallel;
 use crate::scan::{self, Level};
 
 /// `(indices, distances)` as NumPy arrays.
@@ -114,6 +115,18 @@ pub fn cpu_features() -> Vec<String> {
         .collect();
     out.push(format!("selected={}", scan::selected_level().name()));
     out
+}
+
+/// How many threads large encodes and scans use in this process: the pool's size (capped by the
+/// `BSC_NUM_THREADS` environment variable), or 1 when they run on the calling thread, as they do with
+/// `BSC_NUM_THREADS=1` and in a process forked after the pool started.
+///
+/// Example:
+///     >>> thread_count()
+///     2
+#[pyfunction]
+pub fn thread_count() -> usize {
+    parallel::threads()
 }
 
 /// `x` as a NumPy array of native uint64, or a `TypeError` naming what it is instead.

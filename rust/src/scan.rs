@@ -7,10 +7,12 @@
 //!
 //! The kernel is chosen at run time (AVX-512 VPOPCNTDQ → AVX2 → `popcnt` → portable scalar), never at
 //! build time, so one binary runs on every x86-64 machine. The `BSC_SIMD` environment variable (read once)
-//! may force a lower level, to exercise the fallbacks. Large scans are split over the rayon pool.
+//! may force a lower level, to exercise the fallbacks. Large scans are split over the `parallel` pool.
 
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
+
+use crate::parallel;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -109,8 +111,8 @@ pub fn selected_level() -> Level {
     })
 }
 
-/// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the rayon
-/// pool when it has more than one thread. Measured on the 2-core Zen 5 we develop on, shared and saturated
+/// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the
+/// `parallel` pool when it has more than one thread. Measured on the 2-core Zen 5 we develop on, shared and saturated
 /// by other jobs (one query, 256-bit codes, AVX-512; time with 2 parts / time with 1): 2.1–2.5 at 1 MB,
 /// 1.4–1.5 at 4 MB, 1.35 at 16 MB, 1.0–2.6 at 32 MB, 0.77–0.91 at 48 MB, ~1.0 at 64–128 MB. Handing a part
 /// to a worker costs ~13 µs here and the scan is bound by memory bandwidth, so a second thread only pays off
@@ -121,7 +123,7 @@ pub const PARALLEL_MIN_BYTES: usize = 48 << 20;
 /// The `k` codes nearest to `query` among rows of `codes` (`words` u64 per row) within `max_distance`,
 /// sorted by (distance, index).
 ///
-/// Uses [`selected_level`] and splits scans of [`PARALLEL_MIN_BYTES`] or more over the rayon pool; the result
+/// Uses [`selected_level`] and splits scans of [`PARALLEL_MIN_BYTES`] or more over the `parallel` pool; the result
 /// is the same either way.
 ///
 /// # Panics
@@ -134,7 +136,7 @@ pub fn search(
     max_distance: u32,
 ) -> Vec<Neighbor> {
     let level = selected_level();
-    let threads = rayon::current_num_threads();
+    let threads = parallel::threads();
     if threads > 1 && std::mem::size_of_val(codes) >= PARALLEL_MIN_BYTES {
         search_split(level, codes, words, query, k, max_distance, threads)
     } else {
@@ -164,7 +166,7 @@ pub fn search_with(
     top.into_sorted()
 }
 
-/// [`search_with`] with the rows cut into `parts` contiguous ranges scanned as rayon tasks, then merged.
+/// [`search_with`] with the rows cut into `parts` contiguous ranges scanned as pool tasks, then merged.
 /// Gives exactly the single-threaded result: each range keeps its own k best by (distance, index), and the
 /// global k best are among them.
 ///
@@ -196,16 +198,24 @@ pub fn search_split(
     let mut parts: Vec<Vec<Neighbor>> = vec![Vec::new(); chunks.len()];
     // The calling thread scans the first part itself and hands only the others to the pool: one wake-up fewer
     // than `par_iter`, which from a non-pool thread (Python's) parks the caller and wakes every worker.
-    rayon::in_place_scope(|s| {
-        let mut jobs = parts.iter_mut().zip(&chunks).enumerate();
-        let first = jobs.next();
-        for (p, (slot, chunk)) in jobs {
-            s.spawn(move |_| *slot = scan_part(p, chunk));
+    // Without a pool (one thread, or a forked child) the parts run one after the other: same result.
+    match parallel::pool() {
+        Some(pool) => pool.in_place_scope(|s| {
+            let mut jobs = parts.iter_mut().zip(&chunks).enumerate();
+            let first = jobs.next();
+            for (p, (slot, chunk)) in jobs {
+                s.spawn(move |_| *slot = scan_part(p, chunk));
+            }
+            if let Some((p, (slot, chunk))) = first {
+                *slot = scan_part(p, chunk);
+            }
+        }),
+        None => {
+            for (p, (slot, chunk)) in parts.iter_mut().zip(&chunks).enumerate() {
+                *slot = scan_part(p, chunk);
+            }
         }
-        if let Some((p, (slot, chunk))) = first {
-            *slot = scan_part(p, chunk);
-        }
-    });
+    }
     let mut all: Vec<Neighbor> = parts.into_iter().flatten().collect();
     all.sort_unstable();
     all.truncate(k);

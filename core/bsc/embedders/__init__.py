@@ -1,7 +1,8 @@
 """Embedders: turn prompts into unit-length float32 vectors for the binary cache.
 
-Importing this package is cheap: torch, sentence-transformers, onnxruntime, openai, httpx and the
-frameworks are imported only when the embedder that needs them is constructed.
+Importing this package is cheap: onnxruntime, tokenizers, torch, sentence-transformers, openai, httpx
+and the frameworks are imported only when the embedder that needs them is constructed. The default,
+`OnnxEmbedder` on the packaged all-MiniLM-L6-v2, never imports torch.
 
 Example:
     >>> from bsc.embedders import default_embedder
@@ -9,8 +10,9 @@ Example:
     (1, 384)
 """
 
+from bsc.embedders.default import default_embedder
 from bsc.embedders.framework_adapters import LangChainEmbedder, LlamaIndexEmbedder
-from bsc.embedders.local import SentenceTransformerEmbedder, default_embedder, packaged_minilm_path
+from bsc.embedders.local import SentenceTransformerEmbedder, packaged_minilm_path
 from bsc.embedders.ollama_api import OllamaEmbedder, OllamaError
 from bsc.embedders.onnx_runtime import OnnxEmbedder
 from bsc.embedders.openai_api import OpenAIEmbedder

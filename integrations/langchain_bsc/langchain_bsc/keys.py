@@ -12,12 +12,12 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["CacheKey", "KeyFunction", "default_cache_key"]
+__all__ = ["PromptKey", "PromptKeyFunction", "default_prompt_key"]
 
 _HUMAN_CLASSES = frozenset({"HumanMessage", "HumanMessageChunk"})
 
 
-class CacheKey(NamedTuple):
+class PromptKey(NamedTuple):
     """A prompt split for the cache.
 
     Attributes:
@@ -29,11 +29,11 @@ class CacheKey(NamedTuple):
     partition: str
 
 
-#: ``key(prompt) -> CacheKey``: overrides how `BinarySemanticLLMCache` splits a prompt.
-KeyFunction = Callable[[str], CacheKey]
+#: ``key(prompt) -> PromptKey``: overrides how `BinarySemanticLLMCache` splits a prompt.
+PromptKeyFunction = Callable[[str], PromptKey]
 
 
-def default_cache_key(prompt: str) -> CacheKey:
+def default_prompt_key(prompt: str) -> PromptKey:
     """Splits a LangChain cache prompt into the text to embed and the exact partition.
 
     A chat prompt (the ``langchain_core.load.dumps`` JSON of a message list) embeds the text of its
@@ -49,20 +49,20 @@ def default_cache_key(prompt: str) -> CacheKey:
         prompt: the ``prompt`` argument LangChain passes to ``BaseCache.lookup``/``update``.
 
     Returns:
-        The `CacheKey`.
+        The `PromptKey`.
 
     Example:
         >>> from langchain_core.load import dumps
         >>> from langchain_core.messages import HumanMessage, SystemMessage
-        >>> key = default_cache_key(dumps([SystemMessage("Be brief."), HumanMessage("Hi there")]))
+        >>> key = default_prompt_key(dumps([SystemMessage("Be brief."), HumanMessage("Hi there")]))
         >>> key.text
         'Hi there'
-        >>> default_cache_key("Tell me a joke").partition
+        >>> default_prompt_key("Tell me a joke").partition
         ''
     """
     messages = _chat_messages(prompt)
     if messages is None:
-        return CacheKey(prompt, "")
+        return PromptKey(prompt, "")
     messages = [_without_generated_block_ids(m) for m in messages]
     last_human = next((i for i in range(len(messages) - 1, -1, -1) if _is_human(messages[i])), None)
     context: list[Any] = list(messages)
@@ -75,7 +75,7 @@ def default_cache_key(prompt: str) -> CacheKey:
         kwargs["content"] = rest
         context[last_human] = {**messages[last_human], "kwargs": kwargs, "bsc_question": True}
     partition = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return CacheKey(text, partition)
+    return PromptKey(text, partition)
 
 
 def _chat_messages(prompt: str) -> list[dict[str, Any]] | None:

@@ -19,12 +19,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, TextIO
 
+from bsc.cache import DEFAULT_THRESHOLD
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-
-from bsc.cache import DEFAULT_THRESHOLD
 
 __all__ = [
     "DemoPrompt",
@@ -57,14 +56,14 @@ class DemoPrompt:
 
 
 def load_prompts(path: str | None = None) -> list[DemoPrompt]:
-    """The demo stream: ``path`` (JSON lines with prompt, group, kind) or the one bsc ships.
+    """The demo stream: ``path`` (JSON lines with prompt, group, kind) or the one langchain_bsc ships.
 
     Example:
         >>> load_prompts()[0].kind
         'first'
     """
     text = (
-        files("bsc").joinpath("demo_data", "prompts.jsonl").read_text(encoding="utf-8")
+        files("langchain_bsc").joinpath("demo_data", "prompts.jsonl").read_text(encoding="utf-8")
         if path is None
         else Path(path).read_text(encoding="utf-8")
     )
@@ -241,8 +240,9 @@ def run_demo(
         >>> result.upstream_with < result.upstream_without
         True
     """
-    from langchain_bsc import BinarySemanticLLMCache
     from langchain_core.globals import get_llm_cache, set_llm_cache
+
+    from langchain_bsc import BinarySemanticLLMCache
 
     out = out if out is not None else sys.stdout
     prompts = list(stream) if stream is not None else load_prompts()
@@ -292,13 +292,7 @@ def _configure_process() -> None:
     """Process-wide settings for the CLI run (not applied when `run_demo` is called as a library)."""
     # transformers' "Loading weights" bar would interleave with the demo's own progress bars.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # The demo embeds one prompt at a time, where more torch threads only add synchronisation; on a
-    # busy machine that spin-waiting made each embedding ~20x slower.
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+    # No thread setting needed: the default embedder (onnxruntime) runs one intra-op thread.
 
 
 def _print_header(out: TextIO, prompts: Sequence[DemoPrompt], kinds: dict[str, int]) -> None:

@@ -7,7 +7,6 @@ the call kind, every other message, the non-text parts of the last user message,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -15,16 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bsc.digest import digest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 
 __all__ = [
     "TOOL_KWARGS",
-    "CacheKey",
-    "KeyFunction",
+    "CallKey",
+    "CallKeyFunction",
     "LLMCall",
     "Unkeyable",
-    "default_cache_key",
+    "default_call_key",
     "json_safe",
     "json_safe_items",
     "model_identity",
@@ -167,8 +167,7 @@ def _key_name(key: Any) -> str:
 
 
 def _digest(parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return digest(json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).hex()
 
 
 def namespace_for(kind: str, user_namespace: str, parts: Any) -> str:
@@ -198,14 +197,14 @@ def namespace_prefix(kind: str, user_namespace: str) -> str:
     return f"llamaindex-{kind}:{escaped}:"
 
 
-def _exact_only(key: CacheKey) -> CacheKey:
+def _exact_only(key: CallKey) -> CallKey:
     """A key that can only match the identical text: the text moves into the partition.
 
     The embedded stand-in is short and the same for every call with this text, so nothing else in its
     (one-text) partition can be semantically near it.
     """
-    digest = _digest(key.text)
-    return CacheKey(text=f"exact:{digest}", partition=[key.partition, "exact", key.text])
+    text_digest = _digest(key.text)
+    return CallKey(text=f"exact:{text_digest}", partition=[key.partition, "exact", key.text])
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,16 +233,16 @@ class LLMCall:
 
 
 @dataclass(frozen=True, slots=True)
-class CacheKey:
+class CallKey:
     """Where a call is cached: ``partition`` must match exactly (any JSON data), ``text`` by meaning."""
 
     text: str
     partition: Any
 
 
-#: ``key_fn(call) -> CacheKey | None``; None passes the call through uncached. Raising `Unkeyable`
+#: ``key_fn(call) -> CallKey | None``; None passes the call through uncached. Raising `Unkeyable`
 #: does the same.
-KeyFunction = Callable[[LLMCall], "CacheKey | None"]
+CallKeyFunction = Callable[[LLMCall], "CallKey | None"]
 
 
 def _message_parts(message: ChatMessage, *, drop_text: bool = False) -> dict[str, Any]:
@@ -275,7 +274,7 @@ def _text_of(message: ChatMessage) -> str:
     return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
 
 
-def default_cache_key(call: LLMCall) -> CacheKey | None:
+def default_call_key(call: LLMCall) -> CallKey | None:
     """The shared chat rule: embed the last user message's text, match everything else exactly.
 
     A templated call (``call.question`` set) embeds the question and matches the rest of the rendered
@@ -286,18 +285,18 @@ def default_cache_key(call: LLMCall) -> CacheKey | None:
 
     Example:
         >>> from llama_index.core.llms import ChatMessage
-        >>> key = default_cache_key(LLMCall("chat", messages=(ChatMessage(role="user", content="Hi"),)))
+        >>> key = default_call_key(LLMCall("chat", messages=(ChatMessage(role="user", content="Hi"),)))
         >>> key.text
         'Hi'
     """
     kwargs = json_safe(dict(call.kwargs))
     if call.question is not None:
         context = json_safe(call.question_context)
-        return CacheKey(text=call.question, partition={"template": context, "kwargs": kwargs})
+        return CallKey(text=call.question, partition={"template": context, "kwargs": kwargs})
     if call.kind == "complete":
         if call.prompt is None:
             return None
-        return CacheKey(text=call.prompt, partition={"formatted": call.formatted, "kwargs": kwargs})
+        return CallKey(text=call.prompt, partition={"formatted": call.formatted, "kwargs": kwargs})
     last_user = _last_user_index(call.messages)
     if last_user is None:
         return None
@@ -305,7 +304,7 @@ def default_cache_key(call: LLMCall) -> CacheKey | None:
     if not text.strip():
         return None
     messages = [_message_parts(m, drop_text=i == last_user) for i, m in enumerate(call.messages)]
-    return CacheKey(text=text, partition={"messages": messages, "kwargs": kwargs})
+    return CallKey(text=text, partition={"messages": messages, "kwargs": kwargs})
 
 
 def _last_user_index(messages: Sequence[ChatMessage]) -> int | None:

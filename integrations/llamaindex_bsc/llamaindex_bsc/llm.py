@@ -1,4 +1,4 @@
-"""`BinarySemanticCacheLLM`: an LLM that answers repeated and paraphrased calls from a semantic cache.
+"""`CachingLLM`: an LLM that answers repeated and paraphrased calls from a semantic cache.
 
 LlamaIndex has no LLM cache hook, so the cache is an `LLM` that wraps another one. LlamaIndex components
 read ``Settings.llm`` when they are built: install the cache before building indexes, query engines,
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
+from bsc.fail_open import FailOpenCache
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -38,17 +39,18 @@ from llama_index.core.types import TokenAsyncGen, TokenGen
 from llamaindex_bsc._construction import build_cache
 from llamaindex_bsc.keys import (
     TOOL_KWARGS,
-    KeyFunction,
+    CallKeyFunction,
     LLMCall,
     Unkeyable,
     _exact_only,
     _message_parts,
-    default_cache_key,
+    default_call_key,
     json_safe,
     model_identity,
     namespace_for,
     namespace_prefix,
 )
+from llamaindex_bsc.recording import arecorded, recorded
 from llamaindex_bsc.responses import (
     StoredAnswer,
     aiter_replay,
@@ -64,7 +66,7 @@ from llamaindex_bsc.responses import (
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-__all__ = ["BinarySemanticCacheLLM", "install_llm_cache"]
+__all__ = ["CachingLLM", "install_llm_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class _Slot:
     text: str
 
 
-class BinarySemanticCacheLLM(FunctionCallingLLM):
+class CachingLLM(FunctionCallingLLM):
     """Wraps any LlamaIndex `LLM` so repeated and paraphrased calls are answered from a semantic cache.
 
     Every chat/complete method (sync, async, streaming) is cached. The text of the last user message (or
@@ -121,7 +123,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         namespace: a partition of your own (e.g. per tenant); calls only hit entries of their namespace.
         guard: the false-hit guard (True, False or a configured `bsc.FalseHitGuard`).
         verifier: an optional second opinion on each semantic candidate.
-        key_fn: how a call becomes a key (see `llamaindex_bsc.keys.default_cache_key`); the model
+        key_fn: how a call becomes a key (see `llamaindex_bsc.keys.default_call_key`); the model
             identity, call kind and namespace are always added to its partition.
         max_semantic_chars: texts longer than this only hit when identical (an embedding model sees a
             bounded number of tokens, and a short difference in a long prompt barely moves it); None
@@ -139,7 +141,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
     Example:
         >>> from llama_index.core import Settings
         >>> from llama_index.core.llms import MockLLM
-        >>> Settings.llm = BinarySemanticCacheLLM(llm=MockLLM(max_tokens=3))
+        >>> Settings.llm = CachingLLM(llm=MockLLM(max_tokens=3))
         >>> Settings.llm.complete("What is the capital of France?").text
         'text text text'
     """
@@ -153,8 +155,8 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
     )
 
     _llm: LLM = PrivateAttr()
-    _cache: SemanticCache = PrivateAttr()
-    _key_fn: KeyFunction = PrivateAttr()
+    _cache: FailOpenCache = PrivateAttr()
+    _key_fn: CallKeyFunction = PrivateAttr()
 
     def __init__(
         self,
@@ -165,7 +167,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         namespace: str = "default",
         guard: FalseHitGuard | bool = True,
         verifier: Verifier | None = None,
-        key_fn: KeyFunction | None = None,
+        key_fn: CallKeyFunction | None = None,
         max_semantic_chars: int | None = 1000,
         question_vars: Sequence[str] = ("query_str", "question"),
         callback_manager: CallbackManager | None = None,
@@ -190,12 +192,12 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
             query_wrapper_prompt=llm.query_wrapper_prompt,
         )
         self._llm = llm
-        self._cache = build_cache(cache, embedder, guard, verifier, cache_options)
-        self._key_fn = key_fn or default_cache_key
+        self._cache = FailOpenCache(build_cache(cache, embedder, guard, verifier, cache_options), logger)
+        self._key_fn = key_fn or default_call_key
 
     @classmethod
     def class_name(cls) -> str:
-        return "BinarySemanticCacheLLM"
+        return "CachingLLM"
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -210,14 +212,11 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
     @property
     def cache(self) -> SemanticCache:
         """The underlying `bsc.SemanticCache` (``stats()``, ``clear()``)."""
-        return self._cache
+        return self._cache.cache
 
     def clear(self) -> None:
         """Forgets the answers cached under this wrapper's ``namespace`` (for every wrapped model)."""
-        prefix = namespace_prefix("llm", self.namespace)
-        for namespace in self._cache.cache.namespaces():
-            if namespace.startswith(prefix):
-                self._cache.clear(namespace)
+        self._cache.clear_prefix(namespace_prefix("llm", self.namespace))
 
     # ---------------------------------------------------------------- keys
     def _slot(self, call: LLMCall) -> _Slot | None:
@@ -270,36 +269,20 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
     def _lookup(self, slot: _Slot | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
         if slot is None:
             return None
-        try:
-            return self._answer(self._cache.lookup(slot.text, namespace=slot.namespace), kind)
-        except Exception:
-            logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
-            return None
+        return self._answer(self._cache.lookup(slot.text, namespace=slot.namespace), kind)
 
     async def _alookup(self, slot: _Slot | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
         if slot is None:
             return None
-        try:
-            return self._answer(await self._cache.alookup(slot.text, namespace=slot.namespace), kind)
-        except Exception:
-            logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
-            return None
+        return self._answer(await self._cache.alookup(slot.text, namespace=slot.namespace), kind)
 
     def _store(self, slot: _Slot | None, payload: str | None) -> None:
-        if slot is None or payload is None:
-            return
-        try:
+        if slot is not None and payload is not None:
             self._cache.update(slot.text, payload, namespace=slot.namespace)
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
     async def _astore(self, slot: _Slot | None, payload: str | None) -> None:
-        if slot is None or payload is None:
-            return
-        try:
+        if slot is not None and payload is not None:
             await self._cache.aupdate(slot.text, payload, namespace=slot.namespace)
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
     @staticmethod
     def _chat_payload(response: ChatResponse | None, text: str | None = None) -> str | None:
@@ -338,7 +321,8 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         if found is not None:
             answer, info = found
             return (completion_response(answer, info, text=t, delta=d) for t, d in iter_replay(answer.text))
-        return self._record_completion(self._llm.stream_complete(prompt, formatted=formatted, **kwargs), slot)
+        stream = self._llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        return recorded(stream, lambda items: self._store(slot, _completion_payload(items)))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -350,30 +334,7 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         if found is not None:
             return self._areplay_completion(*found)
         stream = await self._llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return self._arecord_completion(stream, slot)
-
-    def _record_completion(self, stream: CompletionResponseGen, slot: _Slot | None) -> CompletionResponseGen:
-        last: CompletionResponse | None = None
-        deltas: list[str] = []
-        for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        # Reached only when the stream ran to its end (a consumer that stops early closes us at yield).
-        if last is not None:
-            self._store(slot, dumps_completion(_assembled_completion(last, deltas)))
-
-    async def _arecord_completion(
-        self, stream: CompletionResponseAsyncGen, slot: _Slot | None
-    ) -> CompletionResponseAsyncGen:
-        last: CompletionResponse | None = None
-        deltas: list[str] = []
-        async for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        if last is not None:
-            await self._astore(slot, dumps_completion(_assembled_completion(last, deltas)))
+        return arecorded(stream, lambda items: self._astore(slot, _completion_payload(items)))
 
     @staticmethod
     async def _areplay_completion(answer: StoredAnswer, info: dict[str, Any]) -> CompletionResponseAsyncGen:
@@ -412,7 +373,8 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         if found is not None:
             answer, info = found
             return (chat_response(answer, info, text=t, delta=d) for t, d in iter_replay(answer.text))
-        return self._record_chat(self._llm.stream_chat(messages, **kwargs), slot)
+        stream = self._llm.stream_chat(messages, **kwargs)
+        return recorded(stream, lambda items: self._store(slot, self._stream_chat_payload(items)))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -422,25 +384,13 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         if found is not None:
             return self._areplay_chat(*found)
         stream = await self._llm.astream_chat(messages, **kwargs)
-        return self._arecord_chat(stream, slot)
+        return arecorded(stream, lambda items: self._astore(slot, self._stream_chat_payload(items)))
 
-    def _record_chat(self, stream: ChatResponseGen, slot: _Slot | None) -> ChatResponseGen:
-        last: ChatResponse | None = None
-        deltas: list[str] = []
-        for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        self._store(slot, self._chat_payload(last, _assembled_text(last, deltas)))
-
-    async def _arecord_chat(self, stream: ChatResponseAsyncGen, slot: _Slot | None) -> ChatResponseAsyncGen:
-        last: ChatResponse | None = None
-        deltas: list[str] = []
-        async for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        await self._astore(slot, self._chat_payload(last, _assembled_text(last, deltas)))
+    @classmethod
+    def _stream_chat_payload(cls, items: list[ChatResponse]) -> str | None:
+        """What a finished chat stream stores (None for an empty stream)."""
+        last = items[-1] if items else None
+        return cls._chat_payload(last, _assembled_text(last, items))
 
     @staticmethod
     async def _areplay_chat(answer: StoredAnswer, info: dict[str, Any]) -> ChatResponseAsyncGen:
@@ -502,109 +452,27 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
             return self._llm
         raise TypeError(f"the wrapped {type(self._llm).__name__} is not a function-calling LLM")
 
-    def chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
+    # The five tool-calling entry points share FunctionCallingLLM's signature (tools, user_msg,
+    # chat_history, verbose, allow_parallel_tool_calls, tool_required, **kwargs); they forward it as
+    # given, so a new parameter in LlamaIndex reaches the wrapped model without a change here.
+    def chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponse:
         """Delegated to the wrapped model, uncached."""
-        return self._function_calling_llm().chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return self._function_calling_llm().chat_with_tools(*args, **kwargs)
 
-    async def achat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
+    async def achat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponse:
         """Delegated to the wrapped model, uncached."""
-        return await self._function_calling_llm().achat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return await self._function_calling_llm().achat_with_tools(*args, **kwargs)
 
-    def stream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseGen:
+    def stream_chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponseGen:
         """Delegated to the wrapped model, uncached."""
-        return self._function_calling_llm().stream_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return self._function_calling_llm().stream_chat_with_tools(*args, **kwargs)
 
-    async def astream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseAsyncGen:
+    async def astream_chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponseAsyncGen:
         """Delegated to the wrapped model, uncached."""
-        return await self._function_calling_llm().astream_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return await self._function_calling_llm().astream_chat_with_tools(*args, **kwargs)
 
-    def _prepare_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return self._function_calling_llm()._prepare_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+    def _prepare_chat_with_tools(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._function_calling_llm()._prepare_chat_with_tools(*args, **kwargs)
 
     def _validate_chat_with_tools_response(
         self,
@@ -630,9 +498,11 @@ class BinarySemanticCacheLLM(FunctionCallingLLM):
         )
 
 
-def _assembled_text(last: ChatResponse | CompletionResponse | None, deltas: list[str]) -> str:
+def _assembled_text(
+    last: ChatResponse | CompletionResponse | None, items: Sequence[ChatResponse | CompletionResponse]
+) -> str:
     """What a finished stream said: the deltas the consumer saw, else the final cumulative text."""
-    joined = "".join(deltas)
+    joined = "".join(item.delta or "" for item in items)
     if joined:
         return joined
     if isinstance(last, ChatResponse):
@@ -640,11 +510,16 @@ def _assembled_text(last: ChatResponse | CompletionResponse | None, deltas: list
     return last.text if last is not None else ""
 
 
-def _assembled_completion(last: CompletionResponse, deltas: list[str]) -> CompletionResponse:
-    return CompletionResponse(text=_assembled_text(last, deltas), additional_kwargs=last.additional_kwargs)
+def _completion_payload(items: list[CompletionResponse]) -> str | None:
+    """What a finished completion stream stores (None for an empty stream)."""
+    if not items:
+        return None
+    last = items[-1]
+    text = _assembled_text(last, items)
+    return dumps_completion(CompletionResponse(text=text, additional_kwargs=last.additional_kwargs))
 
 
-def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticCacheLLM:
+def install_llm_cache(llm: LLM | None = None, **options: Any) -> CachingLLM:
     """Wraps ``llm`` (default: the current ``Settings.llm``) and installs the wrapper as ``Settings.llm``.
 
     Call it before building indexes, query engines or chat engines: they read ``Settings.llm`` when they
@@ -652,7 +527,7 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
 
     Args:
         llm: the LLM to wrap; None wraps the LLM already set in ``Settings.llm``.
-        **options: `BinarySemanticCacheLLM` options.
+        **options: `CachingLLM` options.
 
     Raises:
         ValueError: if ``llm`` is None and no ``Settings.llm`` was set (LlamaIndex would otherwise
@@ -662,7 +537,7 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
         >>> from llama_index.core import Settings
         >>> from llama_index.core.llms import MockLLM
         >>> Settings.llm = MockLLM()
-        >>> isinstance(install_llm_cache(), BinarySemanticCacheLLM)
+        >>> isinstance(install_llm_cache(), CachingLLM)
         True
     """
     if llm is None:
@@ -670,11 +545,11 @@ def install_llm_cache(llm: LLM | None = None, **options: Any) -> BinarySemanticC
         llm = getattr(Settings, "_llm", None)
         if llm is None:
             raise ValueError("set Settings.llm before installing the cache, or pass llm=")
-    if isinstance(llm, BinarySemanticCacheLLM):
+    if isinstance(llm, CachingLLM):
         if options:
-            raise ValueError("Settings.llm is already a BinarySemanticCacheLLM; options would be ignored")
+            raise ValueError("Settings.llm is already a CachingLLM; options would be ignored")
         Settings.llm = llm
         return llm
-    wrapper = BinarySemanticCacheLLM(llm, **options)
+    wrapper = CachingLLM(llm, **options)
     Settings.llm = wrapper
     return wrapper
