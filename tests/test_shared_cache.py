@@ -476,3 +476,31 @@ def test_a_cluster_url_keeps_one_cache_on_one_slot(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_forked_worker_follows_the_stream_on_its_own(redis_server: Any, run_isolated: Any) -> None:
+    out = run_isolated(
+        f"""
+        import os, time
+        import numpy as np
+        from bsc.store import RedisStore
+        x = np.random.default_rng(3).normal(size=(2, 16)).astype(np.float32)
+        cache = RedisStore({redis_server.url!r}).open(16)   # made before the fork, as with --preload
+        writer = RedisStore({redis_server.url!r}).open(16)
+        pid = os.fork()
+        if pid == 0:
+            deadline = time.monotonic() + 20
+            while cache.get(x[0]) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ok = cache.get(x[0]) is not None
+            cache.put(x[1], "from the child")
+            os._exit(0 if ok else 1)
+        time.sleep(0.2)
+        writer.put(x[0], "after the fork")
+        _, status = os.waitpid(pid, 0)
+        writer.sync()
+        print(os.waitstatus_to_exitcode(status), writer.get(x[1]).response)
+        """,
+        timeout=60,
+    )
+    assert out.split() == ["0", "from", "the", "child"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -148,7 +149,7 @@ class ReplicatedCache(BinarySemanticCache):
         self._uses: dict[str, float] = {}
         self._uses_lock = threading.Lock()
         self._events_applied = self._rebuilds = self._lost = 0
-        self._stop = threading.Event()
+        self._pid = os.getpid()
         try:
             with self._sync:
                 self._rebuild()
@@ -156,13 +157,33 @@ class ReplicatedCache(BinarySemanticCache):
             if not self.fail_open:
                 raise
             self._went_down(exc)
+        self._start_following()
+
+    def _start_following(self) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_follow,
-            args=(weakref.ref(self), self._stop, store.touch_interval),
-            name=f"bsc-replica-{store.name}",
+            args=(weakref.ref(self), self._stop, self.store.touch_interval),
+            name=f"bsc-replica-{self.store.name}",
             daemon=True,
         )
         self._thread.start()
+
+    def _hold_for_fork(self) -> None:
+        # Applying holds _sync before the write lock, so it comes first here too (see bsc._fork).
+        self._sync.acquire()
+        self._uses_lock.acquire()
+        super()._hold_for_fork()
+
+    def _release_after_fork(self) -> None:
+        super()._release_after_fork()
+        self._uses_lock.release()
+        self._sync.release()
+        if os.getpid() != self._pid:
+            # A forked child (gunicorn --preload, Celery prefork) has no follower thread: start its own.
+            # redis-py opens new connections in a child by itself.
+            self._pid = os.getpid()
+            self._start_following()
 
     # ---------------------------------------------------------------- writing (through Redis)
     def _insert_encoded(
