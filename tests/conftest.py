@@ -131,3 +131,16 @@ class LoopHandshake:
 def loop_handshake() -> LoopHandshake:
     """A fresh `LoopHandshake`."""
     return LoopHandshake()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real ``redis-server`` on a free 127.0.0.1 port (see tests/redis_server.py), stopped afterwards."""
+    from redis_server import RedisServer
+
+    if RedisServer.binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server, in .ci/system-packages.txt)")
+    pytest.importorskip("redis")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

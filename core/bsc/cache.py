@@ -279,14 +279,38 @@ class BinarySemanticCache:
             if m is not None and not isinstance(m, Mapping):
                 raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
         # Everything that can fail happens before the index is touched, so an error stores nothing.
+        frozen, codes, q8, q8_norms = self._encode_rows(x, metas)
+        expires = self._clock() + self.ttl if self.ttl is not None else math.inf
+        return self._insert_encoded(namespace, codes, q8, q8_norms, responses, frozen, expires)
+
+    def _encode_rows(
+        self, x: npt.NDArray[np.float32], metas: list[Mapping[str, Any] | None]
+    ) -> tuple[
+        list[Mapping[str, Any] | None], npt.NDArray[np.uint64], npt.NDArray[np.int8], npt.NDArray[np.float32]
+    ]:
+        """The stored forms of validated rows: frozen metadata, codes, int8 unit rows and their norms.
+        The int8 rows are computed even with ``rerank=0`` (a shared cache stores them for its peers)."""
         frozen = [_frozen(m, i) for i, m in enumerate(metas)]
         codes = self._encoder.encode(x)
-        q8 = _quantize(normalised(x)) if self.rerank else None
-        q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32) if q8 is not None else None
-        expires = self._clock() + self.ttl if self.ttl is not None else math.inf
+        q8 = _quantize(normalised(x))
+        q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32)
+        return frozen, codes, q8, q8_norms
+
+    def _insert_encoded(
+        self,
+        namespace: str,
+        codes: npt.NDArray[np.uint64],
+        q8: npt.NDArray[np.int8],
+        q8_norms: npt.NDArray[np.float32],
+        responses: Sequence[Response],
+        frozen: Sequence[Mapping[str, Any] | None],
+        expires: float,
+    ) -> list[int]:
+        """Publishes already encoded rows (from `_encode_rows`, or decoded from a shared store) that
+        expire at ``expires`` on this cache's clock; returns their ids."""
         with self._write_lock:
             if self.ttl is not None:
-                self._make_room_from_expired(len(x))
+                self._make_room_from_expired(len(codes))
             ids, evicted = self._index.insert_many(namespace, codes, expires)
             top = max(i & _HANDLE_MASK for i in ids) + 1
             self._grow(top)
@@ -296,7 +320,7 @@ class BinarySemanticCache:
                 # Unpublish before overwriting the handle's rerank row: a reader that validated the
                 # previous occupant re-checks it after copying the row (see `_decide`).
                 entries[h] = None
-                if q8 is not None and q8_norms is not None:
+                if self.rerank:
                     self._vectors[h] = q8[row]
                     self._vector_norms[h] = q8_norms[row]
                 entries[h] = _Entry(new_id, response, meta, namespace)

@@ -6,6 +6,7 @@ the embedding and the binary cache, then the false-hit guard and an optional ver
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import logging
@@ -17,7 +18,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,9 @@ from bsc import _fork
 from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response
 from bsc.embedders import Embedder, default_embedder
 from bsc.guard import FalseHitGuard
+
+if TYPE_CHECKING:
+    from bsc.store import RedisStore
 
 __all__ = ["SemanticCache", "SemanticCacheStats", "Verifier"]
 
@@ -106,12 +110,18 @@ class SemanticCache:
             the embedder and the options given; threshold, max_entries and clock apply), and the default
             target of `save`.
         autosave: also save to ``path`` when the interpreter exits.
+        redis_url: share this cache with every process that uses the same Redis (see `bsc.store`):
+            Redis holds the entries, this process a replica it searches locally. Shorthand for
+            ``store=RedisStore(redis_url)``.
+        store: a configured `bsc.store.RedisStore` (cache name, ``fail_open``, ...) to share through.
         **cache_options: passed to `BinarySemanticCache` (threshold, code_bits, seed, max_entries, ttl,
             rerank, clock, eviction).
 
     Raises:
         bsc.CacheFormatError: ``path`` exists but is not a valid snapshot.
-        ValueError: the snapshot's settings differ from the embedder's dim or the options given.
+        ValueError: the snapshot's settings differ from the embedder's dim or the options given; both
+            a path and a Redis store were given; the shared cache in Redis has other settings.
+        bsc.store.StoreUnavailableError: Redis is unreachable and the store does not fail open.
 
     Example:
         >>> cache = SemanticCache()
@@ -129,13 +139,26 @@ class SemanticCache:
         memo_size: int = 1024,
         path: str | os.PathLike[str] | None = None,
         autosave: bool = False,
+        redis_url: str | None = None,
+        store: RedisStore | None = None,
         **cache_options: Any,
     ) -> None:
         self.embedder: Embedder = embedder if embedder is not None else default_embedder()
         if autosave and path is None:
             raise ValueError("autosave needs a path to save to")
+        if redis_url is not None and store is not None:
+            raise ValueError("give redis_url or store, not both")
+        if (redis_url is not None or store is not None) and path is not None:
+            raise ValueError("a shared cache lives in Redis: give a path or a Redis store, not both")
         self.path = None if path is None else os.fspath(path)
-        if self.path is not None and os.path.exists(self.path):
+        if redis_url is not None or store is not None:
+            from bsc.store import RedisStore
+
+            shared = store if store is not None else RedisStore(redis_url)
+            self.cache: BinarySemanticCache = shared.open(
+                self.embedder.dim, model=self.embedder.name, **cache_options
+            )
+        elif self.path is not None and os.path.exists(self.path):
             self.cache = _load_cache(self.path, self.embedder.dim, cache_options)
         else:
             self.cache = BinarySemanticCache(self.embedder.dim, **cache_options)
@@ -162,7 +185,10 @@ class SemanticCache:
         self._guard_rejections = self._verifier_rejections = 0
         self._embed_seconds = self._search_seconds = 0.0
         self._embedded = 0
-        if len(self.cache):
+        subscribe = getattr(self.cache, "subscribe", None)
+        if subscribe is not None:  # a shared cache: other processes' prompts join the exact table too
+            subscribe(self._remember_exact)
+        elif len(self.cache):
             self._exact = _exact_table(self.cache)
             self._exact_keys = sum(map(len, self._exact.values()))
         if autosave:
@@ -363,9 +389,14 @@ class SemanticCache:
         namespace: str = "default",
         metadata: Mapping[str, Any] | None = None,
     ) -> int:
-        """`update` that awaits the embedder instead of blocking the event loop."""
+        """`update` that awaits the embedder instead of blocking the event loop (and, for a cache shared
+        through Redis, runs the write's round trip in a worker thread)."""
         _check_text(text, 0)
-        return self._store([text], await self._aembed([text]), [response], namespace, [metadata])[0]
+        vectors = await self._aembed([text])
+        if getattr(self.cache, "store", None) is not None:
+            stored = await asyncio.to_thread(self._store, [text], vectors, [response], namespace, [metadata])
+            return stored[0]
+        return self._store([text], vectors, [response], namespace, [metadata])[0]
 
     def update_many(
         self,
@@ -403,22 +434,28 @@ class SemanticCache:
         for entry, long in zip(stored, too_long, strict=True):
             if long:
                 entry["exact_only"] = True
+        keys = [_exact_key(t) for t in texts]
+        with self._lock:  # read before the put: a shared cache's listener records the new ids at once
+            table = self._exact.setdefault(namespace, {})
+            before = {k: table.get(k) for k in keys}
         ids = self.cache.put_many(vectors, responses, namespace=namespace, metadata=stored)
+        replaced = []
         with self._lock:
             table = self._exact.setdefault(namespace, {})
-            for text, new_id in zip(texts, ids, strict=True):
-                key = _exact_key(text)
-                old = table.get(key)
-                table[key] = new_id
-                if old is None:
+            for key, new_id in zip(keys, ids, strict=True):
+                old = before[key]
+                if key not in table:
                     self._exact_keys += 1
-                elif old != new_id:
-                    self.cache.delete(old)
+                before[key] = table[key] = new_id
+                if old is not None and old != new_id:
+                    replaced.append(old)
             # Evicted entries leave stale ids behind, possibly in namespaces no longer written to (one
             # per conversation, say); sweep every table once they could outnumber the live entries, so
             # the tables stay within twice the live entries plus a constant (amortised O(1) per key).
             if self._exact_keys > 2 * len(self.cache) + _EXACT_SLACK:
                 self._sweep_exact()
+        for old in replaced:  # outside the lock: a shared cache's delete applies changes (and listeners)
+            self.cache.delete(old)
         return ids
 
     def _sweep_exact(self) -> None:
@@ -426,6 +463,20 @@ class SemanticCache:
         swept = {ns: {k: v for k, v in t.items() if v in self.cache} for ns, t in self._exact.items()}
         self._exact = {ns: t for ns, t in swept.items() if t}
         self._exact_keys = sum(map(len, self._exact.values()))
+
+    def _remember_exact(
+        self, namespace: str, ids: list[int], metadata: list[Mapping[str, Any] | None]
+    ) -> None:
+        """Adds entries a shared cache's replica received (from any process) to the exact-text table."""
+        with self._lock:
+            table = self._exact.setdefault(namespace, {})
+            for entry_id, meta in zip(ids, metadata, strict=True):
+                prompt = None if meta is None else meta.get("prompt")
+                if isinstance(prompt, str):
+                    key = _exact_key(prompt)
+                    if key not in table:
+                        self._exact_keys += 1
+                    table[key] = entry_id
 
     # ---------------------------------------------------------------- the rest
     def clear(self, namespace: str | None = None) -> None:

@@ -11,6 +11,7 @@ from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
 from bsc.digest import digest
 from bsc.embedders import LangChainEmbedder
 from bsc.fail_open import FailOpenCache
+from bsc.store import RedisStore
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
@@ -61,6 +62,9 @@ class BinarySemanticLLMCache(BaseCache):
             Namespaces are stable hashes, so a snapshot serves the same models, conversations and
             ``namespace`` in a later process; use it with the embedding model that wrote it.
         autosave: also save to ``path`` when the interpreter exits.
+        redis_url: share the cache with every worker and replica that uses this Redis (see
+            `bsc.store`); lookups stay local. Fails open: with Redis down it keeps serving locally
+            and logs one warning, never failing an LLM call.
 
     Raises:
         TypeError: if ``embedding`` is not a LangChain ``Embeddings``.
@@ -92,6 +96,7 @@ class BinarySemanticLLMCache(BaseCache):
         key: PromptKeyFunction | None = None,
         path: str | os.PathLike[str] | None = None,
         autosave: bool = False,
+        redis_url: str | None = None,
     ) -> None:
         if embedding is not None and not isinstance(embedding, Embeddings):
             raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
@@ -104,6 +109,7 @@ class BinarySemanticLLMCache(BaseCache):
             ttl=ttl,
             path=path,
             autosave=autosave,
+            store=None if redis_url is None else RedisStore(redis_url, fail_open=True),
         )
         # Lookups and updates go through this: a cache failure must not fail the model call.
         self._fail_open = FailOpenCache(self._cache, logger)

@@ -6,6 +6,7 @@ from typing import Any
 
 from bsc import FalseHitGuard, SemanticCache, Verifier
 from bsc.embedders import Embedder, LlamaIndexEmbedder
+from bsc.store import RedisStore
 
 
 def build_cache(
@@ -37,4 +38,7 @@ def build_cache(
                 f"got {type(embedder).__name__}"
             )
         embedder = LlamaIndexEmbedder(embedder)
+    redis_url = cache_options.pop("redis_url", None)
+    if redis_url is not None:  # shared through Redis, failing open: the app never fails because of its cache
+        cache_options["store"] = RedisStore(redis_url, fail_open=True)
     return SemanticCache(embedder, guard=guard, verifier=verifier, **cache_options)

@@ -132,7 +132,8 @@ class CachingLLM(FunctionCallingLLM):
             (``query_str`` in query engines, ``question`` in the condense-question chat prompt).
         callback_manager: defaults to the wrapped LLM's.
         **cache_options: passed to `bsc.SemanticCache` (threshold, ttl, max_entries, path, autosave, ...);
-            with ``path`` the cache is loaded from and saved to a snapshot (``llm.cache.save()``).
+            with ``path`` the cache is loaded from and saved to a snapshot (``llm.cache.save()``);
+            with ``redis_url`` it is shared with every process using that Redis (failing open).
 
     Raises:
         TypeError: if ``llm`` is not a LlamaIndex `LLM`, or options conflict (see ``cache``).
