@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import builtins
 import io
+import os
 import re
 import tokenize
 from collections.abc import Callable, Iterator
@@ -177,8 +178,10 @@ GIVEN: dict[str, Callable[[], Any]] = {
 @pytest.fixture
 def reader_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A temp working directory, the global LangChain cache unset and LlamaIndex Settings offline
-    (MockLLM as the reader's LLM), each restored afterwards."""
+    (MockLLM as the reader's LLM), each restored afterwards. A reader of the OpenAI snippets has an API
+    key in the environment; a placeholder stands in for it (nothing here calls OpenAI)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY") or "sk-placeholder")
     restore: list[Callable[[], None]] = []
     try:
         from langchain_core.globals import get_llm_cache, set_llm_cache
@@ -213,13 +216,25 @@ def test_the_readmes_have_python_blocks() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_readme_block_runs_as_written(
-    block: Block, reader_environment: None, single_thread_default_embedder: object
+    block: Block,
+    reader_environment: None,
+    single_thread_default_embedder: object,
+    request: pytest.FixtureRequest,
 ) -> None:
     undefined = _free_names(block.code) - set(GIVEN)
     assert not undefined, f"{block.id} uses names it never defines: {sorted(undefined)}"
+    code = block.code
+    if _README_REDIS in code:
+        # The reader runs Redis on its default port; the test's own server listens on a free one.
+        server = request.getfixturevalue("redis_server")
+        code = code.replace(_README_REDIS, server.url)
     namespace: dict[str, Any] = {"__name__": "__readme__"}
-    namespace.update({name: make() for name, make in GIVEN.items() if name in _free_names(block.code)})
-    exec(compile(_with_checked_results(block.code, block.id), block.id, "exec"), namespace)
+    namespace.update({name: make() for name, make in GIVEN.items() if name in _free_names(code)})
+    exec(compile(_with_checked_results(code, block.id), block.id, "exec"), namespace)
+
+
+#: The Redis address the README's examples use.
+_README_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def test_free_names_finds_what_a_block_never_defines() -> None:
