@@ -74,12 +74,14 @@ def test_binary_mode_uses_the_calibrated_radius() -> None:
     n, r = 256, radius_for(0.9, 256)
     hit = cache.search(x, k=1)[0]
     assert hit.distance == 0 and hit.similarity == 1.0
-    # Whatever is returned is within the radius, and its similarity is the SimHash estimate.
-    for _ in range(200):
-        h = cache.search(at_cosine(rng, x, 0.9), k=1)
-        if h:
-            assert h[0].distance <= r
-            assert h[0].similarity == pytest.approx(similarity_from_distance(h[0].distance, n))
+    # At cosine exactly 0.9 about half the queries land inside the radius: whatever is returned is within
+    # it, with the SimHash estimate as its similarity, and the rest are misses.
+    results = [cache.search(at_cosine(rng, x, 0.9), k=1) for _ in range(200)]
+    hits = [h[0] for h in results if h]
+    assert 0 < len(hits) < len(results)
+    for h in hits:
+        assert h.distance <= r
+        assert h.similarity == pytest.approx(similarity_from_distance(h.distance, n))
 
 
 def test_threshold_maps_to_hamming_radius_by_simhash_relation() -> None:
@@ -277,12 +279,111 @@ def test_bad_batches_store_nothing() -> None:
         {"max_entries": 0},
         {"ttl": -1.0},
         {"rerank": -1},
-        {"threshold": "0.9"},
+        {"rerank": 2**64},
+        {"rerank": 2**32 + 1},
+        {"max_entries": 2**64},
+        {"max_entries": 2**24},
+        {"seed": 2**64},
+        {"seed": -1},
     ],
 )
 def test_bad_parameters_raise_value_error(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as info:
         BinarySemanticCache(DIM, **kwargs)  # type: ignore[arg-type]
+    assert type(info.value) is ValueError  # not an OverflowError (a ValueError subclass would pass too)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": "0.9"},
+        {"dim": "4"},
+        {"dim": 4.0},
+        {"ttl": True},
+        {"max_entries": True},
+        {"rerank": True},
+        {"rerank": 2.0},
+        {"seed": 1.5},
+    ],
+)
+def test_parameters_of_the_wrong_type_raise_type_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError):
+        BinarySemanticCache(**{"dim": DIM, **kwargs})  # type: ignore[arg-type]
+
+
+def test_numpy_scalars_are_accepted_as_settings_and_k_beyond_the_capacity_is_not_an_error() -> None:
+    rng = np.random.default_rng(82)
+    cache = BinarySemanticCache(
+        np.int64(DIM), threshold=np.float32(0.9), rerank=np.int32(5), ttl=np.float64(9.0)
+    )  # type: ignore[arg-type]
+    x = unit(rng)
+    cache.put(x, "a")
+    assert cache.threshold == pytest.approx(0.9) and cache.dim == DIM and type(cache.dim) is int
+    assert [h.response for h in cache.search(x, k=2**64)] == ["a"]
+    with pytest.raises(TypeError):
+        cache.search(x, k=True)  # type: ignore[arg-type]
+
+
+def test_returned_metadata_is_json_serialisable_and_readers_cannot_change_the_stored_entry() -> None:
+    import copy
+    import json
+    import pickle
+
+    rng = np.random.default_rng(83)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    cache.put(x, "a", metadata={"tags": ["x", {"deep": [1, 2]}], "n": 1})
+    hit = cache.get(x)
+    assert hit is not None and hit.metadata is not None
+    assert json.loads(json.dumps(hit.metadata)) == {"tags": ["x", {"deep": [1, 2]}], "n": 1}
+    tags = hit.metadata["tags"]
+    for mutate in (
+        lambda: tags.append("y"),
+        lambda: tags.__setitem__(0, "z"),
+        lambda: tags[1]["deep"].append(3),
+        lambda: tags[1].update(deep=None),
+        lambda: hit.metadata.__setitem__("n", 2),  # type: ignore[union-attr]
+        lambda: hit.metadata.pop("n"),  # type: ignore[union-attr]
+    ):
+        with pytest.raises(TypeError):
+            mutate()
+    mine = copy.deepcopy(hit.metadata)
+    mine["tags"][1]["deep"].append(3)  # a copy is the reader's to change
+    assert pickle.loads(pickle.dumps(hit.metadata)) == hit.metadata
+    again = cache.get(x)
+    assert again is not None and again.metadata == {"tags": ["x", {"deep": [1, 2]}], "n": 1}
+
+
+def test_metadata_nested_deeper_than_the_limit_is_refused_at_put_and_stores_nothing() -> None:
+    from bsc.cache import MAX_METADATA_DEPTH
+
+    rng = np.random.default_rng(84)
+    cache = BinarySemanticCache(DIM)
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(990):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="deeper than"):
+        cache.put(unit(rng), "a", metadata=deep)
+    assert len(cache) == 0
+    ok: dict[str, object] = {}
+    inner = ok
+    for _ in range(MAX_METADATA_DEPTH - 1):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    cache.put(unit(rng), "b", metadata=ok)
+    assert len(cache) == 1
+
+
+def test_a_forged_rerank_norm_cannot_make_a_similarity_outside_minus_one_to_one() -> None:
+    rng = np.random.default_rng(85)
+    cache = BinarySemanticCache(DIM, threshold=0.5)
+    x = unit(rng)
+    cache.put(x, "a")
+    cache._vector_norms[:] = 1e-3  # what a forged snapshot could carry
+    hit = cache.get(x)
+    assert hit is not None and -1.0 <= hit.similarity <= 1.0
 
 
 def test_non_contiguous_embeddings_work() -> None:
@@ -302,6 +403,7 @@ def test_concurrent_get_put_delete_clear_never_returns_a_wrong_entry() -> None:
     cache = BinarySemanticCache(DIM, threshold=0.95, max_entries=300)
     errors: list[BaseException] = []
     wrong: list[str] = []
+    right: list[int] = []
 
     def worker(seed: int) -> None:
         r = np.random.default_rng(seed)
@@ -314,6 +416,8 @@ def test_concurrent_get_put_delete_clear_never_returns_a_wrong_entry() -> None:
                     # Vectors are near-orthogonal: a hit for vector i can only be vector i's answer.
                     if hit is not None and hit.response != f"v{i}":
                         wrong.append(f"{i} -> {hit.response}")
+                    elif hit is not None:
+                        right.append(i)
                 elif op < 0.9:
                     cache.put(vectors[i], f"v{i}")
                 elif op < 0.99:
@@ -331,6 +435,7 @@ def test_concurrent_get_put_delete_clear_never_returns_a_wrong_entry() -> None:
         t.join()
     assert not errors, errors
     assert not wrong, wrong[:5]
+    assert right, "no get ever hit: the check above would pass vacuously"
     assert len(cache) <= 300
     for h in cache.search(vectors[0], k=50):
         assert h.id in cache
@@ -379,6 +484,7 @@ def test_concurrent_evicting_puts_never_yield_a_hit_below_the_threshold() -> Non
     near = at_cosine(rng, q, 0.999)
     cache = BinarySemanticCache(DIM, threshold=0.9, max_entries=1, rerank=10)
     stop = threading.Event()
+    started = threading.Event()
     errors: list[BaseException] = []
 
     def writer() -> None:
@@ -387,6 +493,7 @@ def test_concurrent_evicting_puts_never_yield_a_hit_below_the_threshold() -> Non
             while not stop.is_set():
                 cache.put(far[i % 4], "far")
                 cache.put(near, "near")
+                started.set()
                 if i % 50 == 0:
                     cache.clear()
                 i += 1
@@ -395,6 +502,8 @@ def test_concurrent_evicting_puts_never_yield_a_hit_below_the_threshold() -> Non
 
     t = threading.Thread(target=writer)
     t.start()
+    # Every read below happens while the writer is between its first put and `stop`.
+    assert started.wait(timeout=60), errors
     wrong = 0
     try:
         for _ in range(20_000):

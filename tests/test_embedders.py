@@ -31,6 +31,7 @@ from bsc.embedders import (
     SentenceTransformerEmbedder,
     default_embedder,
 )
+from conftest import LoopHandshake
 
 FAKE_DIM = 8
 MODES = ["sync", "async"]
@@ -237,25 +238,19 @@ def test_batch_embedding_equals_one_text_at_a_time(minilm: OnnxEmbedder) -> None
 
 
 async def test_local_aembed_matches_embed_and_lets_the_event_loop_run(
-    minilm: OnnxEmbedder,
+    minilm: OnnxEmbedder, loop_handshake: LoopHandshake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [f"sentence number {i} about topic {i % 7}" for i in range(128)]
-    ticks = 0
+    encode = minilm._embed_batch
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.001)
-            ticks += 1
+    def encode_once_the_loop_ran(batch: list[str]) -> object:
+        loop_handshake.wait_for_the_loop()
+        return encode(batch)
 
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    rows = await minilm.aembed(texts)
-    during = ticks - before
-    task.cancel()
-    # A blocking aembed would hold the loop for the whole encode, so the ticker would not run.
-    assert during >= 2
+    monkeypatch.setattr(minilm, "_embed_batch", encode_once_the_loop_ran)
+    async with loop_handshake.releasing():
+        rows = await minilm.aembed(texts)
+    monkeypatch.undo()
     np.testing.assert_allclose(rows, minilm.embed(texts), atol=1e-5)
 
 
@@ -558,19 +553,16 @@ async def test_llamaindex_adapter_returns_the_wrapped_model_vectors_normalised(m
     assert embedder.name == "llamaindex:MockEmbedding:mock-v1"
 
 
-async def test_llamaindex_adapter_runs_a_sync_only_model_off_the_event_loop() -> None:
+async def test_llamaindex_adapter_runs_a_sync_only_model_off_the_event_loop(
+    loop_handshake: LoopHandshake,
+) -> None:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-
-    started, loop_ran = threading.Event(), threading.Event()
 
     class SyncOnlyEmbedding(BaseEmbedding):
         """No async of its own (like HuggingFaceEmbedding): BaseEmbedding's async calls the sync method."""
 
         def _get_text_embedding(self, text: str) -> list[float]:
-            started.set()
-            # Only a task on the event loop sets loop_ran: run on the loop, this wait times out.
-            if not loop_ran.wait(timeout=5):
-                raise AssertionError("the sync model ran on the event loop and blocked it")
+            loop_handshake.wait_for_the_loop()
             return [1.0, 2.0]
 
         def _get_query_embedding(self, query: str) -> list[float]:
@@ -579,17 +571,8 @@ async def test_llamaindex_adapter_runs_a_sync_only_model_off_the_event_loop() ->
         async def _aget_query_embedding(self, query: str) -> list[float]:
             return self._get_query_embedding(query)
 
-    async def release_once_started() -> None:
-        while not started.is_set():
-            await asyncio.sleep(0.001)
-        loop_ran.set()
-
-    releaser = asyncio.create_task(release_once_started())
-    try:
+    async with loop_handshake.releasing():
         rows = await LlamaIndexEmbedder(SyncOnlyEmbedding()).aembed(["hello"])
-    finally:
-        loop_ran.set()
-        await releaser
     np.testing.assert_allclose(rows, unit([[1.0, 2.0]]), rtol=1e-6)
 
 

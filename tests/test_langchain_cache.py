@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import LoopHandshake
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
@@ -18,6 +19,7 @@ from langchain_bsc import BinarySemanticLLMCache, PromptKey, default_prompt_key
 from langchain_bsc.demo import SimulatedChatModel
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
 from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.language_models import LLM
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -295,23 +297,28 @@ def test_save_and_reload_serves_paraphrases_in_a_new_cache(
     assert BinarySemanticLLMCache(namespace="other", path=path).lookup(chat, "model-a") is None
 
 
-async def test_alookup_does_not_block_the_event_loop(cache: BinarySemanticLLMCache) -> None:
+async def test_alookup_does_not_block_the_event_loop(
+    single_thread_default_embedder: Any, loop_handshake: LoopHandshake
+) -> None:
+    gate = {"on": False}
+
+    class RealEmbeddings(Embeddings):
+        """bsc's MiniLM as LangChain Embeddings (sync only: LangChain's async runs it in an executor)."""
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            if gate["on"]:
+                loop_handshake.wait_for_the_loop()
+            return [[float(x) for x in row] for row in single_thread_default_embedder.embed(texts)]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    cache = BinarySemanticLLMCache(RealEmbeddings())
     await cache.aupdate(QUESTION, "llm", [Generation(text="Paris")])
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    found = await cache.alookup(PARAPHRASE, "llm")  # a paraphrase: embeds in a worker thread
-    stop.set()
-    await task
+    gate["on"] = True
+    async with loop_handshake.releasing():
+        found = await cache.alookup(PARAPHRASE, "llm")  # a paraphrase: it must be embedded
     assert found == [Generation(text="Paris")]
-    assert ticks > 1
     await cache.aclear()
     assert len(cache) == 0
 

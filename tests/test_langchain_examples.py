@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,28 +63,12 @@ def test_cli_requires_a_known_subcommand(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_notebook_executes(notebook_kernel: str) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    # A kernel spec for this very interpreter, so the notebook runs in the test's environment on any
-    # machine (no globally installed "python3" kernel needed).
-    spec_dir = tmp_path / "kernels" / "bsc-test"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "bsc test",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see the single_thread_default_embedder fixture
-
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, kernel_name="bsc-test", timeout=300, resources={"metadata": {"path": str(ROOT)}}
+        notebook, kernel_name=notebook_kernel, timeout=300, resources={"metadata": {"path": str(ROOT)}}
     )
     client.execute()  # raises CellExecutionError if any cell (its asserts included) fails
     printed = "".join(

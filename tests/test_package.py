@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import subprocess
@@ -39,9 +40,10 @@ def test_public_names_are_exactly_these() -> None:
 
 def test_importing_bsc_pulls_in_only_numpy() -> None:
     code = (
-        "import sys, bsc, bsc.embedders, bsc.persistence, bsc.guard;"
+        "import sys, bsc, bsc.embedders, bsc.persistence, bsc.guard, bsc.cli;"
         "heavy = {'torch', 'sentence_transformers', 'transformers', 'langchain_core', 'llama_index', "
-        "'openai', 'httpx', 'xxhash', 'msgpack', 'onnxruntime', 'tokenizers'} "
+        "'openai', 'httpx', 'xxhash', 'msgpack', 'onnxruntime', 'tokenizers', "
+        "'starlette', 'uvicorn', 'prometheus_client'} "
         "& set(m.split('.')[0] for m in sys.modules);"
         "assert not heavy, heavy"
     )
@@ -90,3 +92,13 @@ def test_bsc_version_is_the_one_in_pyproject_and_cargo() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
     assert bsc.__version__ == pyproject["project"]["version"] == cargo["package"]["version"]
+
+
+def test_digest_is_blake2b_128_of_the_utf8_text_and_takes_only_str() -> None:
+    from bsc.digest import digest
+
+    # Namespace names and exact keys in saved snapshots are built from it: it must never change.
+    assert digest("hello").hex() == "46fb7408d4f285228f4af516ea25851b"
+    assert digest("Grüße") == hashlib.blake2b("Grüße".encode(), digest_size=16).digest()
+    with pytest.raises(TypeError, match="takes a str, got bytes"):
+        digest(b"hello")  # type: ignore[arg-type]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import struct
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -148,13 +150,17 @@ def test_load_equals_the_saved_cache_in_every_observable_way(
     assert observable(loaded) == observable(cache)
 
 
-def test_saving_twice_writes_identical_files_and_index_only_load_matches(tmp_path: Path) -> None:
+def test_saving_twice_writes_identical_files_and_index_only_load_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = FakeClock()
     ops = [("put", i, f"r{i}", ["a", "b"][i % 2], {"i": i}) for i in range(15)] + [("delete", 3)]
     cache = build(ops, code_bits=256, rerank=3, ttl=None, clock=clock)
+    # The wall-clock time of the save is in the header; frozen, nothing else may differ.
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
     save(cache, tmp_path / "one.bsc")
     save(cache, tmp_path / "two.bsc")
-    # Only the save time differs between the two files; the index parts are the same.
+    assert (tmp_path / "one.bsc").read_bytes() == (tmp_path / "two.bsc").read_bytes()
     assert read_index(tmp_path / "one.bsc").to_parts()[0] == cache._index.to_parts()[0]
     for mine, theirs in zip(
         read_index(tmp_path / "two.bsc").to_parts()[1:], cache._index.to_parts()[1:], strict=True
@@ -246,7 +252,7 @@ def test_a_pickle_file_is_rejected_without_being_unpickled(tmp_path: Path) -> No
 
     path = tmp_path / "c.bsc"
     path.write_bytes(pickle.dumps(Boom()) * 40)
-    with pytest.raises(CacheFormatError, match="not a bsc cache file"):
+    with pytest.raises(CacheFormatError, match="not a bsc snapshot"):
         BinarySemanticCache.load(path)
     assert not (tmp_path / "pwned").exists()
 
@@ -283,7 +289,7 @@ def test_text_cache_loads_at_start_saves_on_demand_and_rebuilds_the_exact_table(
     first.save()
 
     second = SemanticCache(HashEmbedder(), path=path, guard=False)
-    hit = second.lookup("What  is 2+2?")  # whitespace-normalised exact match
+    hit = second.lookup("What is 2+2?  \r\n")  # exact up to trailing spaces and line endings
     assert hit is not None and hit.exact and hit.response == "four" and hit.prompt == "What is 2+2?"
     geo = second.lookup("Capital of France?", namespace="geo")
     assert geo is not None and geo.exact and geo.response == b"Paris"
@@ -380,7 +386,9 @@ def test_a_bit_flip_in_every_section_and_in_the_padding_is_rejected_naming_the_p
         (lambda d: d[:12] + struct.pack(">I", 0x01020304) + d[16:], "big-endian"),
         (lambda d: d[:12] + struct.pack("<I", 7) + d[16:], "endianness"),
         (lambda d: d[:100], "shorter than"),
-        (lambda d: b"", "shorter than"),
+        (lambda d: b"", "empty"),
+        (lambda d: b"PK\x03\x04 a zip file", "not a bsc snapshot (magic b'PK"),
+        (lambda d: b"{}", "not a bsc snapshot"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d + b"\0", "trailing"),
         (lambda d: bytes(len(d)), "magic"),
@@ -506,3 +514,189 @@ def test_a_broken_index_is_a_cache_format_error_raised_by_the_rust_core() -> Non
     with pytest.raises(ValueError) as info:
         HammingIndex.from_parts(3, 10, False, [], u32, u64, u64, u32, np.zeros(0), u64)
     assert type(info.value) is ValueError
+
+
+def _with_section(data: bytes, name: str, payload: bytes) -> bytes:
+    """``data`` with section ``name`` replaced by ``payload`` and every checksum and length fixed up
+    (``name`` must be the last section, or ``payload`` as long as what it replaces)."""
+    spans = _section_spans(data)
+    offset, length = spans[name]
+    index = _SECTIONS.index(name)
+    assert len(payload) == length or index == len(_SECTIONS) - 1
+    out = bytearray(data[:offset] + payload + data[offset + length :])
+    struct.pack_into("<QQ", out, 192 + 32 * index + 16, len(payload), xxh3_64(payload))
+    return _forged(bytes(out))
+
+
+def test_forged_norms_that_do_not_match_their_vectors_are_refused(tmp_path: Path, snapshot: bytes) -> None:
+    _, length = _section_spans(snapshot)["norms"]
+    tiny = np.full(length // 4, 1e-3, dtype="<f4").tobytes()
+    assert "norms" in str(_rejected(tmp_path, _with_section(snapshot, "norms", tiny)))
+
+
+def test_forged_deeply_nested_metadata_is_a_format_error_not_a_recursion_error(
+    tmp_path: Path, snapshot: bytes
+) -> None:
+    offset, length = _section_spans(snapshot)["metadata"]
+    items = json.loads(snapshot[offset : offset + length])
+    live = next(i for i, m in enumerate(items) if m is not None)
+    for depth in (100, 100_000):
+        items[live] = {"x": "PLACEHOLDER"}
+        text = json.dumps(items).replace('"PLACEHOLDER"', "[" * depth + "]" * depth)
+        error = _rejected(tmp_path, _with_section(snapshot, "metadata", text.encode()))
+        assert "metadata" in str(error) and "deeper" in str(error)
+
+
+def test_format_errors_name_the_file(tmp_path: Path, snapshot: bytes) -> None:
+    data = bytearray(snapshot)
+    data[-3] ^= 0x10  # in the metadata
+    assert str(tmp_path / "bad.bsc") in str(_rejected(tmp_path, bytes(data)))
+    data = bytearray(snapshot)
+    data[40] ^= 0x10  # in the header
+    (tmp_path / "bad.bsc").write_bytes(bytes(data))
+    for reader in (load, read_index, codes_view):
+        with pytest.raises(CacheFormatError) as info:
+            reader(tmp_path / "bad.bsc")
+        assert str(info.value).startswith(f"{tmp_path / 'bad.bsc'}: header")
+
+
+def test_saving_into_a_missing_directory_names_the_path_given(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "cache.bsc"
+    with pytest.raises(FileNotFoundError) as info:
+        BinarySemanticCache(dim=4).save(target)
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+
+
+def test_a_new_snapshot_honours_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path: Path) -> None:
+    cache = BinarySemanticCache(dim=4)
+    old = os.umask(0o027)
+    try:
+        cache.save(tmp_path / "new.bsc")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.bsc").stat().st_mode & 0o777 == 0o640
+    (tmp_path / "shared.bsc").write_bytes(b"")
+    os.chmod(tmp_path / "shared.bsc", 0o664)
+    cache.save(tmp_path / "shared.bsc")
+    assert (tmp_path / "shared.bsc").stat().st_mode & 0o777 == 0o664
+
+
+def test_loading_a_fifo_is_refused_instead_of_blocking_forever(tmp_path: Path, run_isolated: Any) -> None:
+    fifo = tmp_path / "cache.bsc"
+    os.mkfifo(fifo)
+    out = run_isolated(
+        f"""
+        import bsc
+        for load in (bsc.BinarySemanticCache.load, bsc.persistence.read_index, bsc.persistence.codes_view):
+            try:
+                load({str(fifo)!r})
+            except bsc.CacheFormatError as exc:
+                print("refused", "regular file" in str(exc))
+        """,
+        timeout=60,
+    )
+    assert out.split() == ["refused", "True"] * 3
+
+
+def test_a_file_truncated_while_it_is_loaded_is_a_format_error_not_sigbus(
+    tmp_path: Path, run_isolated: Any
+) -> None:
+    path = tmp_path / "cache.bsc"
+    cache = BinarySemanticCache(dim=16)
+    cache.put_many(np.random.default_rng(5).standard_normal((20_000, 16)), ["answer"] * 20_000)
+    cache.save(path)
+    # `cp new.bsc cache.bsc` truncates the file it writes into: do that right after the header is read.
+    out = run_isolated(
+        f"""
+        import os
+        import bsc, bsc.persistence as p
+        parse = p._parse_header
+        def parse_then_truncate(buf, size):
+            header = parse(buf, size)
+            os.truncate({str(path)!r}, 4096)
+            return header
+        p._parse_header = parse_then_truncate
+        try:
+            bsc.BinarySemanticCache.load({str(path)!r})
+        except bsc.CacheFormatError as exc:
+            print("CacheFormatError", "changed while" in str(exc))
+        """
+    )
+    assert out.split() == ["CacheFormatError", "True"]
+
+
+def test_a_save_or_load_removes_the_temp_files_of_killed_saves_but_not_of_running_ones(
+    tmp_path: Path, run_isolated: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "cache.bsc"
+    saver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np, bsc\n"
+            "c = bsc.BinarySemanticCache(dim=64, rerank=0, max_entries=400_000)\n"
+            "c.put_many(np.random.default_rng(1).standard_normal((400_000, 64)), ['r' * 40] * 400_000)\n"
+            f"print('ready', flush=True)\nc.save({str(path)!r})\nprint('saved', flush=True)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert saver.stdout is not None and saver.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".cache.bsc.*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        saver.send_signal(signal.SIGKILL)
+    finally:
+        saver.wait(timeout=60)
+    left = list(tmp_path.glob(".cache.bsc.*.tmp"))
+    assert left and not path.exists(), "the save finished before it could be killed"
+    # A temp file of a save still running (this process, by its pid) must survive.
+    running = tmp_path / f".cache.bsc.{os.getpid()}.abcd1234.tmp"
+    running.write_bytes(b"in progress")
+    BinarySemanticCache(dim=4).save(path)
+    assert sorted(tmp_path.glob(".cache.bsc.*.tmp")) == [running]
+    os.rename(running, tmp_path / f".cache.bsc.{saver.pid}.abcd1234.tmp")  # its writer is dead too
+    BinarySemanticCache.load(path)
+    assert not list(tmp_path.glob(".cache.bsc.*.tmp"))
+
+
+def _as_version_1(data: bytes) -> bytes:
+    """A version-2 snapshot rewritten as version 1 wrote it: 32-bit ids and free handles."""
+    header = bytearray(data[:192])
+    struct.pack_into("<I", header, 8, 1)
+    table = bytearray()
+    body = bytearray()
+    position = 192 + 32 * len(_SECTIONS)
+    for i, name in enumerate(_SECTIONS):
+        _, _, offset, length, _ = struct.unpack_from("<IIQQQ", data, 192 + 32 * i)
+        payload = data[offset : offset + length]
+        if name in ("ids", "free"):
+            wide = np.frombuffer(payload, dtype="<u8")
+            assert np.all(wide >> 32 == 0)  # generations below 256 fit the old ids
+            payload = wide.astype("<u4").tobytes()
+        start = (position + 63) // 64 * 64
+        body += bytes(start - position) + payload
+        table += struct.pack("<IIQQQ", i + 1, 0, start, len(payload), xxh3_64(payload))
+        position = start + len(payload)
+    out = bytearray(header + table + body)
+    struct.pack_into("<Q", out, 24, 0)
+    struct.pack_into("<Q", out, 24, xxh3_64(bytes(out[: 192 + 32 * len(_SECTIONS)])))
+    return bytes(out)
+
+
+def test_a_version_1_snapshot_still_loads_with_the_same_ids_and_entries(
+    tmp_path: Path, snapshot: bytes
+) -> None:
+    new, old = tmp_path / "v2.bsc", tmp_path / "v1.bsc"
+    new.write_bytes(snapshot)
+    old.write_bytes(_as_version_1(snapshot))
+    a = load(new, clock=FakeClock(), wall_clock=frozen_wall())
+    b = load(old, clock=FakeClock(), wall_clock=frozen_wall())
+    assert observable(a) == observable(b)
+    assert len(read_index(old)) == len(a)

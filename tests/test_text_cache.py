@@ -58,7 +58,7 @@ def test_exact_repeat_hits_without_embedding(embedder: CountingEmbedder) -> None
     cache = SemanticCache(embedder)
     cache.update("What is the capital of France?", "Paris")
     embedded = len(embedder.texts)
-    hit = cache.lookup("  What is the   capital of France?\n")  # whitespace differences only
+    hit = cache.lookup("What is the capital of France?  \r\n")  # trailing space and line ending only
     assert hit is not None and hit.exact and hit.response == "Paris" and hit.similarity == 1.0
     assert len(embedder.texts) == embedded
     assert cache.stats().exact_hits == 1
@@ -174,8 +174,11 @@ def test_exact_table_never_serves_another_prompt_after_slot_reuse(embedder: Coun
     for i in range(600):
         cache.update("What's the weather today?", f"weather report #{i}")
         cache.update("How tall is Mount Everest?", "8,849 m")
-    hit = cache.lookup("What is the capital of France?")
-    assert hit is None or hit.response == "Paris"
+    # France's entry was evicted long ago (max_entries=3) and its slot reused hundreds of times: a miss,
+    # never another prompt's answer through the stale id.
+    assert cache.lookup("What is the capital of France?") is None
+    live = cache.lookup("How tall is Mount Everest?")
+    assert live is not None and live.exact and live.response == "8,849 m"
 
 
 def test_prompts_longer_than_the_model_reads_are_matched_exactly_only(embedder: CountingEmbedder) -> None:
@@ -196,8 +199,94 @@ def test_exact_matching_keeps_what_changes_meaning(embedder: CountingEmbedder) -
     cache = SemanticCache(embedder, guard=False, threshold=0.999)
     cache.update("What is 2³?", "8")
     cache.update("Is this valid Python?\nif x:\n    pass", "yes")
-    exact = cache.lookup("What is 23?")
-    assert exact is None or not exact.exact
+    # "2³" is not "23" (NFKC would fold it): a miss, not an exact hit (the embeddings are far apart).
+    assert cache.lookup("What is 23?") is None
+    # Indentation is kept by the exact key: only the embedding (which ignores it) finds the entry.
     hit = cache.lookup("Is this valid Python?\nif x:\npass")
-    assert hit is None or not hit.exact
-    assert cache.lookup("What is  2³? ").exact  # type: ignore[union-attr]
+    assert hit is not None and hit.response == "yes" and not hit.exact
+    assert cache.lookup("What is 2³?  ").exact  # type: ignore[union-attr]
+    # A run of spaces inside the line is not an exact repeat; the embedding (which ignores it) finds it.
+    spaced = cache.lookup("What is  2³?")
+    assert spaced is not None and not spaced.exact
+
+
+def test_a_prompt_with_a_lone_surrogate_is_served_and_its_snapshot_reopens(
+    embedder: CountingEmbedder, tmp_path: Any
+) -> None:
+    import json
+
+    prompt = json.loads('"caf\\ud800 au lait, how is it made?"')  # what a web request can carry
+    path = tmp_path / "cache.bsc"
+    cache = SemanticCache(embedder, guard=False, path=path)
+    cache.update(prompt, "with milk", metadata={"note": json.loads('"\\udfff"')})
+    hit = cache.lookup(prompt)
+    assert hit is not None and hit.exact and hit.response == "with milk" and hit.prompt == prompt
+    assert all("\ud800" not in t for t in embedder.texts)  # the embedder got valid UTF-8
+    cache.save()
+    reopened = SemanticCache(embedder, guard=False, path=path)
+    again = reopened.lookup(prompt)
+    assert again is not None and again.exact and again.metadata == {"note": "\udfff"}
+    near = reopened.lookup(json.loads('"caf\\ud800 au lait: how is it made?"'))
+    assert near is not None and near.response == "with milk" and not near.exact
+
+
+def test_prompts_differing_in_runs_of_spaces_are_not_exact_matches(embedder: CountingEmbedder) -> None:
+    cache = SemanticCache(embedder, guard=False)
+    cache.update("| a  | b |\n|----|---|\n| 1  | 2 |", "table one")
+    cache.update("def f():\n    return  1", "code")
+    for other in ("| a | b |\n|----|---|\n| 1 | 2 |", "def f():\n    return 1"):
+        hit = cache.lookup(other)
+        assert hit is not None and not hit.exact  # found by meaning (same tokens), not marked exact
+    same = cache.lookup("def f():   \r\n    return  1\n\n")  # trailing spaces and line endings only
+    assert same is not None and same.exact and same.response == "code"
+
+
+class _CheapEmbedder:
+    """A deterministic hashing embedder: these tests count table entries and bytes held, not meaning,
+    and run tens of thousands of updates (the real model is used everywhere else in this file)."""
+
+    dim = 16
+    name = "hash"
+
+    def __init__(self) -> None:
+        self.batches: list[npt.NDArray[np.float32]] = []
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import hashlib
+
+        seeds = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts]
+        out = np.array([np.random.default_rng(s).standard_normal(self.dim) for s in seeds], dtype=np.float32)
+        self.batches.append(out)
+        return out
+
+    async def aembed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        return self.embed(texts)
+
+
+def test_exact_tables_stay_bounded_by_the_live_entries_with_one_namespace_per_conversation() -> None:
+    cache = SemanticCache(_CheapEmbedder(), guard=False, max_entries=50, memo_size=16)
+    for conversation in range(6000):
+        cache.update(f"turn of conversation {conversation}", "ok", namespace=f"conv-{conversation}")
+    keys = sum(len(t) for t in cache._exact.values())
+    assert len(cache) == 50
+    assert keys <= 2 * 50 + 1024 and len(cache._exact) <= 2 * 50 + 1024
+    last = cache.lookup("turn of conversation 5999", namespace="conv-5999")
+    assert last is not None and last.exact
+
+
+def test_the_memo_does_not_keep_the_embedders_batch_arrays_alive() -> None:
+    import gc
+    import weakref
+
+    embedder = _CheapEmbedder()
+    cache = SemanticCache(embedder, guard=False, memo_size=1024)
+    cache.update_many([f"text {i}" for i in range(3000)], ["r"] * 3000)
+    batch = weakref.ref(embedder.batches.pop())
+    gc.collect()
+    assert batch() is None  # the memo holds copies of its 1,024 rows, not views into the batch
+
+
+@pytest.mark.parametrize(("memo_size", "error"), [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_a_bad_memo_size_is_refused_at_construction(memo_size: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="memo_size"):
+        SemanticCache(_CheapEmbedder(), memo_size=memo_size)  # type: ignore[arg-type]

@@ -126,6 +126,8 @@ assert cache.get(np.array([0.9, 0.12, 0.0])).response == "42"
 import langchain_bsc, llamaindex_bsc
 from langchain_bsc.demo import load_prompts
 assert len(load_prompts()) >= 100
+from bsc.calibrate import demo_pairs  # `bsc calibrate --demo` reads its data file from the wheel
+assert len(demo_pairs()) >= 300
 for module in (bsc, bsc._native, langchain_bsc, llamaindex_bsc):
     assert module.__file__.startswith({str(tmp_path)!r}), module.__file__
 """

@@ -1,8 +1,11 @@
-"""Validation of user embeddings: one place that says what was wrong and what was expected."""
+"""Validation of user input (embeddings, numeric settings): one place that says what was wrong and what
+was expected. Wrong types are TypeErrors, wrong values ValueErrors; NumPy scalars count as numbers, bools
+do not."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -68,3 +71,29 @@ def normalised(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     wide = x.astype(np.float64)
     out: npt.NDArray[np.float32] = (wide / np.linalg.norm(wide, axis=-1, keepdims=True)).astype(np.float32)
     return out
+
+
+def as_int(value: object, name: str, *, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``: any integral number (``np.int64`` too) but not a bool.
+
+    Raises:
+        TypeError: not an integer (a float, a str, a bool).
+        ValueError: outside ``[low, high]``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def as_float(value: object, name: str) -> float:
+    """``value`` as a float: any real number (``np.float32`` too) but not a bool.
+
+    Raises:
+        TypeError: not a real number.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)

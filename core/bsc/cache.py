@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from bsc import _fork
-from bsc._input import as_embeddings, normalised
+from bsc._input import as_embeddings, as_float, as_int, normalised
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
 
@@ -93,10 +93,18 @@ class _Entry(NamedTuple):
 
 # An id is a 24-bit handle (slot number) with a 40-bit generation above it (see rust/src/index.rs).
 _HANDLE_MASK = 0x00FF_FFFF
+#: Largest embedding dimension (the Rust encoder's limit: its projection stays within 512 MiB).
+MAX_DIM = 1 << 16
+#: Most entries a cache can hold (ids carry a 24-bit slot number).
+MAX_ENTRIES = _HANDLE_MASK
+#: Largest rerank shortlist: beyond a few hundred candidates a shortlist only costs time.
+MAX_RERANK = 4096
+#: Deepest nesting of dicts and lists accepted in metadata (a JSON decoder recurses once per level).
+MAX_METADATA_DEPTH = 64
 _SEARCH_RETRIES = 4
 # The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
 # within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
-_INT8_TOLERANCE = 1e-4
+INT8_TOLERANCE = 1e-4
 
 
 class BinarySemanticCache:
@@ -120,8 +128,11 @@ class BinarySemanticCache:
         clock: monotonic time source in seconds (for tests).
 
     Raises:
-        ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], a non-positive
-            ``max_entries``, ``ttl`` or ``dim``, or a negative ``rerank``.
+        TypeError: a setting of the wrong type (a str or a bool for a number, a float for an int;
+            NumPy scalars are fine).
+        ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], ``dim`` outside
+            1..65536, ``max_entries`` outside 1..16777215, a non-positive ``ttl``, ``rerank`` outside
+            0..4096 or ``seed`` outside 0..2**64-1.
 
     Example:
         >>> import numpy as np
@@ -143,15 +154,17 @@ class BinarySemanticCache:
         rerank: int = DEFAULT_RERANK,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        radius = radius_for(threshold, code_bits)  # validates threshold
-        if ttl is not None and (not math.isfinite(ttl) or ttl <= 0):
-            raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-        if not isinstance(rerank, int) or rerank < 0:
-            raise ValueError(f"rerank must be a shortlist size >= 0 (0 = off), got {rerank!r}")
-        if not isinstance(max_entries, int) or max_entries <= 0:
-            raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
+        dim = as_int(dim, "dim", low=1, high=MAX_DIM)
+        code_bits = as_int(code_bits, "code_bits", low=64, high=1024)
+        seed = as_int(seed, "seed", low=0, high=2**64 - 1)
+        threshold = as_float(threshold, "threshold")
+        radius = radius_for(threshold, code_bits)  # validates the range
+        if ttl is not None:
+            ttl = as_float(ttl, "ttl")
+            if not math.isfinite(ttl) or ttl <= 0:
+                raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        rerank = as_int(rerank, "rerank (the shortlist size, 0 = off)", low=0, high=MAX_RERANK)
+        max_entries = as_int(max_entries, "max_entries", low=1, high=MAX_ENTRIES)
         self._encoder = BinaryEncoder(dim, code_bits, seed)
         self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None)
         self.dim = dim
@@ -366,8 +379,11 @@ class BinarySemanticCache:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
         hit or a miss and does not refresh LRU order (``get`` does both)."""
         _check_namespace(namespace)
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = min(int(k), self.max_entries)  # no more can match
         x = as_embeddings(embedding, self.dim, ndim=1)
         code = self._encoder.encode(x)
         unit = normalised(x) if self.rerank else None
@@ -412,9 +428,11 @@ class BinarySemanticCache:
             copies, copy_norms = copies[keep], copy_norms[keep]
             if not published:
                 return []
-        sims = (copies @ unit) / copy_norms
+        # Clipped: int8 rounding can overshoot 1 slightly, and a forged snapshot's values must not
+        # produce a similarity outside what a cosine can be.
+        sims = np.clip((copies @ unit) / copy_norms, -1.0, 1.0)
         order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold - _INT8_TOLERANCE
+        threshold = self.threshold - INT8_TOLERANCE
         return [
             Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
             for i in order
@@ -554,9 +572,12 @@ def _check_namespace(namespace: object) -> None:
 
 def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any] | None:
     """A deep, read-only copy of JSON-compatible metadata (what persistence can store), so neither the
-    caller's later changes nor a reader's can alter the entry. Raises TypeError for anything else."""
+    caller's later changes nor a reader's can alter the entry. Raises TypeError for anything else and
+    ValueError for nesting deeper than `MAX_METADATA_DEPTH` (a snapshot could not be read back)."""
     if meta is None:
         return None
+    if metadata_depth(meta) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata {index} is nested deeper than {MAX_METADATA_DEPTH} levels")
     try:
         copied = json.loads(json.dumps(meta, default=_plain))
     except (TypeError, ValueError) as exc:
@@ -569,6 +590,19 @@ def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any]
     return freeze(copied)
 
 
+def metadata_depth(value: object) -> int:
+    """Nesting depth of dicts and lists in ``value`` (0 for a scalar, 1 for a flat dict), found without
+    recursion (so it works from a deep call stack) and stopping once past `MAX_METADATA_DEPTH`."""
+    depth, level = 0, [value]
+    while depth <= MAX_METADATA_DEPTH:
+        containers = [v for v in level if isinstance(v, Mapping | list | tuple)]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, Mapping) else v)]
+    return depth
+
+
 def _plain(value: object) -> object:
     # Already-frozen metadata (a read-only mapping) may be stored again, e.g. copied from a Hit.
     if isinstance(value, Mapping):
@@ -576,10 +610,83 @@ def _plain(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-compatible")
 
 
+class FrozenDict(dict[str, Any]):
+    """A JSON object no reader can change: a real ``dict`` (``json.dumps`` takes it, it compares equal to
+    the dict that was stored), whose mutating methods raise TypeError. ``dict(d)`` gives a mutable copy;
+    copying or pickling gives plain dicts and lists."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("cached metadata is read-only; copy it with dict(...) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_thawed, (dict(self),))
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return _thawed(self)  # type: ignore[no-any-return]
+
+
+class FrozenList(list[Any]):
+    """A JSON array no reader can change (see `FrozenDict`)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("cached metadata is read-only; copy it with list(...) to change it")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = _read_only  # type: ignore[assignment]
+    pop = remove = clear = sort = reverse = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_thawed, (list(self),))
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return _thawed(self)  # type: ignore[no-any-return]
+
+
+def _thawed(value: Any) -> Any:
+    """Plain, mutable dicts and lists again (for copies and pickles of frozen metadata)."""
+    if isinstance(value, dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_thawed(v) for v in value]
+    return value
+
+
 def freeze(value: dict[str, Any]) -> Mapping[str, Any]:
-    """The stored form of decoded JSON metadata: a read-only view of a private copy. Nested lists and
-    dicts stay plain JSON values (so they compare equal to what was stored); don't mutate them."""
-    return MappingProxyType(value)
+    """The stored form of decoded JSON metadata: `FrozenDict` and `FrozenList` all the way down, built
+    once when the entry is stored, so a lookup hands it out without copying.
+
+    Raises:
+        ValueError: ``value`` is nested deeper than `MAX_METADATA_DEPTH`.
+    """
+    return cast("Mapping[str, Any]", _freeze_value(value, 1))
+
+
+def _freeze_value(value: dict[str, Any] | list[Any], depth: int) -> FrozenDict | FrozenList:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    # Copied whole in C first; only nested containers are replaced (snapshots load millions of these).
+    if isinstance(value, dict):
+        mapping = FrozenDict(value)
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                dict.__setitem__(mapping, key, _freeze_value(item, depth + 1))
+        return mapping
+    array = FrozenList(value)
+    for i, item in enumerate(value):
+        if isinstance(item, dict | list):
+            list.__setitem__(array, i, _freeze_value(item, depth + 1))
+    return array
 
 
 def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:

@@ -22,6 +22,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "replay a prompt stream through a simulated LangChain chat model, without and with the cache",
         'pip install "./integrations/langchain_bsc[demo]" (from a bsc checkout)',
     ),
+    "calibrate": (
+        "bsc.calibrate.cli",
+        "measure on your own prompts and embedder what binary codes cost and which threshold to use",
+        'pip install "bsc-cache[calibrate]"',
+    ),
+    "serve": (
+        "bsc.serve.cli",
+        "run an OpenAI-compatible caching proxy in front of an LLM API",
+        'pip install ".[serve]" (from a bsc checkout)',
+    ),
 }
 
 

@@ -6,18 +6,17 @@ answer. The guard looks at the two prompt texts and refuses a hit when they diff
 embedding barely sees but that changes the answer: a number, a unit, the direction of a conversion, a
 negation, an antonym, or the programming language of a code question.
 
-The guard is pure Python (regular expressions and small curated word lists, no model). A check costs
-0.1-0.4 ms for short prompts and about 1 ms for two-sentence news text on a busy 2-core machine, against
-about 11 ms to embed one prompt, so it can run on every candidate hit. It is meant for semantic hits
-only: two prompts that are identical after whitespace and case normalisation are always compatible.
+The guard is pure Python (regular expressions and small curated word lists, no model), so a check costs
+a small fraction of embedding one prompt and can run on every candidate hit (``benchmarks/guard_eval.py``
+prints the cost per check next to its quality figures). It is meant for semantic hits only: two prompts
+that are identical after whitespace and case normalisation are always compatible.
 
-Each rule is named and can be switched on or off. The default rules earned their place by measurement
-(``benchmarks/guard_eval.py``): on short LLM-style prompt pairs accepted by the embedding at cosine
->= 0.80 they remove 117 of 125 false hits while refusing 1 of 168 true hits; on MSRP news paraphrases
-they raise precision from 0.67 to 0.71 and lower recall from 0.65 to 0.59, mostly by refusing "paraphrases"
-that report different figures (12% vs 16%), which a cache should not treat as the same question anyway.
-``extra_numbers`` (a number on one side only) is off by default: it adds almost nothing on prompts and
-refuses as many true MSRP hits as false ones.
+Each rule is named and can be switched on or off. A rule is on by default only if, in
+``benchmarks/guard_eval.py`` (figures in its output and the README), it removes false hits on LLM-style
+prompt pairs while refusing almost no true ones; on news paraphrases (MSRP) the defaults trade a little
+recall for precision, mostly by refusing "paraphrases" that report different figures (12% vs 16%), which
+a cache should not treat as the same question anyway. ``extra_numbers`` (a number on one side only) is
+off by default: it adds almost nothing on prompts and refuses as many true MSRP hits as false ones.
 
 Example:
     >>> guard = FalseHitGuard()

@@ -2,11 +2,14 @@
 
 Loading a file only parses numbers, UTF-8 and JSON: it cannot run code. A save writes a temporary file
 beside the target, fsyncs it, renames it over the target and fsyncs the directory, so a crash at any
-moment leaves either the old snapshot or the new one. Every part carries an xxh3-64 checksum, and a
-truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises `CacheFormatError`
-naming the part that is wrong; nothing is half-loaded.
+moment leaves either the old snapshot or the new one (the next save or load of that path removes the
+temporary file a killed save left). A load copies the file into memory before checking it, so a file
+rewritten in place meanwhile is a `CacheFormatError`, never a crash. Every part carries an xxh3-64
+checksum, and a truncated, bit-flipped, foreign, wrong-version or wrong-endianness file raises
+`CacheFormatError` naming the file and the part that is wrong; nothing is half-loaded.
 
-Layout (version 2, little-endian, sections 64-byte aligned, zero padding between them)::
+Layout (version 2, little-endian, sections 64-byte aligned, zero padding between them; the header and
+section table together are 640 bytes)::
 
     header   192 bytes  magic "BSCCACHE", version, endianness marker 0x01020304, header size,
                         section count, header checksum (xxh3-64 of header + table with this field 0),
@@ -44,13 +47,15 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import math
 import mmap
 import os
+import secrets
+import stat
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -62,8 +67,9 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from bsc._input import as_int
 from bsc._native import CacheFormatError, HammingIndex, xxh3_64
-from bsc.cache import BinarySemanticCache, _Entry, freeze
+from bsc.cache import MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
 
 __all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
 
@@ -165,7 +171,10 @@ def save(cache: BinarySemanticCache, path: PathLike) -> None:
 
     Args:
         cache: the cache to save.
-        path: the target file; its directory must exist.
+        path: the target file; its directory must exist. A new file gets the mode the umask gives
+            (0o644 under the usual 022), like any file the user creates; a replaced file keeps its mode.
+            Temporary files that earlier saves to the same path left when their process was killed are
+            removed.
 
     Metadata is stored as JSON: it round-trips exactly when it is made of dicts with str keys, lists,
     str, int, float, bool and None (a tuple comes back as a list, a non-str key as a str).
@@ -314,9 +323,63 @@ def _encode_responses(
     return kinds, offsets, b"".join(raw), False
 
 
+def _temp_prefix(path: str) -> str:
+    """Temporary files of saves to ``path`` are ``.<name>.<pid>.<random>.tmp`` beside it."""
+    return "." + os.path.basename(path) + "."
+
+
+def _remove_stale_temp_files(path: str) -> None:
+    """Removes the temporary files that saves to ``path`` left behind when their process was killed
+    (each can be as large as the snapshot). A file whose writer is still running, or might be (another
+    user's process, or one of this process's threads), is left alone."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _temp_prefix(path)
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _process_exists(int(pid_text)):
+            continue
+        with suppress(OSError):  # already gone, or not ours to remove
+            os.unlink(os.path.join(directory, name))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # alive under another user (or not a pid we can judge): keep its file
+    return True
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new temporary file beside ``path``, created with mode 0o666 so the umask applies (as for any
+    file the user creates), then given the mode of the file it will replace, if there is one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save: the directory {directory!r} does not exist", path
+        )
+    tmp = os.path.join(directory, f"{_temp_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with suppress(FileNotFoundError):
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def _write_atomically(path: str, header: bytes, sections: list[memoryview]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    _remove_stale_temp_files(path)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header)
@@ -376,14 +439,19 @@ def load(
     Example:
         >>> cache = load("cache.bsc", dim=384)  # doctest: +SKIP
     """
-    with _Mapped(os.fspath(path)) as (header, buf):
+    path = os.fspath(path)
+    _remove_stale_temp_files(path)
+    with _naming(path):
+        header, buf = _read_snapshot(path)
         _check_expected(header, dim=dim, code_bits=code_bits, seed=seed)
         for name in _SECTIONS:
             _verify(buf, header, name)
         _check_padding(buf, header)
-        capacity = header.max_entries if max_entries is None else max_entries
-        if not isinstance(capacity, int) or not 0 < capacity <= _MAX_HANDLES:
-            raise ValueError(f"max_entries must be between 1 and {_MAX_HANDLES}, got {capacity!r}")
+        capacity = (
+            header.max_entries
+            if max_entries is None
+            else as_int(max_entries, "max_entries", low=1, high=_MAX_HANDLES)
+        )
         if capacity < header.entries:
             raise ValueError(f"max_entries={capacity} is below the {header.entries} saved entries")
         index, names = _build_index(buf, header, capacity, clock, wall_clock)
@@ -407,10 +475,13 @@ def load(
         rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
         cache._vectors = _section_array(buf, header, "vectors", np.int8).reshape(rows, width).copy()
         norms = _section_array(buf, header, "norms", np.float32).copy()
-        if not np.all(np.isfinite(norms)) or np.any(norms < 0):
-            raise CacheFormatError("section norms: a rerank vector norm is negative or not finite")
-        if hasattr(cache, "_vector_norms"):
-            cache._vector_norms = norms
+        # Checksums catch corruption, not editing: a norm is derivable from its vector, so a stored one
+        # that is not what the cache would compute is refused (a forged tiny norm would otherwise turn
+        # a miss into a hit).
+        live = np.fromiter((e is not None for e in entries), dtype=bool, count=len(entries))
+        if len(norms) and not np.array_equal(norms[live], _row_norms(cache._vectors)[live]):
+            raise CacheFormatError("section norms: a rerank vector norm does not match its vector")
+        cache._vector_norms = norms
     cache._index = index
     cache._entries = entries
     cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
@@ -419,11 +490,14 @@ def load(
 
 def _row_norms(vectors: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
     """Norms of the int8 rerank rows, equal to ``np.linalg.norm(rows, axis=1)`` as the cache computes
-    them (sums of squares of small integers are exact in float64), in chunks to bound the memory."""
+    them: the sums of squares are integers, exact in int32 (at most 65,536 x 127², below 2³¹) as in
+    float64, so only the square root rounds, once, the same way. In chunks, to bound the memory."""
     norms = np.ones(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), 1 << 16):
-        chunk = vectors[start : start + (1 << 16)].astype(np.float64)
-        norms[start : start + len(chunk)] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+    step = 1 << 12
+    for start in range(0, len(vectors), step):
+        chunk = vectors[start : start + step].astype(np.int32)
+        squares = np.einsum("ij,ij->i", chunk, chunk)
+        norms[start : start + len(chunk)] = np.sqrt(squares.astype(np.float64))
     return norms
 
 
@@ -442,7 +516,9 @@ def read_index(
     Example:
         >>> index = read_index("cache.bsc")  # doctest: +SKIP
     """
-    with _Mapped(os.fspath(path), index_only=True) as (header, buf):
+    path = os.fspath(path)
+    with _naming(path):
+        header, buf = _read_snapshot(path, index_only=True)
         for name in _INDEX_SECTIONS:
             _verify(buf, header, name)
         _check_padding(buf, header, _INDEX_SECTIONS)
@@ -455,64 +531,96 @@ def codes_view(path: PathLike) -> tuple[mmap.mmap, npt.NDArray[np.uint64]]:
     with `bsc._native.hamming_search`. Rows are in namespace order; the header and the codes' checksum
     are verified first.
 
+    Unlike `load`, this keeps the file mapped: truncating or rewriting the file in place (``cp new.bsc
+    cache.bsc``) while the array is in use can kill the process with SIGBUS. `save` never does that (it
+    renames a new file over the old one), so map only files written by `save`.
+
     Raises:
         CacheFormatError: as for `load`.
     """
-    with open(os.fspath(path), "rb") as f:
+    path = os.fspath(path)
+    with _naming(path), _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
-        if size < _TABLE_END:
-            raise CacheFormatError(f"header: file is {size} bytes, shorter than the {_TABLE_END}-byte header")
-        header = _parse_header(f.read(_TABLE_END), size)
+        header = _parse_header(_read_header(f, size), size)
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    with memoryview(mapped) as view:
+    with memoryview(mapped) as view, _naming(path):
         _verify(view, header, "codes")
     offset, _, _ = header.sections["codes"]
     codes = np.frombuffer(mapped, dtype="<u8", count=header.entries * header.code_bits // 64, offset=offset)
     return mapped, codes.reshape(header.entries, header.code_bits // 64)
 
 
-class _Mapped:
-    """Parses the header, then maps the file read-only (only up to the end of the index sections when
-    ``index_only``); yields ``(header, view)`` and unmaps on exit."""
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Prefixes the message of a `CacheFormatError` raised inside with the file's path."""
+    try:
+        yield
+    except CacheFormatError as exc:
+        raise CacheFormatError(f"{path}: {exc}") from None
 
-    def __init__(self, path: str, *, index_only: bool = False) -> None:
-        self._path = path
-        self._index_only = index_only
-        self._map: mmap.mmap | None = None
-        self._view: memoryview | None = None
 
-    def __enter__(self) -> tuple[_Header, memoryview]:
-        with open(self._path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < _TABLE_END:
-                raise CacheFormatError(
-                    f"header: file is {size} bytes, shorter than the {_TABLE_END}-byte header (truncated?)"
-                )
-            header = _parse_header(f.read(_TABLE_END), size)
-            offset, length, _ = header.sections[_INDEX_SECTIONS[-1]]
-            end = offset + length if self._index_only else size
-            # Pre-faulting the mapping in one call is several times faster than taking a page fault
-            # per 4 KiB while the index is copied out of it.
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self._map = mmap.mmap(f.fileno(), end, flags=flags, prot=mmap.PROT_READ)
-        self._view = memoryview(self._map)
-        return header, self._view
+@contextmanager
+def _open_regular(path: str) -> Iterator[Any]:
+    """The file opened for reading, refused unless it is a regular file: opening a FIFO would block until
+    a writer appears, and a directory or device is no snapshot. O_NONBLOCK keeps the open itself from
+    waiting on a FIFO; it changes nothing for a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CacheFormatError("file: not a regular file (a FIFO, directory or device is not a snapshot)")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._view is not None:
-                self._view.release()
-            if self._map is not None:
-                self._map.close()
-        except BufferError:
-            pass  # an array still views the map; it is unmapped when that array is collected
+
+def _read_header(f: Any, size: int) -> bytes:
+    """The header and section table; a file too short for them is named as foreign or as truncated."""
+    head = f.read(_TABLE_END)
+    if len(head) < _TABLE_END:
+        if not head:
+            raise CacheFormatError("file: empty (0 bytes), not a bsc snapshot")
+        if not _MAGIC.startswith(head[:8]) and not head.startswith(_MAGIC):
+            raise CacheFormatError(f"header: not a bsc snapshot (magic {head[:8]!r}, expected {_MAGIC!r})")
+        raise CacheFormatError(
+            f"header: file is {size} bytes, shorter than the {_TABLE_END}-byte header (truncated?)"
+        )
+    return bytes(head)
+
+
+def _read_snapshot(path: str, *, index_only: bool = False) -> tuple[_Header, memoryview]:
+    """Parses the header, then reads the file (only up to the end of the index sections when
+    ``index_only``) into memory and returns ``(header, view)``.
+
+    The file is copied, not mapped: a mapped file that someone truncates or rewrites in place while it
+    is read (``cp new.bsc cache.bsc``) kills the reader with SIGBUS; a copy that came out shorter or
+    changed is caught here, or by the checksums, as a `CacheFormatError`.
+    """
+    with _open_regular(path) as f:
+        before = os.fstat(f.fileno())
+        head = _read_header(f, before.st_size)
+        header = _parse_header(head, before.st_size)
+        offset, length, _ = header.sections[_INDEX_SECTIONS[-1]]
+        end = offset + length if index_only else before.st_size
+        view = memoryview(bytearray(end))
+        view[:_TABLE_END] = head
+        got = _TABLE_END
+        while got < end:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        after = os.fstat(f.fileno())
+    if got < end or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise CacheFormatError("file: changed while it was being read (rewritten in place?); try again")
+    return header, view
 
 
 def _parse_header(buf: bytes, file_size: int) -> _Header:
     if bytes(buf[:8]) != _MAGIC:
-        raise CacheFormatError(
-            f"header: not a bsc cache file (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})"
-        )
+        raise CacheFormatError(f"header: not a bsc snapshot (magic {bytes(buf[:8])!r}, expected {_MAGIC!r})")
     (
         _,
         version,
@@ -744,15 +852,28 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
     else:
         responses = _decode_responses(bytes(blob), offsets.tolist(), kinds)
 
+    text = _decode(_section_bytes(buf, header, "metadata"), "metadata")
+    # Without arrays inside the outer one (a '[' only there; text in a string just takes the slow path),
+    # the decoder itself builds the read-only objects; otherwise `freeze` walks each item. The fast
+    # path skips the depth check: `json.loads` still refuses what would exhaust the stack.
+    flat = text.count("[") == 1
     try:
-        metas = json.loads(_decode(_section_bytes(buf, header, "metadata"), "metadata"))
+        metas = json.loads(text, object_hook=FrozenDict if flat else None)
     except json.JSONDecodeError as exc:
         raise CacheFormatError(f"section metadata: invalid JSON ({exc.msg} at {exc.pos})") from None
+    except RecursionError:
+        raise CacheFormatError(f"section metadata: nested deeper than {MAX_METADATA_DEPTH} levels") from None
     if not isinstance(metas, list) or len(metas) != handles:
         raise CacheFormatError(f"section metadata: expected a JSON array of {handles} items")
     frozen: list[Mapping[str, Any] | None] = metas
-    if metas.count(None) != handles:
-        frozen = [None if m is None else freeze(m) for m in metas if m is None or type(m) is dict]
+    if flat:
+        if sum(type(m) is FrozenDict for m in metas) + metas.count(None) != handles:
+            raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
+    elif metas.count(None) != handles:
+        try:
+            frozen = [None if m is None else freeze(m) for m in metas if m is None or type(m) is dict]
+        except ValueError as exc:
+            raise CacheFormatError(f"section metadata: {exc}") from None
         if len(frozen) != handles:
             raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
 

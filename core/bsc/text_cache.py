@@ -10,7 +10,6 @@ import atexit
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 import unicodedata
@@ -18,7 +17,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -37,9 +35,10 @@ logger = logging.getLogger(__name__)
 #: holds the cached prompt. Use it for a cross-encoder or an LLM judge.
 Verifier = Callable[[str, Hit], bool]
 
-# Spaces and tabs after the first non-blank character of a line (indentation is left alone).
-_INNER_SPACE = re.compile(r"(?<=\S)[ \t]+")
 _CANDIDATES = 5
+# The exact-text tables may hold this many more keys than the cache has entries before stale ones
+# (evicted, expired, deleted) are swept out; an entry's key is one dict slot, ~0.2 KB.
+_EXACT_SLACK = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +63,31 @@ class SemanticCacheStats:
 
 
 def normalise_prompt(text: str) -> str:
-    """The form used for exact matching: Unicode NFC, line endings unified, runs of spaces inside a line
-    collapsed, trailing spaces and outer blank lines dropped. Case, line breaks and indentation are
-    kept (code and names can turn on them), and so are compatibility characters: NFKC would make
-    "2³" read "23"."""
+    """The form used for exact matching: Unicode NFC, line endings unified, trailing spaces of each line
+    and blank lines before and after the text dropped. Everything else is kept: case, line breaks,
+    indentation and runs of spaces inside a line (code, tables and ASCII art turn on them; prompts that
+    differ there go through the semantic path and its guard), and compatibility characters (NFKC would
+    make "2³" read "23")."""
     lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(_INNER_SPACE.sub(" ", line).rstrip() for line in lines).strip()
+    return "\n".join(line.rstrip(" \t") for line in lines).strip("\n")
 
 
 def _exact_key(text: str) -> bytes:
-    return hashlib.blake2b(normalise_prompt(text).encode(), digest_size=16).digest()
+    # surrogatepass: a lone surrogate (what `json.loads('"\\ud800"')` gives a web app) is hashed like
+    # any other character instead of raising, the same way on every path (update, lookup, reload).
+    return hashlib.blake2b(normalise_prompt(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _embeddable(text: str) -> str:
+    """``text`` as an embedder can take it: lone surrogates (not valid in UTF-8, which tokenizers
+    require) become U+FFFD; any other text is returned as it is."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 class SemanticCache:
@@ -132,10 +146,15 @@ class SemanticCache:
         else:
             raise TypeError(f"guard must be True, False or a FalseHitGuard, got {type(guard).__name__}")
         self.verifier = verifier
+        if not isinstance(memo_size, int) or isinstance(memo_size, bool):
+            raise TypeError(f"memo_size must be an int, got {type(memo_size).__name__}")
+        if memo_size < 0:
+            raise ValueError(f"memo_size must be >= 0 (0 turns the memo off), got {memo_size}")
         self._memo: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._memo_size = memo_size
-        # namespace -> digest of the normalised prompt -> entry id
+        # namespace -> digest of the normalised prompt -> entry id; `_exact_keys` counts the keys of all.
         self._exact: dict[str, dict[bytes, int]] = {}
+        self._exact_keys = 0
         self._lock = threading.Lock()
         self._exact_hits = self._semantic_hits = self._misses = 0
         self._guard_rejections = self._verifier_rejections = 0
@@ -143,6 +162,7 @@ class SemanticCache:
         self._embedded = 0
         if len(self.cache):
             self._exact = _exact_table(self.cache)
+            self._exact_keys = sum(map(len, self._exact.values()))
         if autosave:
             atexit.register(_autosave, weakref.ref(self))
         _fork.track(self, _fork.TEXT_LEVEL)
@@ -169,7 +189,8 @@ class SemanticCache:
             self._embed_seconds += seconds
             self._embedded += len(texts)
             for t, v in zip(texts, vectors, strict=True):
-                self._memo[t] = v
+                # A copy: a view would keep the embedder's whole batch array alive while any row is memoised.
+                self._memo[t] = np.array(v, dtype=np.float32)
                 self._memo.move_to_end(t)
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
@@ -179,7 +200,7 @@ class SemanticCache:
         if missing:
             todo = [texts[i] for i in missing]
             start = time.perf_counter()
-            fresh = self.embedder.embed(todo)
+            fresh = self.embedder.embed([_embeddable(t) for t in todo])
             self._memo_put(todo, fresh, time.perf_counter() - start)
             for i, v in zip(missing, fresh, strict=True):
                 found[i] = v
@@ -190,7 +211,7 @@ class SemanticCache:
         if missing:
             todo = [texts[i] for i in missing]
             start = time.perf_counter()
-            fresh = await self.embedder.aembed(todo)
+            fresh = await self.embedder.aembed([_embeddable(t) for t in todo])
             self._memo_put(todo, fresh, time.perf_counter() - start)
             for i, v in zip(missing, fresh, strict=True):
                 found[i] = v
@@ -241,7 +262,7 @@ class SemanticCache:
         fills the window would look the same whatever question follows it, so such texts are matched
         exactly only."""
         check = getattr(self.embedder, "overflows", None)
-        return list(check(texts)) if callable(check) else [False] * len(texts)
+        return list(check([_embeddable(t) for t in texts])) if callable(check) else [False] * len(texts)
 
     def _miss(self) -> None:
         """Counts a lookup answered without a search (an empty namespace)."""
@@ -269,6 +290,7 @@ class SemanticCache:
             with self._lock:
                 if table.get(key) == entry_id:
                     del table[key]
+                    self._exact_keys -= 1
             return None
         self.cache.touch(entry_id)
         with self._lock:
@@ -314,7 +336,7 @@ class SemanticCache:
         user = stored.get("metadata")
         return replace(
             hit,
-            metadata=None if user is None else MappingProxyType(user),
+            metadata=user,  # already a read-only copy (see `bsc.cache.freeze`)
             prompt=stored.get("prompt"),
             exact=exact,
         )
@@ -387,12 +409,22 @@ class SemanticCache:
                 key = _exact_key(text)
                 old = table.get(key)
                 table[key] = new_id
-                if old is not None and old != new_id:
+                if old is None:
+                    self._exact_keys += 1
+                elif old != new_id:
                     self.cache.delete(old)
-            # Evicted entries leave stale ids behind; sweep once they could outnumber the live ones.
-            if len(table) > 2 * max(self.cache.namespace_len(namespace), 1024):
-                self._exact[namespace] = {k: v for k, v in table.items() if v in self.cache}
+            # Evicted entries leave stale ids behind, possibly in namespaces no longer written to (one
+            # per conversation, say); sweep every table once they could outnumber the live entries, so
+            # the tables stay within twice the live entries plus a constant (amortised O(1) per key).
+            if self._exact_keys > 2 * len(self.cache) + _EXACT_SLACK:
+                self._sweep_exact()
         return ids
+
+    def _sweep_exact(self) -> None:
+        """Drops the keys of entries that are gone and the tables left empty (caller holds the lock)."""
+        swept = {ns: {k: v for k, v in t.items() if v in self.cache} for ns, t in self._exact.items()}
+        self._exact = {ns: t for ns, t in swept.items() if t}
+        self._exact_keys = sum(map(len, self._exact.values()))
 
     # ---------------------------------------------------------------- the rest
     def clear(self, namespace: str | None = None) -> None:
@@ -403,6 +435,7 @@ class SemanticCache:
                 self._exact = {}
             else:
                 self._exact.pop(namespace, None)
+            self._exact_keys = sum(map(len, self._exact.values()))
 
     def __len__(self) -> int:
         return len(self.cache)

@@ -21,12 +21,15 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 
 __all__ = ["cosine_spread", "radius_for", "shortlist_radius", "similarity_from_distance"]
 
 
 def _check(threshold: float, code_bits: int) -> None:
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not -1.0 <= threshold <= 1.0:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number (a cosine similarity), got {type(threshold).__name__}")
+    if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
     if code_bits <= 0:
         raise ValueError(f"code_bits must be positive, got {code_bits}")

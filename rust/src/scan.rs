@@ -111,13 +111,12 @@ pub fn selected_level() -> Level {
     })
 }
 
-/// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the
-/// `parallel` pool when it has more than one thread. Measured on the 2-core Zen 5 we develop on, shared and saturated
-/// by other jobs (one query, 256-bit codes, AVX-512; time with 2 parts / time with 1): 2.1–2.5 at 1 MB,
-/// 1.4–1.5 at 4 MB, 1.35 at 16 MB, 1.0–2.6 at 32 MB, 0.77–0.91 at 48 MB, ~1.0 at 64–128 MB. Handing a part
-/// to a worker costs ~13 µs here and the scan is bound by memory bandwidth, so a second thread only pays off
-/// on scans large enough to hide both. (No idle machine was available to measure; there the break-even may
-/// be lower.)
+/// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the rayon
+/// pool when it has more than one thread. Handing a part to a worker costs a thread wake-up and the scan is
+/// bound by memory bandwidth, so a second thread only pays off on scans large enough to hide both. The
+/// cutoff is the smallest size at which splitting stopped losing on a busy 2-core machine; on an idle one
+/// the break-even may be lower. `benchmarks/bench_scan.py` measures the split scan (its 2-thread row);
+/// figures and machine are in its output and the README, not here.
 pub const PARALLEL_MIN_BYTES: usize = 48 << 20;
 
 /// The `k` codes nearest to `query` among rows of `codes` (`words` u64 per row) within `max_distance`,

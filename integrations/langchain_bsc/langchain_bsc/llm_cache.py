@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc.digest import digest
 from bsc.embedders import LangChainEmbedder
+from bsc.fail_open import FailOpenCache
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
@@ -17,9 +19,11 @@ from langchain_bsc.keys import PromptKeyFunction, default_prompt_key
 
 __all__ = ["BinarySemanticLLMCache"]
 
+logger = logging.getLogger("langchain_bsc")
+
 
 def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return digest(text).hex()
 
 
 class BinarySemanticLLMCache(BaseCache):
@@ -93,6 +97,8 @@ class BinarySemanticLLMCache(BaseCache):
             path=path,
             autosave=autosave,
         )
+        # Lookups and updates go through this: a cache failure must not fail the model call.
+        self._fail_open = FailOpenCache(self._cache, logger)
         self.namespace = namespace
         self._key: PromptKeyFunction = key if key is not None else default_prompt_key
         # Every bsc namespace this cache writes starts with this, so clear() can find them.
@@ -117,12 +123,12 @@ class BinarySemanticLLMCache(BaseCache):
         """The cached generations for ``prompt`` (or a paraphrase of its question) under ``llm_string``,
         as a new list, or None on a miss."""
         text, namespace = self._locate(prompt, llm_string)
-        return self._generations(self._cache.lookup(text, namespace=namespace))
+        return self._generations(self._fail_open.lookup(text, namespace=namespace))
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """`lookup` that awaits the embedder instead of blocking the event loop."""
         text, namespace = self._locate(prompt, llm_string)
-        return self._generations(await self._cache.alookup(text, namespace=namespace))
+        return self._generations(await self._fail_open.alookup(text, namespace=namespace))
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Caches ``return_val`` for ``prompt`` under ``llm_string``; replaces an earlier answer to the
@@ -130,14 +136,14 @@ class BinarySemanticLLMCache(BaseCache):
         text, namespace = self._locate(prompt, llm_string)
         value = dump(list(return_val))
         if value is not None:
-            self._cache.update(text, value, namespace=namespace)
+            self._fail_open.update(text, value, namespace=namespace)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """`update` that awaits the embedder instead of blocking the event loop."""
         text, namespace = self._locate(prompt, llm_string)
         value = dump(list(return_val))
         if value is not None:
-            await self._cache.aupdate(text, value, namespace=namespace)
+            await self._fail_open.aupdate(text, value, namespace=namespace)
 
     def clear(self, **kwargs: Any) -> None:
         """Removes every entry of this cache, or with ``llm_string=...`` only that model configuration's.
@@ -148,10 +154,7 @@ class BinarySemanticLLMCache(BaseCache):
         llm_string = kwargs.pop("llm_string", None)
         if kwargs:
             raise TypeError(f"clear() got unexpected keyword arguments {sorted(kwargs)}; expected llm_string")
-        prefix = self._prefix if llm_string is None else self._llm_prefix(llm_string)
-        for namespace in self._cache.cache.namespaces():
-            if namespace.startswith(prefix):
-                self._cache.clear(namespace)
+        self._fail_open.clear_prefix(self._prefix if llm_string is None else self._llm_prefix(llm_string))
 
     async def aclear(self, **kwargs: Any) -> None:
         """`clear`; it embeds nothing and does not wait on I/O, so it runs inline."""

@@ -8,7 +8,6 @@ returns the chain's cached output without retrieving or generating anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -16,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc.digest import digest
 from bsc.embedders import LangChainEmbedder
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.embeddings import Embeddings
@@ -174,7 +174,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             else:
                 exact = ""
         key = json.dumps([self.namespace, exact, configurable])
-        return question, f"chain:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
+        return question, f"chain:{digest(key).hex()}"
 
     def _output(self, hit: Any) -> Any:
         if hit is None:

@@ -7,7 +7,6 @@ the call kind, every other message, the non-text parts of the last user message,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -15,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bsc.digest import digest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 
@@ -167,8 +167,7 @@ def _key_name(key: Any) -> str:
 
 
 def _digest(parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return digest(json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).hex()
 
 
 def namespace_for(kind: str, user_namespace: str, parts: Any) -> str:
@@ -204,8 +203,8 @@ def _exact_only(key: CallKey) -> CallKey:
     The embedded stand-in is short and the same for every call with this text, so nothing else in its
     (one-text) partition can be semantically near it.
     """
-    digest = _digest(key.text)
-    return CallKey(text=f"exact:{digest}", partition=[key.partition, "exact", key.text])
+    text_digest = _digest(key.text)
+    return CallKey(text=f"exact:{text_digest}", partition=[key.partition, "exact", key.text])
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
+from bsc.fail_open import FailOpenCache
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -49,6 +50,7 @@ from llamaindex_bsc.keys import (
     namespace_for,
     namespace_prefix,
 )
+from llamaindex_bsc.recording import arecorded, recorded
 from llamaindex_bsc.responses import (
     StoredAnswer,
     aiter_replay,
@@ -152,7 +154,7 @@ class CachingLLM(FunctionCallingLLM):
     )
 
     _llm: LLM = PrivateAttr()
-    _cache: SemanticCache = PrivateAttr()
+    _cache: FailOpenCache = PrivateAttr()
     _key_fn: CallKeyFunction = PrivateAttr()
 
     def __init__(
@@ -189,7 +191,7 @@ class CachingLLM(FunctionCallingLLM):
             query_wrapper_prompt=llm.query_wrapper_prompt,
         )
         self._llm = llm
-        self._cache = build_cache(cache, embedder, guard, verifier, cache_options)
+        self._cache = FailOpenCache(build_cache(cache, embedder, guard, verifier, cache_options), logger)
         self._key_fn = key_fn or default_call_key
 
     @classmethod
@@ -209,14 +211,11 @@ class CachingLLM(FunctionCallingLLM):
     @property
     def cache(self) -> SemanticCache:
         """The underlying `bsc.SemanticCache` (``stats()``, ``clear()``)."""
-        return self._cache
+        return self._cache.cache
 
     def clear(self) -> None:
         """Forgets the answers cached under this wrapper's ``namespace`` (for every wrapped model)."""
-        prefix = namespace_prefix("llm", self.namespace)
-        for namespace in self._cache.cache.namespaces():
-            if namespace.startswith(prefix):
-                self._cache.clear(namespace)
+        self._cache.clear_prefix(namespace_prefix("llm", self.namespace))
 
     # ---------------------------------------------------------------- keys
     def _slot(self, call: LLMCall) -> _Slot | None:
@@ -269,36 +268,20 @@ class CachingLLM(FunctionCallingLLM):
     def _lookup(self, slot: _Slot | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
         if slot is None:
             return None
-        try:
-            return self._answer(self._cache.lookup(slot.text, namespace=slot.namespace), kind)
-        except Exception:
-            logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
-            return None
+        return self._answer(self._cache.lookup(slot.text, namespace=slot.namespace), kind)
 
     async def _alookup(self, slot: _Slot | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
         if slot is None:
             return None
-        try:
-            return self._answer(await self._cache.alookup(slot.text, namespace=slot.namespace), kind)
-        except Exception:
-            logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
-            return None
+        return self._answer(await self._cache.alookup(slot.text, namespace=slot.namespace), kind)
 
     def _store(self, slot: _Slot | None, payload: str | None) -> None:
-        if slot is None or payload is None:
-            return
-        try:
+        if slot is not None and payload is not None:
             self._cache.update(slot.text, payload, namespace=slot.namespace)
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
     async def _astore(self, slot: _Slot | None, payload: str | None) -> None:
-        if slot is None or payload is None:
-            return
-        try:
+        if slot is not None and payload is not None:
             await self._cache.aupdate(slot.text, payload, namespace=slot.namespace)
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
     @staticmethod
     def _chat_payload(response: ChatResponse | None, text: str | None = None) -> str | None:
@@ -337,7 +320,8 @@ class CachingLLM(FunctionCallingLLM):
         if found is not None:
             answer, info = found
             return (completion_response(answer, info, text=t, delta=d) for t, d in iter_replay(answer.text))
-        return self._record_completion(self._llm.stream_complete(prompt, formatted=formatted, **kwargs), slot)
+        stream = self._llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        return recorded(stream, lambda items: self._store(slot, _completion_payload(items)))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -349,30 +333,7 @@ class CachingLLM(FunctionCallingLLM):
         if found is not None:
             return self._areplay_completion(*found)
         stream = await self._llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return self._arecord_completion(stream, slot)
-
-    def _record_completion(self, stream: CompletionResponseGen, slot: _Slot | None) -> CompletionResponseGen:
-        last: CompletionResponse | None = None
-        deltas: list[str] = []
-        for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        # Reached only when the stream ran to its end (a consumer that stops early closes us at yield).
-        if last is not None:
-            self._store(slot, dumps_completion(_assembled_completion(last, deltas)))
-
-    async def _arecord_completion(
-        self, stream: CompletionResponseAsyncGen, slot: _Slot | None
-    ) -> CompletionResponseAsyncGen:
-        last: CompletionResponse | None = None
-        deltas: list[str] = []
-        async for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        if last is not None:
-            await self._astore(slot, dumps_completion(_assembled_completion(last, deltas)))
+        return arecorded(stream, lambda items: self._astore(slot, _completion_payload(items)))
 
     @staticmethod
     async def _areplay_completion(answer: StoredAnswer, info: dict[str, Any]) -> CompletionResponseAsyncGen:
@@ -411,7 +372,8 @@ class CachingLLM(FunctionCallingLLM):
         if found is not None:
             answer, info = found
             return (chat_response(answer, info, text=t, delta=d) for t, d in iter_replay(answer.text))
-        return self._record_chat(self._llm.stream_chat(messages, **kwargs), slot)
+        stream = self._llm.stream_chat(messages, **kwargs)
+        return recorded(stream, lambda items: self._store(slot, self._stream_chat_payload(items)))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -421,25 +383,13 @@ class CachingLLM(FunctionCallingLLM):
         if found is not None:
             return self._areplay_chat(*found)
         stream = await self._llm.astream_chat(messages, **kwargs)
-        return self._arecord_chat(stream, slot)
+        return arecorded(stream, lambda items: self._astore(slot, self._stream_chat_payload(items)))
 
-    def _record_chat(self, stream: ChatResponseGen, slot: _Slot | None) -> ChatResponseGen:
-        last: ChatResponse | None = None
-        deltas: list[str] = []
-        for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        self._store(slot, self._chat_payload(last, _assembled_text(last, deltas)))
-
-    async def _arecord_chat(self, stream: ChatResponseAsyncGen, slot: _Slot | None) -> ChatResponseAsyncGen:
-        last: ChatResponse | None = None
-        deltas: list[str] = []
-        async for item in stream:
-            last = item
-            deltas.append(item.delta or "")
-            yield item
-        await self._astore(slot, self._chat_payload(last, _assembled_text(last, deltas)))
+    @classmethod
+    def _stream_chat_payload(cls, items: list[ChatResponse]) -> str | None:
+        """What a finished chat stream stores (None for an empty stream)."""
+        last = items[-1] if items else None
+        return cls._chat_payload(last, _assembled_text(last, items))
 
     @staticmethod
     async def _areplay_chat(answer: StoredAnswer, info: dict[str, Any]) -> ChatResponseAsyncGen:
@@ -501,109 +451,27 @@ class CachingLLM(FunctionCallingLLM):
             return self._llm
         raise TypeError(f"the wrapped {type(self._llm).__name__} is not a function-calling LLM")
 
-    def chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
+    # The five tool-calling entry points share FunctionCallingLLM's signature (tools, user_msg,
+    # chat_history, verbose, allow_parallel_tool_calls, tool_required, **kwargs); they forward it as
+    # given, so a new parameter in LlamaIndex reaches the wrapped model without a change here.
+    def chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponse:
         """Delegated to the wrapped model, uncached."""
-        return self._function_calling_llm().chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return self._function_calling_llm().chat_with_tools(*args, **kwargs)
 
-    async def achat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
+    async def achat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponse:
         """Delegated to the wrapped model, uncached."""
-        return await self._function_calling_llm().achat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return await self._function_calling_llm().achat_with_tools(*args, **kwargs)
 
-    def stream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseGen:
+    def stream_chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponseGen:
         """Delegated to the wrapped model, uncached."""
-        return self._function_calling_llm().stream_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return self._function_calling_llm().stream_chat_with_tools(*args, **kwargs)
 
-    async def astream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseAsyncGen:
+    async def astream_chat_with_tools(self, *args: Any, **kwargs: Any) -> ChatResponseAsyncGen:
         """Delegated to the wrapped model, uncached."""
-        return await self._function_calling_llm().astream_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        return await self._function_calling_llm().astream_chat_with_tools(*args, **kwargs)
 
-    def _prepare_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return self._function_calling_llm()._prepare_chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+    def _prepare_chat_with_tools(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._function_calling_llm()._prepare_chat_with_tools(*args, **kwargs)
 
     def _validate_chat_with_tools_response(
         self,
@@ -629,9 +497,11 @@ class CachingLLM(FunctionCallingLLM):
         )
 
 
-def _assembled_text(last: ChatResponse | CompletionResponse | None, deltas: list[str]) -> str:
+def _assembled_text(
+    last: ChatResponse | CompletionResponse | None, items: Sequence[ChatResponse | CompletionResponse]
+) -> str:
     """What a finished stream said: the deltas the consumer saw, else the final cumulative text."""
-    joined = "".join(deltas)
+    joined = "".join(item.delta or "" for item in items)
     if joined:
         return joined
     if isinstance(last, ChatResponse):
@@ -639,8 +509,13 @@ def _assembled_text(last: ChatResponse | CompletionResponse | None, deltas: list
     return last.text if last is not None else ""
 
 
-def _assembled_completion(last: CompletionResponse, deltas: list[str]) -> CompletionResponse:
-    return CompletionResponse(text=_assembled_text(last, deltas), additional_kwargs=last.additional_kwargs)
+def _completion_payload(items: list[CompletionResponse]) -> str | None:
+    """What a finished completion stream stores (None for an empty stream)."""
+    if not items:
+        return None
+    last = items[-1]
+    text = _assembled_text(last, items)
+    return dumps_completion(CompletionResponse(text=text, additional_kwargs=last.additional_kwargs))
 
 
 def install_llm_cache(llm: LLM | None = None, **options: Any) -> CachingLLM:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
+from bsc.fail_open import FailOpenCache
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
@@ -21,10 +23,11 @@ from llama_index.core.base.response.schema import (
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from llama_index.core.types import TokenAsyncGen, TokenGen
+from llama_index.core.types import TokenAsyncGen
 
 from llamaindex_bsc._construction import build_cache
 from llamaindex_bsc.keys import Unkeyable, json_safe, json_safe_items, namespace_for, namespace_prefix
+from llamaindex_bsc.recording import arecorded, recorded
 from llamaindex_bsc.responses import CACHE_HIT_KEY, aiter_replay, iter_replay
 
 __all__ = ["SemanticCacheQueryEngine"]
@@ -86,7 +89,7 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         super().__init__(callback_manager=callback_manager or query_engine.callback_manager)
         self._query_engine = query_engine
-        self._cache = build_cache(cache, embedder, guard, verifier, cache_options)
+        self._cache = FailOpenCache(build_cache(cache, embedder, guard, verifier, cache_options), logger)
         self._namespace = namespace
 
     @property
@@ -97,14 +100,11 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
     @property
     def cache(self) -> SemanticCache:
         """The underlying `bsc.SemanticCache` (``stats()``, ``clear()``)."""
-        return self._cache
+        return self._cache.cache
 
     def clear(self) -> None:
         """Forgets this engine's cached answers (e.g. after the documents changed)."""
-        prefix = namespace_prefix("query", self._namespace)
-        for namespace in self._cache.cache.namespaces():
-            if namespace.startswith(prefix):
-                self._cache.clear(namespace)
+        self._cache.clear_prefix(namespace_prefix("query", self._namespace))
 
     def _get_prompt_modules(self) -> PromptMixinType:
         return {"query_engine": self._query_engine}
@@ -131,19 +131,14 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         slot = self._slot(query_bundle)
         if slot is not None:
-            try:
-                hit = self._cache.lookup(slot[1], namespace=slot[0])
-            except Exception:
-                logger.warning("semantic cache lookup failed; querying the engine", exc_info=True)
-                hit = None
-            cached = _cached_response(hit, asynchronous=False)
+            cached = _cached_response(self._cache.lookup(slot[1], namespace=slot[0]), asynchronous=False)
             if cached is not None:
                 return cached
         response = self._query_engine.query(query_bundle)
         if slot is None:
             return response
         if isinstance(response, StreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._record(response.response_gen, response, slot)
+            response.response_gen = recorded(response.response_gen, self._storer(slot, response))
         elif isinstance(response, Response):
             self._store(slot, _dumps(response.response, response, streaming=False))
         return response
@@ -151,11 +146,7 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         slot = self._slot(query_bundle)
         if slot is not None:
-            try:
-                hit = await self._cache.alookup(slot[1], namespace=slot[0])
-            except Exception:
-                logger.warning("semantic cache lookup failed; querying the engine", exc_info=True)
-                hit = None
+            hit = await self._cache.alookup(slot[1], namespace=slot[0])
             cached = _cached_response(hit, asynchronous=True)
             if cached is not None:
                 return cached
@@ -163,45 +154,29 @@ class SemanticCacheQueryEngine(BaseQueryEngine):
         if slot is None:
             return response
         if isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._arecord(response.response_gen, response, slot)
+            response.response_gen = arecorded(response.response_gen, self._astorer(slot, response))
         elif isinstance(response, StreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._record(response.response_gen, response, slot)
+            response.response_gen = recorded(response.response_gen, self._storer(slot, response))
         elif isinstance(response, Response):
             await self._astore(slot, _dumps(response.response, response, streaming=False))
         return response
 
-    def _record(self, tokens: TokenGen, response: StreamingResponse, slot: tuple[str, str]) -> TokenGen:
-        pieces: list[str] = []
-        for token in tokens:
-            pieces.append(token)
-            yield token
-        # Reached only when the stream ran to its end.
-        self._store(slot, _dumps("".join(pieces), response, streaming=True))
+    def _storer(self, slot: tuple[str, str], response: StreamingResponse) -> Callable[[list[str]], None]:
+        """What stores a streamed answer once its tokens have all been read."""
+        return lambda tokens: self._store(slot, _dumps("".join(tokens), response, streaming=True))
 
-    async def _arecord(
-        self, tokens: TokenAsyncGen, response: AsyncStreamingResponse, slot: tuple[str, str]
-    ) -> TokenAsyncGen:
-        pieces: list[str] = []
-        async for token in tokens:
-            pieces.append(token)
-            yield token
-        await self._astore(slot, _dumps("".join(pieces), response, streaming=True))
+    def _astorer(
+        self, slot: tuple[str, str], response: AsyncStreamingResponse
+    ) -> Callable[[list[str]], Awaitable[None]]:
+        return lambda tokens: self._astore(slot, _dumps("".join(tokens), response, streaming=True))
 
     def _store(self, slot: tuple[str, str], payload: str | None) -> None:
-        if payload is None:
-            return
-        try:
+        if payload is not None:
             self._cache.update(slot[1], payload, namespace=slot[0])
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
     async def _astore(self, slot: tuple[str, str], payload: str | None) -> None:
-        if payload is None:
-            return
-        try:
+        if payload is not None:
             await self._cache.aupdate(slot[1], payload, namespace=slot[0])
-        except Exception:
-            logger.warning("semantic cache update failed", exc_info=True)
 
 
 def _dumps(
