@@ -12,7 +12,7 @@ SOURCES := pyproject.toml Cargo.toml integrations/*/pyproject.toml $(wildcard ru
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps demo test test-rust test-python lint bench clean
+.PHONY: install system-deps demo test test-rust test-python test-doctest lint bench clean
 
 install: $(STAMP)
 
@@ -42,13 +42,18 @@ system-deps:
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/bsc demo
 
-test: install system-deps test-rust test-python
+test: install system-deps test-rust test-python test-doctest
 
 test-rust:
 	cargo test --no-default-features --release
 
 test-python: install
 	$(PY) -m pytest
+
+# The Example: blocks of the docstrings (network examples are marked +SKIP).
+DOCTEST_PATHS := core/bsc integrations/langchain_bsc/langchain_bsc integrations/llamaindex_bsc/llamaindex_bsc
+test-doctest: install
+	$(PY) -m pytest --doctest-modules $(DOCTEST_PATHS)
 
 lint: install
 	cargo fmt --check
@@ -66,6 +71,7 @@ bench: install
 	$(PY) benchmarks/bench_persistence.py
 	$(PY) benchmarks/bench_embed.py --threads 1
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/replay.py --plots docs
 
 clean:
 	rm -rf $(VENV) target

@@ -783,6 +783,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    missing = [
+        str(args.data / f"{name}_{part}.tsv")
+        for name in args.datasets
+        if name != "prompts"
+        for part in ("pairs", "all")
+        if not (args.data / f"{name}_{part}.tsv").is_file()
+    ]
+    if missing:
+        parser.error(
+            f"labelled data not found: {', '.join(missing)}. MSRP and PAWS are not in the repository "
+            "(see the README's 'Choosing the defaults'); pass --data DIR where they are, or run "
+            "--datasets prompts for the bundled prompt pairs only"
+        )
     limit = args.limit if args.limit is not None else (600 if args.quick else None)
     validate_n, loo_n = (50, 20) if args.quick else (300, 100)
 

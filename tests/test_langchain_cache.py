@@ -67,11 +67,15 @@ class TestAsyncStandardSuite(AsyncCacheTestSuite):
 # ------------------------------------------------------------------ the package
 def test_all_lists_the_public_api() -> None:
     assert langchain_bsc.__all__ == [
+        "HIT_EVENT",
         "BinarySemanticLLMCache",
         "PromptKey",
         "PromptKeyFunction",
+        "SemanticCacheChatModel",
+        "SemanticCacheMiddleware",
         "SemanticCacheRunnable",
         "__version__",
+        "cache_namespace",
         "default_prompt_key",
     ]
     for name in langchain_bsc.__all__:
@@ -199,14 +203,20 @@ def test_update_then_lookup_round_trips_chat_generations(cache: BinarySemanticLL
     cache.update(QUESTION, "llm", generations)
     found = cache.lookup(QUESTION, "llm")
     assert type(found) is list
-    assert found == generations
+    # The same generation, marked as a verbatim hit.
+    marker = {"hit": True, "similarity": 1.0, "exact": True}
+    assert found[0].message.response_metadata == {"bsc_cache": marker}
+    unmarked = found[0].message.model_copy(update={"response_metadata": {}})
+    assert [found[0].model_copy(update={"message": unmarked})] == generations
     assert found[0] is not generations[0]
 
 
 def test_chunk_generations_round_trip(cache: BinarySemanticLLMCache) -> None:
     generations = [ChatGenerationChunk(message=AIMessageChunk("Paris"))]
     cache.update(QUESTION, "llm", generations)
-    assert cache.lookup(QUESTION, "llm") == generations
+    (found,) = cache.lookup(QUESTION, "llm")
+    assert isinstance(found, ChatGenerationChunk) and isinstance(found.message, AIMessageChunk)
+    assert found.text == "Paris" and found.message.response_metadata["bsc_cache"]["exact"] is True
 
 
 def test_other_llm_string_never_gets_this_ones_answer(cache: BinarySemanticLLMCache) -> None:
@@ -292,7 +302,9 @@ def test_save_and_reload_serves_paraphrases_in_a_new_cache(
     cache.save()
     reloaded = BinarySemanticLLMCache(path=path)
     paraphrase = dumps([SystemMessage("Be brief."), HumanMessage(PARAPHRASE)])
-    assert reloaded.lookup(paraphrase, "model-a") == [ChatGeneration(message=AIMessage("Paris"))]
+    (served,) = reloaded.lookup(paraphrase, "model-a")
+    assert served.text == "Paris"
+    assert served.message.response_metadata["bsc_cache"]["exact"] is False
     assert reloaded.lookup(paraphrase, "model-b") is None
     assert BinarySemanticLLMCache(namespace="other", path=path).lookup(chat, "model-a") is None
 

@@ -78,4 +78,9 @@ def test_quickstart_notebook_executes(notebook_kernel: str) -> None:
         for output in cell.outputs
     )
     assert "upstream calls: 1" in printed
+    # Nothing printed unasked: no warnings (tqdm's "IProgress not found"), no log lines, no text bars.
+    stderr = [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"
+    ]
+    assert not stderr, stderr
     assert "1 semantic" in printed

@@ -27,3 +27,5 @@ def test_llamaindex_quickstart_notebook_runs_offline(notebook_kernel: str, tmp_p
     assert not [o for o in outputs if o.get("output_type") == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "'exact': False" in printed
+    # Nothing printed unasked: no warnings (tqdm's "IProgress not found"), no log lines, no text bars.
+    assert not [o for o in outputs if o.get("name") == "stderr"]

@@ -134,3 +134,14 @@ for module in (bsc, bsc._native, langchain_bsc, llamaindex_bsc):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("distribution", sorted(DISTRIBUTIONS))
+def test_every_wheel_ships_the_mit_license(distribution: str, wheels: dict[str, Path]) -> None:
+    with zipfile.ZipFile(wheels[distribution]) as wheel:
+        metadata = _metadata(wheel, "METADATA")
+        licenses = [n for n in wheel.namelist() if n.startswith(f"{_dist_info(wheel)}/licenses/")]
+        assert [n.rsplit("/", 1)[1] for n in licenses] == ["LICENSE"]
+        assert wheel.read(licenses[0]).decode().startswith("MIT License")
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]

@@ -21,7 +21,14 @@ from bsc._input import as_embeddings, as_float, as_int, normalised
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
 
-__all__ = ["DEFAULT_RERANK", "DEFAULT_THRESHOLD", "BinarySemanticCache", "CacheStats", "Hit"]
+__all__ = [
+    "DEFAULT_RERANK",
+    "DEFAULT_THRESHOLD",
+    "EVICTION_POLICIES",
+    "BinarySemanticCache",
+    "CacheStats",
+    "Hit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,10 @@ DEFAULT_THRESHOLD = 0.90
 DEFAULT_RERANK = 10
 
 Response = str | bytes
+
+#: The eviction policies `BinarySemanticCache(eviction=...)` accepts (see ``rust/src/eviction.rs`` and the
+#: README, "Workloads and eviction"); LRU is the default.
+EVICTION_POLICIES = ("lru", "lfu", "sieve", "diverse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +133,11 @@ class BinarySemanticCache:
         code_bits: bits per code: 64, 128, 256, 512 or 1024.
         seed: projection seed; caches must share it (and dim, code_bits) to share codes.
         threshold: minimum cosine similarity for a hit, in [-1, 1].
-        max_entries: capacity; the least recently used entry is evicted beyond it.
+        max_entries: capacity; beyond it the eviction policy chooses an entry to drop (expired first).
+        eviction: "lru" (least recently used, the default), "lfu" (least frequently used, with ageing),
+            "sieve" (SIEVE: scan-resistant, no reordering on hits) or "diverse" (of the 16 least
+            recently used, the one with the most near-duplicates within the hit radius). 0 or 1 byte
+            an entry.
         ttl: seconds an entry lives, or None for no expiry.
         rerank: shortlist size for the exact-cosine second stage; 0 for codes only.
         clock: monotonic time source in seconds (for tests).
@@ -132,7 +147,7 @@ class BinarySemanticCache:
             NumPy scalars are fine).
         ValueError: for an unsupported ``code_bits``, a threshold outside [-1, 1], ``dim`` outside
             1..65536, ``max_entries`` outside 1..16777215, a non-positive ``ttl``, ``rerank`` outside
-            0..4096 or ``seed`` outside 0..2**64-1.
+            0..4096, ``seed`` outside 0..2**64-1, or an unknown ``eviction``.
 
     Example:
         >>> import numpy as np
@@ -153,6 +168,7 @@ class BinarySemanticCache:
         ttl: float | None = None,
         rerank: int = DEFAULT_RERANK,
         clock: Callable[[], float] = time.monotonic,
+        eviction: str = "lru",
     ) -> None:
         dim = as_int(dim, "dim", low=1, high=MAX_DIM)
         code_bits = as_int(code_bits, "code_bits", low=64, high=1024)
@@ -165,8 +181,13 @@ class BinarySemanticCache:
                 raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         rerank = as_int(rerank, "rerank (the shortlist size, 0 = off)", low=0, high=MAX_RERANK)
         max_entries = as_int(max_entries, "max_entries", low=1, high=MAX_ENTRIES)
+        if not isinstance(eviction, str):
+            raise TypeError(
+                f"eviction must be a str, one of {EVICTION_POLICIES}, got {type(eviction).__name__}"
+            )
         self._encoder = BinaryEncoder(dim, code_bits, seed)
-        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None)
+        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None, eviction, radius)
+        self.eviction = eviction
         self.dim = dim
         self.code_bits = code_bits
         self.seed = seed
@@ -454,7 +475,8 @@ class BinarySemanticCache:
         return Hit(entry.response, 1.0, 0, entry.id, entry.metadata, entry.namespace)
 
     def touch(self, id: int) -> bool:
-        """Marks an entry as just used, so LRU eviction takes it last. False if it is gone."""
+        """Marks an entry as just used (LRU and diverse move it to the front, LFU counts it, SIEVE marks
+        it visited), so eviction takes it later. False if it is gone."""
         return isinstance(id, int) and 0 <= id < 2**64 and self._index.touch(id)
 
     # ---------------------------------------------------------------- persistence
@@ -486,13 +508,15 @@ class BinarySemanticCache:
         threshold: float | None = None,
         max_entries: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        eviction: str | None = None,
     ) -> BinarySemanticCache:
         """Loads a snapshot written by `save`. Nothing in the file is executed (no pickle).
 
         Args:
             path: the snapshot file.
             dim, code_bits, seed: when given, must equal the saved ones.
-            threshold, max_entries: new settings (default: the saved ones).
+            threshold, max_entries, eviction: new settings (default: the saved ones; files written
+                before eviction policies existed load as "lru").
             clock: the new cache's clock; remaining TTLs carry over.
 
         Raises:
@@ -512,6 +536,7 @@ class BinarySemanticCache:
             threshold=threshold,
             max_entries=max_entries,
             clock=clock,
+            eviction=eviction,
         )
 
     # ---------------------------------------------------------------- introspection
@@ -557,7 +582,7 @@ class BinarySemanticCache:
         return (
             f"BinarySemanticCache(dim={self.dim}, code_bits={self.code_bits}, seed={self.seed}, "
             f"threshold={self.threshold}, max_entries={self.max_entries}, ttl={self.ttl}, "
-            f"rerank={self.rerank}, entries={len(self)})"
+            f"rerank={self.rerank}, eviction={self.eviction!r}, entries={len(self)})"
         )
 
 

@@ -14,8 +14,9 @@ section table together are 640 bytes)::
     header   192 bytes  magic "BSCCACHE", version, endianness marker 0x01020304, header size,
                         section count, header checksum (xxh3-64 of header + table with this field 0),
                         dim, code_bits, seed, max_entries, entries n, handles h, namespaces k, rerank,
-                        threshold, ttl, flags, cache clock and wall clock at save, hit/miss/eviction/
-                        expiration counters
+                        threshold, ttl, flags, eviction policy (0 lru, 1 lfu, 2 sieve, 3 diverse; 0 in
+                        files older than the policies), cache clock and wall clock at save,
+                        hit/miss/eviction/expiration counters
     table    14 x 32    per section: kind, reserved, offset, length, checksum
     codes    n*words u64  every namespace's codes, contiguous, namespace after namespace (mmap-able:
                         `codes_view` scans them in place)
@@ -69,9 +70,10 @@ import numpy.typing as npt
 
 from bsc._input import as_int
 from bsc._native import CacheFormatError, HammingIndex, xxh3_64
-from bsc.cache import MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
+from bsc.cache import EVICTION_POLICIES, MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
+from bsc.thresholds import radius_for
 
-__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "load", "read_index", "save"]
+__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "format_version", "load", "read_index", "save"]
 
 #: The layout version this module writes (it also reads version 1, whose ids were 32-bit).
 FORMAT_VERSION = 2
@@ -91,8 +93,8 @@ _SEPARATOR = "\x1e"
 _FREE, _STR, _BYTES = 0, 1, 2
 
 # magic, version, endian, header_size, sections, header checksum, dim, code_bits, seed, max_entries,
-# entries, handles, namespaces, rerank, threshold, ttl, flags, clock at save, wall clock at save, hits,
-# misses, evictions, expirations; padded to 192 bytes.
+# entries, handles, namespaces, rerank, threshold, ttl, flags, eviction policy, clock at save, wall clock
+# at save, hits, misses, evictions, expirations; padded to 192 bytes.
 _HEADER = struct.Struct("<8sIIIIQIIQQQQIIddIIddQQQQ")
 _HEADER_SIZE = 192
 _CHECKSUM_AT = 24
@@ -132,6 +134,7 @@ class _Header:
     threshold: float
     ttl: float | None
     separated: bool
+    eviction: str
     clock_at_save: float
     wall_at_save: float
     counters: tuple[int, int, int, int]
@@ -282,7 +285,7 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         cache.threshold,
         cache.ttl or 0.0,
         flags,
-        0,
+        EVICTION_POLICIES.index(cache.eviction),
         clock_at_save,
         wall_at_save,
         *counters,
@@ -415,6 +418,7 @@ def load(
     max_entries: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    eviction: str | None = None,
 ) -> BinarySemanticCache:
     """Loads a snapshot written by `save`, checking every part before anything is built.
 
@@ -424,6 +428,9 @@ def load(
             be meaningless); ``ValueError`` otherwise.
         threshold: a new similarity threshold (default: the saved one).
         max_entries: a new capacity, at least the number of saved entries (default: the saved one).
+        eviction: a new eviction policy (default: the saved one). The policy's per-entry state
+            (LFU counters, SIEVE bits) is not saved: it restarts at zero, in the saved list order;
+            "diverse" recounts neighbours (up to 20,000 entries; beyond, counts refill as entries arrive).
         clock: the loaded cache's monotonic clock; saved expiry times are moved onto it.
         wall_clock: wall-clock time source, used to age entries by the time since the save (for tests).
 
@@ -465,9 +472,10 @@ def load(
                 ttl=header.ttl,
                 rerank=header.rerank,
                 clock=clock,
+                eviction=header.eviction if eviction is None else eviction,
             )
         except (ValueError, TypeError) as exc:
-            if threshold is not None or max_entries is not None:
+            if threshold is not None or max_entries is not None or eviction is not None:
                 raise
             raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
         with _gc_paused():
@@ -482,6 +490,7 @@ def load(
         if len(norms) and not np.array_equal(norms[live], _row_norms(cache._vectors)[live]):
             raise CacheFormatError("section norms: a rerank vector norm does not match its vector")
         cache._vector_norms = norms
+    index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
     cache._index = index
     cache._entries = entries
     cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
@@ -639,7 +648,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         threshold,
         ttl,
         flags,
-        _,
+        eviction,
         clock_at_save,
         wall_at_save,
         hits,
@@ -682,6 +691,8 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
             f"header: invalid max_entries {max_entries} (expected 1 to {_MAX_HANDLES}, at least the "
             f"{entries} entries)"
         )
+    if eviction >= len(EVICTION_POLICIES):
+        raise CacheFormatError(f"header: unknown eviction policy code {eviction}")
     has_ttl = bool(flags & _FLAG_TTL)
     if has_ttl and not (math.isfinite(ttl) and ttl > 0):
         raise CacheFormatError(f"header: invalid ttl {ttl}")
@@ -727,6 +738,7 @@ def _parse_header(buf: bytes, file_size: int) -> _Header:
         threshold=threshold,
         ttl=ttl if has_ttl else None,
         separated=bool(flags & _FLAG_SEPARATED),
+        eviction=EVICTION_POLICIES[eviction],
         clock_at_save=clock_at_save,
         wall_at_save=wall_at_save,
         counters=(hits, misses, evictions, expirations),
@@ -918,3 +930,20 @@ def _decode_responses(blob: bytes, offsets: list[int], kinds: npt.NDArray[np.uin
     for s, kind in zip(slices, kinds.tolist(), strict=True):
         out.append(blob[s] if kind == _BYTES else _decode(blob[s], "resp_blob"))
     return out
+
+
+def format_version(path: PathLike) -> int:
+    """The layout version of the snapshot at ``path`` (``bsc info`` shows it), read from its header
+    after the magic, byte order and header checksum are checked; the sections are not read.
+
+    Raises:
+        CacheFormatError: the header is not a valid snapshot header.
+        OSError: the file cannot be read.
+
+    Example:
+        >>> format_version("cache.bsc")  # doctest: +SKIP
+        2
+    """
+    with _open_regular(os.fspath(path)) as f:
+        size = os.fstat(f.fileno()).st_size
+        return _parse_header(_read_header(f, size), size).version

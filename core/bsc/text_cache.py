@@ -105,7 +105,7 @@ class SemanticCache:
             target of `save`.
         autosave: also save to ``path`` when the interpreter exits.
         **cache_options: passed to `BinarySemanticCache` (threshold, code_bits, seed, max_entries, ttl,
-            rerank, clock).
+            rerank, clock, eviction).
 
     Raises:
         bsc.CacheFormatError: ``path`` exists but is not a valid snapshot.
@@ -499,7 +499,7 @@ class SemanticCache:
 
 
 def _load_cache(path: str, dim: int, options: dict[str, Any]) -> BinarySemanticCache:
-    known = {"code_bits", "seed", "threshold", "max_entries", "clock", "ttl", "rerank"}
+    known = {"code_bits", "seed", "threshold", "max_entries", "clock", "ttl", "rerank", "eviction"}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unexpected cache options: {sorted(unknown)}")

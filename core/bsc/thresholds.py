@@ -15,7 +15,7 @@ Example:
     >>> radius_for(0.90, 256)
     36
     >>> round(similarity_from_distance(36, 256), 3)
-    0.903
+    0.904
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use crate::error::{BscError, Result};
+use crate::eviction::{self, Eviction, Policy, Queue};
 use crate::scan::{self, Neighbor};
 
 /// Largest handle and position: 24 bits.
@@ -113,6 +114,8 @@ pub struct Index {
     /// Least recently used: the next eviction.
     lru_tail: u32,
     len: usize,
+    /// Which entry goes when the index is full (LRU unless `set_eviction` chose another policy).
+    eviction: Eviction,
 }
 
 impl Index {
@@ -140,7 +143,45 @@ impl Index {
             lru_head: NIL,
             lru_tail: NIL,
             len: 0,
+            eviction: Eviction::default(),
         })
+    }
+
+    /// Chooses the eviction policy; `radius` is the Hamming hit radius (`diverse` counts neighbours
+    /// within it). Resets the policy's per-entry state; `diverse` rebuilds its neighbour counts when
+    /// the index holds at most `eviction::REBUILD_LIMIT` entries (one scan per entry).
+    pub fn set_eviction(&mut self, policy: Policy, radius: u32) {
+        self.eviction = Eviction::new(policy, radius, self.slots.len());
+        if policy.counts_neighbours() && self.len <= eviction::REBUILD_LIMIT {
+            for space in 0..self.spaces.len() {
+                for pos in 0..self.spaces[space].ids.len() {
+                    let neighbours = self.neighbours(space, pos);
+                    let h = handle_of(self.spaces[space].ids[pos]);
+                    // Every entry is visited, so each sets only its own count.
+                    self.eviction.set_count(h, neighbours.len());
+                }
+            }
+        }
+    }
+
+    pub fn eviction(&self) -> Policy {
+        self.eviction.policy()
+    }
+
+    /// The eviction policy's byte for a live entry (counter, visited bit or neighbour count).
+    pub fn eviction_state(&self, id: EntryId) -> Option<u8> {
+        self.contains(id)
+            .then(|| self.eviction.state_of(handle_of(id)))
+    }
+
+    /// Handles of the entries of `space` within the eviction radius of the entry at `pos` (itself excluded).
+    fn neighbours(&self, space: usize, pos: usize) -> Vec<u32> {
+        let sp = &self.spaces[space];
+        let code = &sp.codes[pos * self.words..(pos + 1) * self.words];
+        eviction::neighbour_rows(&sp.codes, self.words, code, self.eviction.radius(), pos)
+            .into_iter()
+            .map(|row| handle_of(sp.ids[row]))
+            .collect()
     }
 
     pub fn words(&self) -> usize {
@@ -175,7 +216,11 @@ impl Index {
     /// plus the namespace names.
     pub fn bytes_in_use(&self) -> usize {
         let names: usize = self.spaces.iter().map(|s| s.name.len()).sum();
-        let per_entry = self.words * 8 + 8 + 12 + if self.with_expiry { 8 } else { 0 };
+        let per_entry = self.words * 8
+            + 8
+            + 12
+            + if self.with_expiry { 8 } else { 0 }
+            + self.eviction.policy().bytes_per_entry();
         self.len * per_entry + names
     }
 
@@ -186,7 +231,10 @@ impl Index {
             .iter()
             .map(|s| s.codes.capacity() * 8 + s.ids.capacity() * 8 + s.name.capacity())
             .sum();
-        spaces + self.slots.capacity() * 12 + self.expires.capacity() * 8
+        spaces
+            + self.slots.capacity() * 12
+            + self.expires.capacity() * 8
+            + self.eviction.bytes_allocated()
     }
 
     fn check_code(&self, code: &[u64]) -> Result<()> {
@@ -200,7 +248,7 @@ impl Index {
         Ok(())
     }
 
-    /// Stores `code` in `namespace`; when full, first evicts the least recently used entry (returned).
+    /// Stores `code` in `namespace`; when full, first evicts the entry the eviction policy chooses (returned).
     pub fn insert(
         &mut self,
         namespace: &str,
@@ -209,7 +257,7 @@ impl Index {
     ) -> Result<(EntryId, Option<EntryId>)> {
         self.check_code(code)?;
         let evicted = if self.len >= self.max_entries {
-            self.lru_tail_id()
+            self.victim()
         } else {
             None
         };
@@ -262,11 +310,21 @@ impl Index {
         }
         self.link_front(handle);
         self.len += 1;
+        let neighbours = if self.eviction.policy().counts_neighbours() {
+            self.neighbours(space as usize, pos as usize)
+        } else {
+            Vec::new()
+        };
+        self.eviction.inserted(handle, &neighbours);
         Ok((id, evicted))
     }
 
-    fn lru_tail_id(&self) -> Option<EntryId> {
-        (self.lru_tail != NIL).then(|| self.id_of_handle(self.lru_tail))
+    fn victim(&mut self) -> Option<EntryId> {
+        // The policy walks (and, for LFU, reorders) the list, which the index owns.
+        let mut policy = std::mem::take(&mut self.eviction);
+        let victim = policy.victim(self);
+        self.eviction = policy;
+        victim.map(|h| self.id_of_handle(h))
     }
 
     fn id_of_handle(&self, h: u32) -> EntryId {
@@ -282,13 +340,25 @@ impl Index {
 
     /// Deletes an entry; false if it was not there (already deleted, evicted, or a stale id).
     pub fn remove(&mut self, id: EntryId) -> bool {
+        self.remove_with(id, true)
+    }
+
+    /// `remove`; `update_neighbours` false skips the `diverse` bookkeeping scan when the entry's whole
+    /// namespace is going anyway.
+    fn remove_with(&mut self, id: EntryId, update_neighbours: bool) -> bool {
         if !self.contains(id) {
             return false;
         }
         let h = handle_of(id);
-        self.unlink(h);
         let slot = self.slots[h as usize];
         let (space, pos) = (slot.space() as usize, slot.field(POS) as usize);
+        let neighbours = if update_neighbours && self.eviction.needs_neighbours_on_removal(h) {
+            self.neighbours(space, pos)
+        } else {
+            Vec::new()
+        };
+        self.eviction.removing(h, slot.field(PREV), &neighbours);
+        self.unlink(h);
         let words = self.words;
         let sp = &mut self.spaces[space];
         let last = sp.ids.len() - 1;
@@ -328,7 +398,7 @@ impl Index {
             return false;
         }
         let h = handle_of(id);
-        if self.lru_head != h {
+        if self.eviction.touched(h) && self.lru_head != h {
             self.unlink(h);
             self.link_front(h);
         }
@@ -423,8 +493,9 @@ impl Index {
         };
         // One by one, so every freed handle moves to its next generation and ids handed out before
         // the clear never name a later entry. Last positions first: no codes are moved.
+        // Whole namespaces go, so no neighbour count outside them needs updating.
         for &id in ids.iter().rev() {
-            self.remove(id);
+            self.remove_with(id, false);
         }
         ids
     }
@@ -458,6 +529,21 @@ impl Index {
             &sp.codes[pos * self.words..(pos + 1) * self.words],
             expires,
         ))
+    }
+}
+
+impl Queue for Index {
+    fn oldest(&self) -> u32 {
+        self.lru_tail
+    }
+    fn newer(&self, handle: u32) -> u32 {
+        self.slots[handle as usize].field(PREV)
+    }
+    fn to_head(&mut self, handle: u32) {
+        if self.lru_head != handle {
+            self.unlink(handle);
+            self.link_front(handle);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod encoder;
 pub mod error;
+pub mod eviction;
 pub mod index;
 pub mod parallel;
 pub mod projection;

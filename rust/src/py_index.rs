@@ -13,6 +13,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use crate::eviction::Policy;
 use crate::index::{EntryId, Index, IndexPartsRef};
 
 /// `([(id, distance)], expired_ids)`.
@@ -76,11 +77,33 @@ type PyParts<'py> = (
 #[pymethods]
 impl HammingIndex {
     #[new]
-    #[pyo3(signature = (words, max_entries, with_expiry = false))]
-    fn new(words: usize, max_entries: usize, with_expiry: bool) -> PyResult<Self> {
+    #[pyo3(signature = (words, max_entries, with_expiry = false, eviction = "lru", radius = 0))]
+    fn new(
+        words: usize,
+        max_entries: usize,
+        with_expiry: bool,
+        eviction: &str,
+        radius: u32,
+    ) -> PyResult<Self> {
+        let mut index = Index::new(words, max_entries, with_expiry)?;
+        index.set_eviction(Policy::from_name(eviction)?, radius);
         Ok(Self {
-            inner: RwLock::new(Index::new(words, max_entries, with_expiry)?),
+            inner: RwLock::new(index),
         })
+    }
+
+    /// The eviction policy's name: "lru", "lfu", "sieve" or "diverse".
+    #[getter]
+    fn eviction(&self) -> &'static str {
+        self.read().eviction().name()
+    }
+
+    /// Chooses the eviction policy (`radius`: the Hamming hit radius, for "diverse"); resets the
+    /// policy's per-entry state (see `Index::set_eviction`).
+    fn set_eviction(&self, py: Python<'_>, eviction: &str, radius: u32) -> PyResult<()> {
+        let policy = Policy::from_name(eviction)?;
+        py.detach(|| self.write().set_eviction(policy, radius));
+        Ok(())
     }
 
     #[getter]

@@ -62,9 +62,9 @@ class OllamaEmbedder(_HttpEmbedderBase):
         ValueError: If `batch_size` is not positive or `max_retries` or `backoff` is negative.
         OllamaError: On failed requests (see the class description).
 
-    Example:
-        >>> e = OllamaEmbedder("nomic-embed-text")
-        >>> e.embed(["hello"]).shape
+    Example (needs a running ``ollama serve``; skipped as a doctest):
+        >>> e = OllamaEmbedder("nomic-embed-text")  # doctest: +SKIP
+        >>> e.embed(["hello"]).shape  # doctest: +SKIP
         (1, 768)
     """
 

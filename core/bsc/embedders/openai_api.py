@@ -48,9 +48,9 @@ class OpenAIEmbedder(_HttpEmbedderBase):
             failed requests (e.g. `openai.BadRequestError`, `openai.RateLimitError`).
         ValueError: If `batch_size` or `dimensions` is not positive.
 
-    Example:
-        >>> e = OpenAIEmbedder("text-embedding-3-small", dimensions=256)
-        >>> e.embed(["hello"]).shape
+    Example (needs an OpenAI API key and the network; skipped as a doctest):
+        >>> e = OpenAIEmbedder("text-embedding-3-small", dimensions=256)  # doctest: +SKIP
+        >>> e.embed(["hello"]).shape  # doctest: +SKIP
         (1, 256)
     """
 

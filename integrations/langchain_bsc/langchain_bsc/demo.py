@@ -58,17 +58,66 @@ class DemoPrompt:
 def load_prompts(path: str | None = None) -> list[DemoPrompt]:
     """The demo stream: ``path`` (JSON lines with prompt, group, kind) or the one langchain_bsc ships.
 
+    Raises:
+        OSError: ``path`` cannot be read.
+        ValueError: a line is not a JSON object with str ``prompt``, ``group`` and ``kind`` (the
+            message names the file and the line), or the file is not UTF-8.
+
     Example:
         >>> load_prompts()[0].kind
         'first'
     """
-    text = (
-        files("langchain_bsc").joinpath("demo_data", "prompts.jsonl").read_text(encoding="utf-8")
-        if path is None
-        else Path(path).read_text(encoding="utf-8")
-    )
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [DemoPrompt(r["prompt"], r["group"], r["kind"]) for r in rows]
+    source = "the shipped prompts" if path is None else path
+    try:
+        text = (
+            files("langchain_bsc").joinpath("demo_data", "prompts.jsonl").read_text(encoding="utf-8")
+            if path is None
+            else Path(path).read_text(encoding="utf-8")
+        )
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{source}, line {number}: not JSON ({exc})") from None
+        found = [row.get(name) for name in _PROMPT_FIELDS] if isinstance(row, dict) else []
+        fields = [f for f in found if isinstance(f, str)]
+        if len(fields) != len(_PROMPT_FIELDS):
+            raise ValueError(
+                f"{source}, line {number}: expected an object with string fields "
+                f"{', '.join(_PROMPT_FIELDS)}, got {line.strip()[:80]}"
+            )
+        prompts.append(DemoPrompt(*fields))
+    return prompts
+
+
+_PROMPT_FIELDS = ("prompt", "group", "kind")
+
+
+def _cosine(text: str) -> float:
+    """``--threshold``: a cosine similarity in [-1, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1], got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine similarity is in [-1, 1], got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """``--limit``: a number of prompts, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {text}")
+    return value
 
 
 def _tokens(text: str) -> int:
@@ -381,8 +430,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompts", metavar="PATH", help="JSON-lines prompt stream (default: the shipped one)"
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N prompts")
-    parser.add_argument("--threshold", type=float, help="cosine threshold for a hit (default: bsc's)")
+    parser.add_argument("--limit", type=_count, metavar="N", help="use only the first N prompts")
+    parser.add_argument(
+        "--threshold", type=_cosine, help="cosine threshold for a hit, in [-1, 1] (default: bsc's)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

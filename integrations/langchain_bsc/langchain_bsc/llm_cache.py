@@ -15,7 +15,9 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
+from langchain_bsc.hits import areport_hit, marked, marker, report_hit
 from langchain_bsc.keys import PromptKeyFunction, default_prompt_key
+from langchain_bsc.tenancy import current_namespace
 
 __all__ = ["BinarySemanticLLMCache"]
 
@@ -39,7 +41,13 @@ class BinarySemanticLLMCache(BaseCache):
     LangChain builds a text LLM's ``llm_string`` without call-time kwargs (langchain issue #40403), so
     ``llm.invoke(p, temperature=0)`` and ``llm.invoke(p, temperature=1)`` share a partition; chat models
     include them. Models that implement streaming skip the cache in ``.stream()``: LangChain consults it
-    in ``invoke``/``batch``/``generate`` and their async twins only.
+    in ``invoke``/``batch``/``generate`` and their async twins only; wrap the model in
+    `SemanticCacheChatModel` for streamed hits.
+
+    A served chat message carries ``response_metadata["bsc_cache"]`` (see `langchain_bsc.hits`), and
+    the hit is dispatched as the custom event ``"bsc_cache_hit"`` when the model runs inside a chain.
+    Inside a ``with cache_namespace("tenant"):`` block (see `langchain_bsc.tenancy`) every lookup,
+    update and ``clear`` applies to that tenant's partition only.
 
     Args:
         embedding: any LangChain ``Embeddings``; None uses bsc's local all-MiniLM-L6-v2 (offline,
@@ -105,8 +113,12 @@ class BinarySemanticLLMCache(BaseCache):
         self._prefix = f"lc:{_digest(namespace)}:"
 
     # ---------------------------------------------------------------- keys
+    def _tenant_prefix(self) -> str:
+        tenant = current_namespace()
+        return self._prefix if tenant is None else f"{self._prefix}t{_digest(tenant)}:"
+
     def _llm_prefix(self, llm_string: str) -> str:
-        return f"{self._prefix}{_digest(llm_string)}:"
+        return f"{self._tenant_prefix()}{_digest(llm_string)}:"
 
     def _locate(self, prompt: str, llm_string: str) -> tuple[str, str]:
         """(text to embed, bsc namespace) of a prompt under a model configuration."""
@@ -122,11 +134,30 @@ class BinarySemanticLLMCache(BaseCache):
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for ``prompt`` (or a paraphrase of its question) under ``llm_string``,
         as a new list, or None on a miss."""
-        text, namespace = self._locate(prompt, llm_string)
-        return self._generations(self._fail_open.lookup(text, namespace=namespace))
+        found = self.lookup_hit(prompt, llm_string)
+        if found is None:
+            return None
+        report_hit(found[1])
+        return found[0]
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """`lookup` that awaits the embedder instead of blocking the event loop."""
+        found = await self.alookup_hit(prompt, llm_string)
+        if found is None:
+            return None
+        await areport_hit(found[1])
+        return found[0]
+
+    def lookup_hit(self, prompt: str, llm_string: str) -> tuple[RETURN_VAL_TYPE, dict[str, Any]] | None:
+        """`lookup` that also returns the hit's marker (``{"hit", "similarity", "exact"}``) and
+        dispatches no event; the generations' messages carry the marker already."""
+        text, namespace = self._locate(prompt, llm_string)
+        return self._generations(self._fail_open.lookup(text, namespace=namespace))
+
+    async def alookup_hit(
+        self, prompt: str, llm_string: str
+    ) -> tuple[RETURN_VAL_TYPE, dict[str, Any]] | None:
+        """`lookup_hit` that awaits the embedder."""
         text, namespace = self._locate(prompt, llm_string)
         return self._generations(await self._fail_open.alookup(text, namespace=namespace))
 
@@ -146,7 +177,8 @@ class BinarySemanticLLMCache(BaseCache):
             await self._fail_open.aupdate(text, value, namespace=namespace)
 
     def clear(self, **kwargs: Any) -> None:
-        """Removes every entry of this cache, or with ``llm_string=...`` only that model configuration's.
+        """Removes every entry of this cache, or with ``llm_string=...`` only that model configuration's;
+        inside a `cache_namespace` block, only that tenant's.
 
         Raises:
             TypeError: for a keyword other than ``llm_string``.
@@ -154,7 +186,9 @@ class BinarySemanticLLMCache(BaseCache):
         llm_string = kwargs.pop("llm_string", None)
         if kwargs:
             raise TypeError(f"clear() got unexpected keyword arguments {sorted(kwargs)}; expected llm_string")
-        self._fail_open.clear_prefix(self._prefix if llm_string is None else self._llm_prefix(llm_string))
+        self._fail_open.clear_prefix(
+            self._tenant_prefix() if llm_string is None else self._llm_prefix(llm_string)
+        )
 
     async def aclear(self, **kwargs: Any) -> None:
         """`clear`; it embeds nothing and does not wait on I/O, so it runs inline."""
@@ -189,12 +223,17 @@ class BinarySemanticLLMCache(BaseCache):
         return f"BinarySemanticLLMCache(namespace={self.namespace!r}, cache={self._cache!r})"
 
     @staticmethod
-    def _generations(hit: Any) -> RETURN_VAL_TYPE | None:
+    def _generations(hit: Any) -> tuple[RETURN_VAL_TYPE, dict[str, Any]] | None:
         if hit is None:
             return None
         ok, value = load(hit.response, GENERATION_CLASSES)
         # LangChain treats anything but a list as a miss; say so here rather than rely on it.
         if not ok or not isinstance(value, list):
             return None
+        mark = marker(hit)
         generations: Sequence[Any] = value
-        return list(generations)
+        out = [
+            g.model_copy(update={"message": marked(g.message, mark)}) if hasattr(g, "message") else g
+            for g in generations
+        ]
+        return out, mark

@@ -21,11 +21,14 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
 from langchain_core.load.serializable import Serializable
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from langchain_core.runnables.utils import accepts_config, gather_with_concurrency
 
 from langchain_bsc._serialization import OUTPUT_CLASSES, dump, load
+from langchain_bsc.hits import areport_hit, marked, marker, report_hit
+from langchain_bsc.tenancy import namespace_from
 
 __all__ = ["SemanticCacheRunnable"]
 
@@ -56,8 +59,12 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     serialize (a plain pydantic model, say) is returned but not cached.
 
     ``invoke``, ``ainvoke``, ``batch`` and ``abatch`` consult the cache (``batch`` embeds its questions
-    in one call per partition and sends only the misses through the chain, in one ``chain.batch``).
-    ``stream`` falls back to ``invoke``, so it yields the whole output at once.
+    in one call per partition and sends only the misses through the chain, in one ``chain.batch``;
+    identical questions in one batch, under the same partition, run the chain once and share its
+    output). ``stream`` falls back to ``invoke``, so it yields the whole output at once.
+
+    A cached ``AIMessage`` output carries ``response_metadata["bsc_cache"]``; every hit is dispatched
+    as the custom event ``"bsc_cache_hit"`` (see `langchain_bsc.hits`).
 
     Args:
         chain: the runnable to wrap (a retriever-and-model chain, usually).
@@ -71,6 +78,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         max_entries: capacity; the least recently used entry is evicted beyond it.
         ttl: seconds an entry lives, or None for no expiry.
         namespace: kept apart from every other namespace's entries.
+        namespace_key: a key naming the tenant of a call, read from its ``config["configurable"]``
+            or ``config["metadata"]``; each tenant gets its own partition. Without it (or when the
+            call has no such key) a surrounding `cache_namespace` block names the tenant.
         allowed_objects: LangChain classes a cached output may contain.
 
     Raises:
@@ -104,6 +114,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         max_entries: int = 100_000,
         ttl: float | None = None,
         namespace: str = "default",
+        namespace_key: str | None = None,
         allowed_objects: Sequence[type[Serializable]] = OUTPUT_CLASSES,
     ) -> None:
         if not isinstance(chain, Runnable):
@@ -117,6 +128,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self.partition = partition
         self._partition_takes_config = partition is not None and accepts_config(partition)
         self.namespace = namespace
+        self.namespace_key = namespace_key
         self.allowed_objects = tuple(allowed_objects)
         self._cache = SemanticCache(
             None if embedding is None else LangChainEmbedder(embedding),
@@ -173,14 +185,17 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 exact = dumps(rest, sort_keys=True) if rest else ""
             else:
                 exact = ""
-        key = json.dumps([self.namespace, exact, configurable])
+        tenant = namespace_from(self.namespace_key, config.get("configurable"), config.get("metadata"))
+        key = json.dumps([self.namespace, exact, configurable] + ([] if tenant is None else [tenant]))
         return question, f"chain:{digest(key).hex()}"
 
     def _output(self, hit: Any) -> Any:
         if hit is None:
             return _MISS
         ok, value = load(hit.response, self.allowed_objects)
-        return value if ok else _MISS
+        if not ok:
+            return _MISS
+        return marked(value, marker(hit)) if isinstance(value, AIMessage) else value
 
     def _store(self, question: str, namespace: str, output: Any) -> None:
         value = dump(output)
@@ -199,8 +214,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         if located is None:
             return self.chain.invoke(input, config, **kwargs)
         question, namespace = located
-        cached = self._output(self._cache.lookup(question, namespace=namespace))
-        if cached is not _MISS:
+        hit = self._cache.lookup(question, namespace=namespace)
+        cached = self._output(hit)
+        if hit is not None and cached is not _MISS:
+            report_hit(marker(hit), run_manager)
             return cached
         output = self.chain.invoke(input, config, **kwargs)
         self._store(question, namespace, output)
@@ -217,8 +234,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         if located is None:
             return await self.chain.ainvoke(input, config, **kwargs)
         question, namespace = located
-        cached = self._output(await self._cache.alookup(question, namespace=namespace))
-        if cached is not _MISS:
+        hit = await self._cache.alookup(question, namespace=namespace)
+        cached = self._output(hit)
+        if hit is not None and cached is not _MISS:
+            await areport_hit(marker(hit), run_manager)
             return cached
         output = await self.chain.ainvoke(input, config, **kwargs)
         value = dump(output)
@@ -275,7 +294,20 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             hits = self._cache.lookup_many([question for _, question in rows], namespace=namespace)
             for (i, _), hit in zip(rows, hits, strict=True):
                 outputs[i] = self._output(hit)
-        misses = [i for i, out in enumerate(outputs) if out is _MISS]
+        # Misses with the same question under the same partition run the chain once.
+        first_of: dict[tuple[str, str], int] = {}
+        duplicates: dict[int, int] = {}
+        misses: list[int] = []
+        for i, out in enumerate(outputs):
+            if out is not _MISS:
+                continue
+            where = located[i]
+            if where is not None and where in first_of:
+                duplicates[i] = first_of[where]
+                continue
+            if where is not None:
+                first_of[where] = i
+            misses.append(i)
         if misses:
             fresh = self.chain.batch(
                 [inputs[i] for i in misses],
@@ -288,6 +320,8 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 where = located[i]
                 if where is not None and not isinstance(out, Exception):
                     self._store(*where, out)
+        for i, source in duplicates.items():
+            outputs[i] = outputs[source]
         return outputs
 
     async def abatch(
@@ -302,16 +336,24 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        # Each input is its own traced run, as in Runnable.abatch, and hits or misses on its own.
-        return list(
-            await gather_with_concurrency(
-                configs[0].get("max_concurrency"),
-                *(
-                    self._ainvoke_safe(i, c, return_exceptions, **kwargs)
-                    for i, c in zip(inputs, configs, strict=True)
-                ),
-            )
+        # Identical questions under the same partition run once (the rest share the first's output);
+        # every other input is its own traced run, as in Runnable.abatch, and hits or misses alone.
+        first_of: dict[tuple[str, str], int] = {}
+        source = list(range(len(inputs)))
+        for i, (item, item_config) in enumerate(zip(inputs, configs, strict=True)):
+            try:
+                where = self._locate(item, item_config)
+            except Exception:  # reported by the input's own run below
+                continue
+            if where is not None:
+                source[i] = first_of.setdefault(where, i)
+        unique = sorted(set(source))
+        results = await gather_with_concurrency(
+            configs[0].get("max_concurrency"),
+            *(self._ainvoke_safe(inputs[i], configs[i], return_exceptions, **kwargs) for i in unique),
         )
+        by_index = dict(zip(unique, results, strict=True))
+        return [by_index[source[i]] for i in range(len(inputs))]
 
     async def _ainvoke_safe(
         self, input: Any, config: RunnableConfig, return_exceptions: bool, **kwargs: Any
