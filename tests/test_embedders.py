@@ -184,7 +184,7 @@ def torch_minilm() -> SentenceTransformerEmbedder:
 def test_importing_bsc_embedders_does_not_import_any_runtime() -> None:
     code = (
         "import bsc, bsc.embedders, sys; "
-        "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'tokenizers'); "
+        "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'tokenizers', 'safetensors'); "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy); "
         "assert not loaded, loaded"
     )

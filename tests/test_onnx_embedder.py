@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -275,12 +276,37 @@ def test_a_bert_of_another_depth_loads_and_checkpoint_name_prefixes_do_not_matte
     assert float(np.abs(plain.embed(texts[:10]) - onnx.embed(texts[:10])).max()) > 0.01
 
 
-def test_a_bert_of_another_depth_equals_sentence_transformers_where_torch_is_installed(
-    minilm_path: Path, tmp_path: Path, texts: list[str]
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "relu"])
+def test_a_bert_of_another_shape_equals_sentence_transformers_where_torch_is_installed(
+    minilm_path: Path, tmp_path: Path, texts: list[str], activation: str
 ) -> None:
     pytest.importorskip("torch")
     from bsc.embedders import SentenceTransformerEmbedder
 
     model = smaller_bert(minilm_path, tmp_path / "two-layers", 2)
+    edit_json(model / "config.json", hidden_act=activation)
     expected = SentenceTransformerEmbedder(model).embed(texts[200:260])
     assert float(np.abs(OnnxEmbedder(model).embed(texts[200:260]) - expected).max()) <= TOLERANCE
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_embeds_with_the_parents_default_embedder(run_isolated: Any) -> None:
+    # gunicorn --preload / Celery prefork: the model is loaded once in the parent, then used in children.
+    # With one intra-op thread onnxruntime has no worker pool that the fork could leave behind.
+    out = run_isolated(
+        """
+        import os, sys, warnings
+        import numpy as np
+        from bsc.embedders import default_embedder
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a multi-threaded process
+        embedder = default_embedder()
+        expected = embedder.embed(["a forked worker embeds this"])
+        pid = os.fork()
+        if pid == 0:
+            same = np.allclose(embedder.embed(["a forked worker embeds this"]), expected, atol=1e-6)
+            os._exit(0 if same else 1)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """,
+        timeout=300,
+    )
+    assert out.strip() == "0"
