@@ -133,9 +133,9 @@ class SentenceTransformerEmbedder(_EmbedderBase):
         ImportError: If sentence-transformers (or, for the default, the packaged model) is missing.
         ValueError: If `batch_size` is not positive.
 
-    Example:
-        >>> e = SentenceTransformerEmbedder()
-        >>> e.embed(["hello", "hi"]).shape
+    Example (needs the ``[torch]`` extra, so doctests skip it):
+        >>> e = SentenceTransformerEmbedder()  # doctest: +SKIP
+        >>> e.embed(["hello", "hi"]).shape  # doctest: +SKIP
         (2, 384)
     """
 
