@@ -144,3 +144,19 @@ def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake():  # type: ignore[no-untyped-def]
+    """The fake OpenAI-compatible upstream of the `bsc serve` tests (`bsc.serve.testing.FakeUpstream`)."""
+    testing = pytest.importorskip("bsc.serve.testing")
+    return testing.FakeUpstream()
+
+
+@pytest.fixture
+def upstream_url(fake):  # type: ignore[no-untyped-def]
+    """``fake`` running under uvicorn on a free 127.0.0.1 port: its API base URL (``.../v1``)."""
+    from bsc.serve.testing import running
+
+    with running(fake.app()) as url:
+        yield url + "/v1"

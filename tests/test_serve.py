@@ -30,17 +30,6 @@ FRANCE_PARAPHRASE = "Which city is the capital of France?"
 BREAD = "How do I bake sourdough bread at home?"
 
 
-@pytest.fixture
-def fake() -> FakeUpstream:
-    return FakeUpstream()
-
-
-@pytest.fixture
-def upstream_url(fake: FakeUpstream) -> Iterator[str]:
-    with running(fake.app()) as url:
-        yield url + "/v1"
-
-
 class Proxy:
     """A running proxy and clients for it."""
 
@@ -709,7 +698,7 @@ def test_redis_without_the_shared_store_is_a_clear_error() -> None:
     if importlib.util.find_spec("bsc.store") is not None:
         pytest.skip("bsc.store exists: --redis is covered by the shared-store tests")
     with pytest.raises(ValueError, match=r"--redis needs the shared store \(bsc.store\)"):
-        create_app(ServeConfig(redis_url="redis://127.0.0.1:6379/0"))
+        create_app(ServeConfig(redis_url="redis://127.0.0.1:6379/0", secret="s"))
 
 
 def test_config_from_file_environment_and_flags(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.resources
-import importlib.util
 import json
 import logging
 import os
@@ -97,6 +96,7 @@ class _Proxy:
         self.config = config
         self.secret = _tenant_secret(config)
         self.metrics = ProxyMetrics()
+        self.owns_cache = cache is None
         self.cache = cache if cache is not None else self._build_cache(embedder)
         self.metrics.watch(self.cache)
         self.client: httpx.AsyncClient | None = None
@@ -110,11 +110,15 @@ class _Proxy:
         if c.ttl is not None:
             options["ttl"] = c.ttl
         if c.redis_url is not None:
-            if importlib.util.find_spec("bsc.store") is None:
+            try:
+                from bsc.store import RedisStore
+            except ImportError:
                 raise ValueError(
                     "--redis needs the shared store (bsc.store), which this version of bsc does not have"
-                )
-            options["redis_url"] = c.redis_url
+                ) from None
+            # Fail open: with Redis down the replica keeps answering from what it holds and stores
+            # locally (counted in bsc_shared_store_lost_writes_total); requests never wait on Redis.
+            options["store"] = RedisStore(c.redis_url, name=c.redis_name, fail_open=True)
         return SemanticCache(embedder, guard=RecordingGuard(self.metrics.rejected), path=c.path, **options)
 
     # ---------------------------------------------------------------- lifecycle
@@ -143,6 +147,10 @@ class _Proxy:
                     with contextlib.suppress(asyncio.CancelledError):
                         await snapshots
                     await self._snapshot()
+                # A shared cache's replica follows Redis on a thread: stop it with the app.
+                close = getattr(self.cache.cache, "close", None)
+                if self.owns_cache and close is not None:
+                    await asyncio.to_thread(close)
                 self.client = None
 
     async def _snapshot_loop(self) -> None:

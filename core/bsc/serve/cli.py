@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--path", metavar="FILE", help="snapshot file: loaded at start, written periodically and at shutdown")
     add("--snapshot-interval", type=float, metavar="SECONDS", help="seconds between snapshots (default 300)")
     add("--redis", dest="redis_url", metavar="URL", help="share one cache between replicas (needs bsc.store)")
+    add("--redis-name", metavar="NAME", help="the shared cache's name in Redis (default 'default')")
     add("--shared-cache", action="store_const", const=True, help="all API keys share one cache namespace")
     add("--namespace-header", metavar="NAME", help="header naming a namespace to share across keys")
     add("--connect-timeout", type=float, metavar="SECONDS", help="upstream connect timeout (default 10)")

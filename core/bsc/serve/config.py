@@ -52,7 +52,9 @@ class ServeConfig:
         threshold, max_entries, ttl: passed to `bsc.SemanticCache`.
         path: snapshot file, loaded at start and written every ``snapshot_interval`` seconds and at
             shutdown.
-        redis_url: a shared store (needs ``bsc.store``) so several replicas share one cache.
+        redis_url: a shared store (needs ``bsc.store``) so several replicas share one cache; needs a
+            ``secret`` shared by the replicas (unless ``shared_cache``), so a key is one tenant on all.
+        redis_name: the shared cache's name in Redis; replicas with the same URL and name share it.
         shared_cache: all API keys share one namespace (default: each key is its own tenant).
         namespace_header: if set, a request carrying this header is cached in the namespace it names
             (shared by every key that names it) instead of its key's.
@@ -88,6 +90,7 @@ class ServeConfig:
     path: str | None = None
     snapshot_interval: float = 300.0
     redis_url: str | None = None
+    redis_name: str = "default"
     shared_cache: bool = False
     namespace_header: str | None = None
     secret: str = ""
@@ -124,6 +127,14 @@ class ServeConfig:
             raise ValueError(
                 "path with workers > 1: each worker holds its own cache and they would overwrite one "
                 "snapshot; run one worker per snapshot, or share a cache with redis_url"
+            )
+        hashes_keys = self.namespace_header is not None or not self.shared_cache
+        if self.redis_url is not None and not self.secret and hashes_keys:
+            # Each replica would draw its own random tenant secret: a key would be another tenant on
+            # every replica and nothing would be shared.
+            raise ValueError(
+                "redis_url needs a secret shared by every replica (set BSC_SERVE_SECRET to the same "
+                "random value on each), so an API key is the same tenant whichever replica answers"
             )
         for model, price in self.prices.items():
             if not (isinstance(model, str) and len(price) == 2 and all(_is_price(p) for p in price)):

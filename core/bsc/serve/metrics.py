@@ -81,6 +81,19 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily(
             "bsc_embed_seconds", "Time spent embedding prompts.", value=stats.embed_seconds
         )
+        replication = getattr(self._cache.cache, "replication", None)
+        if replication is not None:  # a cache shared through Redis (bsc.store.ReplicatedCache)
+            state = replication()
+            yield GaugeMetricFamily(
+                "bsc_shared_store_connected",
+                "1 while the shared store (Redis) is reachable, 0 during an outage.",
+                value=int(state.connected),
+            )
+            yield CounterMetricFamily(
+                "bsc_shared_store_lost_writes",
+                "Answers, deletes and clears kept local because Redis was unreachable (served anyway).",
+                value=state.lost_writes,
+            )
 
 
 @dataclass(slots=True)
