@@ -692,15 +692,6 @@ def test_the_cli_lists_the_serve_options_and_rejects_bad_settings(tmp_path: Path
     assert typo.returncode == 2 and "unknown bsc serve setting(s) ['portt']" in typo.stderr
 
 
-def test_redis_without_the_shared_store_is_a_clear_error() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("bsc.store") is not None:
-        pytest.skip("bsc.store exists: --redis is covered by the shared-store tests")
-    with pytest.raises(ValueError, match=r"--redis needs the shared store \(bsc.store\)"):
-        create_app(ServeConfig(redis_url="redis://127.0.0.1:6379/0", secret="s"))
-
-
 def test_config_from_file_environment_and_flags(tmp_path: Path) -> None:
     path = tmp_path / "serve.toml"
     path.write_text('[serve]\nupstream = "http://127.0.0.1:11434/v1"\nport = 9000\nshared-cache = true\n')

@@ -110,12 +110,8 @@ class _Proxy:
         if c.ttl is not None:
             options["ttl"] = c.ttl
         if c.redis_url is not None:
-            try:
-                from bsc.store import RedisStore
-            except ImportError:
-                raise ValueError(
-                    "--redis needs the shared store (bsc.store), which this version of bsc does not have"
-                ) from None
+            from bsc.store import RedisStore
+
             # Fail open: with Redis down the replica keeps answering from what it holds and stores
             # locally (counted in bsc_shared_store_lost_writes_total); requests never wait on Redis.
             options["store"] = RedisStore(c.redis_url, name=c.redis_name, fail_open=True)
