@@ -152,7 +152,8 @@ def int8_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> 
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
-    """How often the cache decides like exact float search over the same prompts, at one setting.
+    """How often a cache (or a quantiser's own decision) agrees with exact float search's over the same
+    prompts, at one setting.
 
     ``mode`` is a cache mode (``two-stage``, ``binary-only``: ``bits`` is the code size) or a quantiser
     deciding on its own estimate (``pq``, ``int8`` at ``bits // 8`` bytes per entry, the binary code's

@@ -128,15 +128,11 @@ def _metric_rows(c: Calibration) -> list[list[str]]:
     return rows
 
 
-#: Agreement rows in report order: the cache's modes, then the quantisers at the code's bytes.
-_AGREEMENT_MODES = ("two-stage", "binary-only", "pq", "int8")
-
-
 def _agreement_section(c: Calibration) -> list[str]:
     thresholds = sorted({a.threshold for a in c.agreement})
     skipped = {(q.method, 8 * q.bytes_per_entry): q.note for q in c.quantizers if q.retrieval is None}
     rows = []
-    for mode in (*_AGREEMENT_MODES, "int8-full"):
+    for mode in ("two-stage", "binary-only", "pq", "int8", "int8-full"):  # the cache's, then quantisers
         for bits in (8 * c.dim,) if mode == "int8-full" else c.bits:
             n = bits // 8
             size = f"{n} + {c.dim}" if mode == "two-stage" else str(n)
