@@ -107,11 +107,17 @@ def row_of(name: str, c: Calibration, seconds: float) -> dict[str, object]:
             "vs_pq_overlap_band": bands.vs_pq_overlap_band,
             "int8_recall_at_10": int8.retrieval.recall_at_10 if int8.retrieval else None,
             "int8_overlap_at_10": int8.retrieval.overlap_at_10 if int8.retrieval else None,
-            "two_stage_agreement_at_0.90": next(
-                a.agreement
-                for a in c.agreement
-                if a.mode == "two-stage" and a.bits == bits and a.threshold == 0.90
-            ),
+            **{
+                f"{mode}_agreement_at_0.90": next(
+                    (
+                        a.agreement
+                        for a in c.agreement
+                        if a.mode == mode and a.bits == bits and a.threshold == 0.90
+                    ),
+                    None,
+                )
+                for mode in ("two-stage", "binary-only", "pq", "int8")
+            },
         }
     rec = c.recommendation
     return {
@@ -146,7 +152,7 @@ def row_of(name: str, c: Calibration, seconds: float) -> dict[str, object]:
 def print_tables(rows: list[dict[str, object]]) -> None:
     columns = [
         "set", "bits", "binary R@10", "band", "binary overlap@10", "PQ R@10 (overlap)", "binary/PQ R@10",
-        "binary/PQ overlap", "int8 R@10 (overlap)", "two-stage agreement t=0.90",
+        "binary/PQ overlap", "int8 R@10 (overlap)", "agreement t=0.90: two-stage / binary-only / PQ / int8",
     ]  # fmt: skip
     print("\n| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -164,7 +170,9 @@ def print_tables(rows: list[dict[str, object]]) -> None:
                 f"| {r['set']} | {bits} | {f(s['binary_recall_at_10'])} | {s['band']} | "
                 f"{f(s['binary_overlap_at_10'])} ({s['overlap_band']}) | {f(s['pq_recall_at_10'])} "
                 f"({f(s['pq_overlap_at_10'])}) | {ratio} | {ratio_o} | {f(s['int8_recall_at_10'])} "
-                f"({f(s['int8_overlap_at_10'])}) | {f(s['two_stage_agreement_at_0.90'])} |"
+                f"({f(s['int8_overlap_at_10'])}) | {f(s['two-stage_agreement_at_0.90'])} / "
+                f"{f(s['binary-only_agreement_at_0.90'])} / {f(s['pq_agreement_at_0.90'])} / "
+                f"{f(s['int8_agreement_at_0.90'])} |"
             )
     print("\n| set | prompts | pairs | anisotropy | outliers | TwoNN | PCA-90 | max bit share (256) | "
           "code size | recommended (guard on) |")  # fmt: skip

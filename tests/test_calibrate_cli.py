@@ -75,6 +75,11 @@ def test_calibrate_writes_the_report_and_plots_for_prompts_and_pairs(
     md = (out / "report.md").read_text()
     assert "| bits | R@1 | R@10 | band | overlap@10 |" in md
     assert "| bytes | binary | PQ |" in md and ("Wilson CI" in md or "no code size" in md)
+    assert "| bytes | method | R@1 | R@10 | nDCG@10 | overlap@10 | note |" in md
+    assert "| pq | 256 | 32 | skipped |" in md  # PQ's decisions are skipped like its retrieval
+    modes = {(a["mode"], a["bits"]) for a in report["agreement"]}
+    assert {("int8", 64), ("int8", 256), ("int8-full", 8 * 384)} <= modes
+    assert "| int8 | 256 | 32 |" in printed and "| two-stage | 256 | 32 + 384 |" in printed
     for name in PLOTS:
         _assert_valid_png(out / name)
 
@@ -91,6 +96,11 @@ def test_calibrate_demo_runs_offline_on_the_shipped_pairs(embedder: object, tmp_
     # enough prompts to train PQ at equal memory
     (pq,) = [q for q in report["quantizers"] if q["method"] == "pq"]
     assert pq["retrieval"] is not None and pq["bytes_per_entry"] == 32
+    pq_decisions = {a["threshold"]: a for a in report["agreement"] if a["mode"] == "pq"}
+    assert sorted(pq_decisions) == [0.80, 0.85, 0.90, 0.95]
+    assert all(0.0 <= a["agreement"] <= 1.0 and a["bits"] == 256 for a in pq_decisions.values())
+    md = (out / "report.md").read_text()
+    assert "| pq | 256 | 32 | " in md and "| 32 | pq | " in md
     assert not list(out.glob("*.png"))
 
 

@@ -36,6 +36,8 @@ from bsc.calibrate.quantizers import (
     decision_agreement,
     int8_neighbours,
     pq_neighbours,
+    quantiser_agreement,
+    served_entries,
 )
 
 
@@ -129,8 +131,8 @@ def test_longer_codes_and_full_int8_track_exact_search_better() -> None:
     r64 = recall_at(binary_neighbours(binary_codes(emb, 64), 10), exact, 10)
     r1024 = recall_at(binary_neighbours(binary_codes(emb, 1024), 10), exact, 10)
     assert r1024 > r64
-    assert overlap_at(int8_neighbours(emb, 64, 10), exact, 10) > 0.95  # every dimension, 8 bits each
-    assert recall_at(pq_neighbours(emb, 16, 10), exact, 10) > r64
+    assert overlap_at(int8_neighbours(emb, 64, 10)[0], exact, 10) > 0.95  # every dimension, 8 bits each
+    assert recall_at(pq_neighbours(emb, 16, 10)[0], exact, 10) > r64
 
 
 def test_pq_is_skipped_with_a_reason_when_it_cannot_be_trained() -> None:
@@ -143,11 +145,12 @@ def test_pq_is_skipped_with_a_reason_when_it_cannot_be_trained() -> None:
 def test_missing_faiss_skips_the_pq_rows_and_keeps_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
     emb = _clustered(300, 64)
-    rows = compare_at_equal_memory(emb, exact_neighbours(emb, 10)[0], [64, 256])
+    rows, agreement = compare_at_equal_memory(emb, exact_neighbours(emb, 10), [64, 256], [0.9])
     pq = [r for r in rows if r.method == "pq"]
     assert [r.retrieval for r in pq] == [None, None]
     assert all("faiss is not installed" in (r.note or "") for r in pq)
     assert all(r.retrieval is not None for r in rows if r.method == "binary")
+    assert {a.mode for a in agreement} == {"int8", "int8-full"}  # no decisions from a skipped row
 
 
 def test_two_stage_cache_decides_like_float_search_more_often_than_binary_only() -> None:
@@ -158,6 +161,78 @@ def test_two_stage_cache_decides_like_float_search_more_often_than_binary_only()
         two, one = got[("two-stage", t)], got[("binary-only", t)]
         assert two.agreement > one.agreement
         assert two.agreement == pytest.approx(1 - two.missed - two.extra - two.other)
+
+
+def _grid_set() -> np.ndarray:
+    """12 unit vectors in 3 dimensions, each of 6 twice, with components 0, 0.6 and 0.8: int8 between a
+    column's min 0 and max 0.8 stores each within half a step, 0.8 / 510. Each vector's nearest is its
+    twin (cosine 1); the next best is 0.96 or less, so no estimate that close can change a decision."""
+    base = [
+        (0.6, 0.8, 0.0),
+        (0.8, 0.6, 0.0),
+        (0.0, 0.6, 0.8),
+        (0.0, 0.8, 0.6),
+        (0.6, 0.0, 0.8),
+        (0.8, 0.0, 0.6),
+    ]
+    return np.array(base * 2, dtype=np.float32)
+
+
+def test_int8_with_every_dimension_decides_exactly_like_float_search() -> None:
+    emb = _grid_set()
+    exact = exact_neighbours(emb, 1)
+    # each vector's twin (its copy 6 rows away) has cosine 1: every lookup is a float hit on it
+    assert exact[1][:, 0] == pytest.approx(1.0) and (exact[0][:, 0] == (np.arange(12) + 6) % 12).all()
+    ids, scores = int8_neighbours(emb, 3, 1)
+    assert scores == pytest.approx(exact[1], abs=1.4 * 0.8 / 510)  # |q|_1 <= 1.4 times half a step
+    for a in quantiser_agreement("int8-full", 24, (ids, scores), exact, [0.80, 0.95]):
+        assert (a.agreement, a.missed, a.extra, a.other, a.float_hit_rate) == (1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_a_quantiser_keeping_one_direction_must_disagree_with_float_search() -> None:
+    emb = _grid_set()
+    exact = exact_neighbours(emb, 1)
+    # one SVD direction: (1, 1, 1)/sqrt 3 by symmetry, every vector projects to 1.4/sqrt 3 and every
+    # estimate is 1.96 / 3 = 0.653 < 0.80: each lookup misses where float search hits its twin
+    ids, scores = int8_neighbours(emb, 1, 1)
+    assert scores[:, 0] == pytest.approx(1.96 / 3, abs=0.01)
+    (a,) = quantiser_agreement("int8", 8, (ids, scores), exact, [0.80])
+    assert (a.agreement, a.missed, a.float_hit_rate) == (0.0, 1.0, 1.0)
+
+
+def test_quantiser_agreement_counts_each_kind_of_disagreement_by_hand() -> None:
+    exact = (np.array([[1], [0], [3], [2]]), np.array([[0.95], [0.95], [0.70], [0.85]], dtype=np.float32))
+    # query 0 agrees (same entry), 1 serves another entry, 2 hits where float misses, 3 misses
+    found = (np.array([[1], [3], [0], [2]]), np.array([[0.96], [0.90], [0.86], [0.80]], dtype=np.float32))
+    assert served_entries(*exact, 0.85).tolist() == [1, 0, -1, 2]
+    assert served_entries(*found, 0.85).tolist() == [1, 3, 0, -1]
+    low, high = quantiser_agreement("pq", 64, found, exact, [0.85, 0.97])
+    assert (low.agreement, low.other, low.extra, low.missed, low.float_hit_rate) == (
+        0.25,
+        0.25,
+        0.25,
+        0.25,
+        0.75,
+    )
+    assert (high.agreement, high.float_hit_rate) == (1.0, 0.0)  # both miss everything
+    assert (low.mode, low.bits, low.threshold) == ("pq", 64, 0.85)
+
+
+def test_pq_and_int8_decision_agreement_is_measured_at_the_codes_bytes() -> None:
+    emb = _clustered(300, 64)
+    exact = exact_neighbours(emb, 10)
+    rows, agreement = compare_at_equal_memory(emb, exact, [64, 256], [0.8, 0.9])
+    got = {(a.mode, a.bits, a.threshold): a for a in agreement}
+    assert set(got) == {(m, b, t) for m in ("pq", "int8") for b in (64, 256) for t in (0.8, 0.9)} | {
+        ("int8-full", 8 * 64, t) for t in (0.8, 0.9)
+    }
+    for a in agreement:
+        assert a.agreement == pytest.approx(1 - a.missed - a.extra - a.other)
+    # more bytes estimate cosines better; every dimension in 8 bits is nearly exact
+    assert got[("pq", 256, 0.8)].agreement > got[("pq", 64, 0.8)].agreement
+    assert got[("int8-full", 512, 0.8)].agreement > 0.95
+    pq_row = next(r for r in rows if r.method == "pq" and r.bytes_per_entry == 32)
+    assert pq_row.retrieval is not None and pq_row.retrieval.recall_at_1 > 0
 
 
 # ------------------------------------------------------------------ labelled pairs and the rule
@@ -252,5 +327,7 @@ def test_sampled_query_rows_get_the_same_neighbours_as_a_full_run() -> None:
     assert (sub_ids == ids[rows]).all() and np.allclose(sub_sims, sims[rows])
     codes = binary_codes(emb, 128)
     assert (binary_neighbours(codes, 10, rows) == binary_neighbours(codes, 10)[rows]).all()
-    assert (int8_neighbours(emb, 16, 10, rows) == int8_neighbours(emb, 16, 10)[rows]).all()
+    sub, sub_scores = int8_neighbours(emb, 16, 10, rows)
+    full, full_scores = int8_neighbours(emb, 16, 10)
+    assert (sub == full[rows]).all() and np.allclose(sub_scores, full_scores[rows])
     assert not (ids[rows] == rows[:, None]).any()  # the query itself is never its own neighbour

@@ -2,7 +2,8 @@
 
 `calibrate` embeds the prompts (and the labelled pairs' texts) once, then measures against exact float
 search on those embeddings: retrieval quality of binary codes, PQ and int8 at equal bytes per entry
-(`bsc.calibrate.quantizers`), the real cache's decision agreement, bit balance and geometry
+(`bsc.calibrate.quantizers`), the real cache's decision agreement with exact float search's (and PQ's
+and int8's at equal bytes), bit balance and geometry
 (`bsc.calibrate.metrics`), and with labelled pairs the hit-quality curves and the recommended setting
 (`bsc.calibrate.labelled`).
 
@@ -245,9 +246,12 @@ def calibrate(
     logger.info("exact float neighbours of %d of %d prompts", len(rows), len(emb))
     exact_ids, exact_sims = exact_neighbours(emb, K, rows)
     logger.info("binary, PQ and int8 at equal bytes per entry")
-    quantizers = compare_at_equal_memory(emb, exact_ids, list(sizes), rows)
+    thresholds = list(AGREEMENT_THRESHOLDS)
+    quantizers, quantised = compare_at_equal_memory(
+        emb, (exact_ids, exact_sims), list(sizes), thresholds, rows
+    )
     logger.info("cache decisions against exact float decisions")
-    agreement = decision_agreement(emb, exact_ids, exact_sims, list(sizes), list(AGREEMENT_THRESHOLDS), rows)
+    agreement = [*decision_agreement(emb, exact_ids, exact_sims, list(sizes), thresholds, rows), *quantised]
 
     points: list[CurvePoint] = []
     rec = rec_no_guard = None

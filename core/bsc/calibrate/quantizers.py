@@ -13,6 +13,9 @@ Three ways to store an entry in ``B`` bytes, each searched for every prompt's 10
 
 `decision_agreement` then runs the real `bsc.BinarySemanticCache` (two-stage and binary-only) over the
 prompts and counts how often its hit-or-miss decision equals exact float search's at each threshold.
+`compare_at_equal_memory` counts the same for PQ and int8, each deciding on its own similarity estimate
+of its nearest entry (PQ: the asymmetric inner product with the reconstructed entry, which is the cosine
+estimate for unit vectors; int8: the dot product with the dequantised entry).
 
 Example:
     >>> import numpy as np
@@ -21,6 +24,8 @@ Example:
     >>> ids = binary_neighbours(binary_codes(emb, 256), 10)
     >>> ids.shape
     (300, 10)
+    >>> ids, scores = int8_neighbours(emb, 64, 1)
+    >>> served = served_entries(ids, scores, 0.9)  # -1: no entry reaches cosine 0.9
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ __all__ = [
     "decision_agreement",
     "int8_neighbours",
     "pq_neighbours",
+    "quantiser_agreement",
+    "served_entries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,19 +94,20 @@ def binary_neighbours(codes: npt.NDArray[np.uint64], k: int, rows: I64 | None = 
     by position, as bsc's scan breaks them)."""
     queries = _all(len(codes), rows)
     found = np.stack([hamming_search(codes, codes[q], k + 1)[0] for q in queries])
-    return _drop_self(found, k, queries)
+    return np.take_along_axis(found, _without_self(found, k, queries), axis=1)
 
 
-def _drop_self(found: I64, k: int, queries: I64) -> I64:
-    out = np.empty((len(found), k), dtype=np.int64)
-    for i, (row, q) in enumerate(zip(found, queries, strict=True)):
-        out[i] = row[row != q][:k]
-    return out
+def _without_self(found: I64, k: int, queries: I64) -> npt.NDArray[np.intp]:
+    """Column positions, per row of ``found`` (the k + 1 best), of its first ``k`` entries other than
+    the query itself."""
+    keep = found != queries[:, None]
+    return np.stack([np.flatnonzero(row)[:k] for row in keep])
 
 
-def pq_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> I64:
+def pq_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> tuple[I64, F32]:
     """The ``k`` nearest other rows of each row in ``rows`` (default: all) through a faiss ``IndexPQ``
-    of ``n_bytes`` bytes an entry, trained on and holding every row.
+    of ``n_bytes`` bytes an entry, trained on and holding every row, with PQ's estimate of each one's
+    inner product with the (float) query: for unit vectors, its cosine estimate.
 
     Raises:
         Skipped: faiss is not installed, fewer than 256 rows, or ``n_bytes`` does not divide the dim.
@@ -119,14 +127,17 @@ def pq_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> I6
     index.train(data)
     index.add(data)
     queries = _all(n, rows)
-    _, found = index.search(data[queries], k + 1)
-    return _drop_self(found.astype(np.int64), k, queries)
+    scores, found = index.search(data[queries], k + 1)
+    cols = _without_self(found.astype(np.int64), k, queries)
+    ids = np.take_along_axis(found, cols, axis=1).astype(np.int64)
+    return ids, np.take_along_axis(scores, cols, axis=1).astype(np.float32)
 
 
-def int8_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> I64:
+def int8_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> tuple[I64, F32]:
     """The ``k`` nearest other rows of each row in ``rows`` (default: all) through ``n_bytes`` int8
     components an entry (the top SVD directions if ``n_bytes`` < dim, else every dimension),
-    scalar-quantised per component."""
+    scalar-quantised per component, with each one's dequantised dot product with the (float, projected)
+    query: int8's cosine estimate (below dim bytes it leaves out the dropped directions' part)."""
     dim = emb.shape[1]
     x = emb.astype(np.float64)
     if n_bytes < dim:
@@ -136,49 +147,20 @@ def int8_neighbours(emb: F32, n_bytes: int, k: int, rows: I64 | None = None) -> 
     step = np.where(high > low, (high - low) / 255.0, 1.0)
     stored = np.rint((x - low) / step) * step + low  # what 8 bits a component can hold
     queries = _all(len(x), rows)
-    ids, _ = top_k(x[queries].astype(np.float32), stored.astype(np.float32), k, queries)
-    return ids
-
-
-def compare_at_equal_memory(
-    emb: F32, exact: I64, bits_list: list[int], rows: I64 | None = None
-) -> list[QuantizerRow]:
-    """Binary, PQ and int8 rows at ``bits // 8`` bytes for each code size, plus ``int8-full``: every
-    dimension in 8 bits (``dim`` bytes, the two-stage rerank's copy). ``exact`` holds the exact top 10
-    of the query rows ``rows`` (default: every row)."""
-    out: list[QuantizerRow] = []
-    dim = emb.shape[1]
-    for bits in bits_list:
-        n_bytes = bits // 8
-        binary = binary_neighbours(binary_codes(emb, bits), K, rows)
-        out.append(QuantizerRow("binary", n_bytes, retrieval(binary, exact)))
-        try:
-            few = len(emb) < PQ_RECOMMENDED_POINTS
-            note = f"trained on {len(emb)} prompts (< {PQ_RECOMMENDED_POINTS}): optimistic" if few else None
-            out.append(
-                QuantizerRow("pq", n_bytes, retrieval(pq_neighbours(emb, n_bytes, K, rows), exact), note)
-            )
-        except Skipped as why:
-            logger.info("PQ at %d bytes skipped: %s", n_bytes, why)
-            out.append(QuantizerRow("pq", n_bytes, None, str(why)))
-        if n_bytes < dim:
-            out.append(
-                QuantizerRow("int8", n_bytes, retrieval(int8_neighbours(emb, n_bytes, K, rows), exact))
-            )
-        else:
-            out.append(QuantizerRow("int8", n_bytes, None, f"{n_bytes} bytes >= dim {dim}: see the full row"))
-    full = retrieval(int8_neighbours(emb, dim, K, rows), exact)
-    out.append(QuantizerRow("int8-full", dim, full, "every dimension"))
-    return out
+    return top_k(x[queries].astype(np.float32), stored.astype(np.float32), k, queries)
 
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
-    """How often the cache decides like exact float search over the same prompts, at one setting.
+    """How often a cache (or a quantiser's own decision) agrees with exact float search's over the same
+    prompts, at one setting.
 
-    ``agreement`` counts a lookup as agreeing when both miss or both return the same entry; the
-    disagreements split into ``missed`` (float hits, the cache misses), ``extra`` (the cache hits, float
-    misses) and ``other`` (both hit, different entries).
+    ``mode`` is a cache mode (``two-stage``, ``binary-only``: ``bits`` is the code size) or a quantiser
+    deciding on its own estimate (``pq``, ``int8`` at ``bits // 8`` bytes per entry, the binary code's
+    size; ``int8-full`` at ``dim`` bytes, ``bits = 8 * dim``). ``agreement`` counts a lookup as agreeing
+    when both miss or both return the same entry; the disagreements split into ``missed`` (float hits,
+    the cache misses), ``extra`` (the cache hits, float misses) and ``other`` (both hit, different
+    entries).
     """
 
     mode: str
@@ -189,6 +171,79 @@ class Agreement:
     extra: float
     other: float
     float_hit_rate: float
+
+
+def served_entries(ids: I64, scores: F32, threshold: float) -> I64:
+    """Per query, the entry a cache deciding on ``scores`` serves (its best, ``ids[:, 0]``, if that
+    scores at least ``threshold``), or -1 for a miss. With exact cosines: exact float search's decision."""
+    return np.where(scores[:, 0] >= threshold, ids[:, 0], -1)
+
+
+def _agreement(mode: str, bits: int, threshold: float, got: I64, reference: I64) -> Agreement:
+    ref_hit, got_hit = reference >= 0, got >= 0
+    return Agreement(
+        mode=mode,
+        bits=bits,
+        threshold=threshold,
+        agreement=float(np.mean(got == reference)),
+        missed=float(np.mean(ref_hit & ~got_hit)),
+        extra=float(np.mean(~ref_hit & got_hit)),
+        other=float(np.mean(ref_hit & got_hit & (got != reference))),
+        float_hit_rate=float(np.mean(ref_hit)),
+    )
+
+
+def quantiser_agreement(
+    mode: str,
+    bits: int,
+    found: tuple[I64, F32],
+    exact: tuple[I64, F32],
+    thresholds: list[float],
+) -> list[Agreement]:
+    """`Agreement` at each threshold of a quantiser whose nearest entries and similarity estimates per
+    query are ``found`` (ids, scores; best first) with exact float search's ``exact`` on the same
+    queries: each decides on its own top entry's score."""
+    return [
+        _agreement(mode, bits, t, served_entries(*found, t), served_entries(*exact, t)) for t in thresholds
+    ]
+
+
+def compare_at_equal_memory(
+    emb: F32,
+    exact: tuple[I64, F32],
+    bits_list: list[int],
+    thresholds: list[float],
+    rows: I64 | None = None,
+) -> tuple[list[QuantizerRow], list[Agreement]]:
+    """Binary, PQ and int8 rows at ``bits // 8`` bytes for each code size, plus ``int8-full``: every
+    dimension in 8 bits (``dim`` bytes, the two-stage rerank's copy); and the PQ and int8 decisions'
+    `Agreement` with exact float search's at each of ``thresholds``. ``exact`` holds the exact top 10
+    (ids, cosines) of the query rows ``rows`` (default: every row)."""
+    out: list[QuantizerRow] = []
+    agreement: list[Agreement] = []
+    dim = emb.shape[1]
+
+    def measure(method: str, n_bytes: int, found: tuple[I64, F32], note: str | None = None) -> None:
+        out.append(QuantizerRow(method, n_bytes, retrieval(found[0], exact[0]), note))
+        agreement.extend(quantiser_agreement(method, 8 * n_bytes, found, exact, thresholds))
+
+    for bits in bits_list:
+        n_bytes = bits // 8
+        binary = binary_neighbours(binary_codes(emb, bits), K, rows)
+        out.append(QuantizerRow("binary", n_bytes, retrieval(binary, exact[0])))
+        try:
+            few = len(emb) < PQ_RECOMMENDED_POINTS
+            note = f"trained on {len(emb)} prompts (< {PQ_RECOMMENDED_POINTS}): optimistic" if few else None
+            measure("pq", n_bytes, pq_neighbours(emb, n_bytes, K, rows), note)
+        except Skipped as why:
+            logger.info("PQ at %d bytes skipped: %s", n_bytes, why)
+            out.append(QuantizerRow("pq", n_bytes, None, str(why)))
+        if n_bytes < dim:
+            measure("int8", n_bytes, int8_neighbours(emb, n_bytes, K, rows))
+        else:
+            out.append(QuantizerRow("int8", n_bytes, None, f"{n_bytes} bytes >= dim {dim}: see the full row"))
+    measure("int8-full", dim, int8_neighbours(emb, dim, K, rows), "every dimension")
+    return out, agreement
 
 
 def _cache_decisions(emb: F32, bits: int, threshold: float, rerank: int, queries: I64) -> I64:
@@ -224,20 +279,9 @@ def decision_agreement(
     out = []
     for bits in bits_list:
         for t in thresholds:
-            reference = np.where(exact_sims[:, 0] >= t, exact_ids[:, 0], -1)
+            reference = served_entries(exact_ids, exact_sims, t)
             for mode, rerank in (("two-stage", DEFAULT_RERANK), ("binary-only", 0)):
-                got = _cache_decisions(emb, bits, t, rerank, queries)
-                ref_hit, got_hit = reference >= 0, got >= 0
                 out.append(
-                    Agreement(
-                        mode=mode,
-                        bits=bits,
-                        threshold=t,
-                        agreement=float(np.mean(got == reference)),
-                        missed=float(np.mean(ref_hit & ~got_hit)),
-                        extra=float(np.mean(~ref_hit & got_hit)),
-                        other=float(np.mean(ref_hit & got_hit & (got != reference))),
-                        float_hit_rate=float(np.mean(ref_hit)),
-                    )
+                    _agreement(mode, bits, t, _cache_decisions(emb, bits, t, rerank, queries), reference)
                 )
     return out

@@ -102,12 +102,14 @@ def _memory_section(c: Calibration) -> list[str]:
         "",
         *(f"PQ: {note}." for note in sorted(notes)),
     ]
-    full = next((q for q in c.quantizers if q.method == "int8-full"), None)
-    if full is not None and full.retrieval is not None:
-        lines.append(
-            f"int8 with every dimension ({c.dim} bytes, what the two-stage rerank stores): "
-            f"R@10 {_f(full.retrieval.recall_at_10)}, overlap@10 {_f(full.retrieval.overlap_at_10)}."
-        )
+    lines += [
+        "",
+        "Every metric of each representation (int8-full: every dimension in 8 bits, what the two-stage",
+        "rerank stores):",
+        "",
+        *_table(["bytes", "method", "R@1", "R@10", "nDCG@10", "overlap@10", "note"], _metric_rows(c)),
+        "",
+    ]
     ratios = [c.bands(b).vs_pq_recall for b in c.bits]
     measured = [x for x in ratios if x is not None]
     if measured and max(measured) < 0.5:
@@ -115,13 +117,30 @@ def _memory_section(c: Calibration) -> list[str]:
     return [*lines, ""]
 
 
+def _metric_rows(c: Calibration) -> list[list[str]]:
+    order = {"binary": 0, "pq": 1, "int8": 2, "int8-full": 3}
+    rows = []
+    for q in sorted(c.quantizers, key=lambda q: (q.bytes_per_entry, order.get(q.method, 4))):
+        r = q.retrieval
+        metrics = () if r is None else (r.recall_at_1, r.recall_at_10, r.ndcg_at_10, r.overlap_at_10)
+        scores = [_f(x) for x in metrics] if metrics else ["-"] * 4
+        rows.append([str(q.bytes_per_entry), q.method, *scores, q.note or ""])
+    return rows
+
+
 def _agreement_section(c: Calibration) -> list[str]:
     thresholds = sorted({a.threshold for a in c.agreement})
+    skipped = {(q.method, 8 * q.bytes_per_entry): q.note for q in c.quantizers if q.retrieval is None}
     rows = []
-    for mode in ("two-stage", "binary-only"):
-        for bits in c.bits:
+    for mode in ("two-stage", "binary-only", "pq", "int8", "int8-full"):  # the cache's, then quantisers
+        for bits in (8 * c.dim,) if mode == "int8-full" else c.bits:
+            n = bits // 8
+            size = f"{n} + {c.dim}" if mode == "two-stage" else str(n)
             cells = {a.threshold: a for a in c.agreement if a.mode == mode and a.bits == bits}
-            rows.append([mode, str(bits), *(_f(cells[t].agreement) for t in thresholds)])
+            if cells:
+                rows.append([mode, str(bits), size, *(_f(cells[t].agreement) for t in thresholds)])
+            elif (mode, bits) in skipped:
+                rows.append([mode, str(bits), size, *("skipped" for _ in thresholds)])
     at_default = [a for a in c.agreement if a.mode == "two-stage" and a.threshold == c.code_size.threshold]
     worst = min(at_default, key=lambda a: a.agreement)
     return [
@@ -129,9 +148,13 @@ def _agreement_section(c: Calibration) -> list[str]:
         "",
         f"Share of lookups ({_queries(c).lower()} against all others, in a real BinarySemanticCache)",
         "where the cache and exact float search at the same threshold make the same decision: both miss,",
-        "or the same entry.",
+        "or the same entry. pq and int8 decide the same way on their own similarity estimate of their",
+        "nearest entry (PQ's asymmetric inner product; int8's dequantised dot product over the top SVD",
+        "directions) at the code's bytes per entry. Both estimates run low (PQ's centroids shrink an entry;",
+        "int8 below dim bytes leaves out the dropped directions' share), so they miss more than they",
+        "mistake. The two-stage cache also keeps a full int8 copy: its peer at equal memory is int8-full.",
         "",
-        *_table(["mode", "bits", *(f"t={t:.2f}" for t in thresholds)], rows),
+        *_table(["mode", "bits", "bytes per entry", *(f"t={t:.2f}" for t in thresholds)], rows),
         "",
         f"Float search hits on {worst.float_hit_rate:.1%} of lookups at t={worst.threshold:.2f}. At "
         f"{worst.bits} bits the two-stage cache misses {worst.missed:.1%} that float hits, adds "
@@ -303,8 +326,17 @@ def markdown(c: Calibration, *, with_plots: bool = True) -> str:
 
 
 def summary(c: Calibration) -> str:
-    """The terminal summary: the settings, the threshold advice and the equal-memory table."""
-    return "\n".join([*_header(c), *_code_size_lines(c), *_labelled_section(c), *_memory_section(c)])
+    """The terminal summary: the settings, the threshold advice, the equal-memory tables and the decision
+    agreement."""
+    return "\n".join(
+        [
+            *_header(c),
+            *_code_size_lines(c),
+            *_labelled_section(c),
+            *_memory_section(c),
+            *_agreement_section(c),
+        ]
+    )
 
 
 def _jsonable(value: Any) -> Any:
