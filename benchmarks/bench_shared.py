@@ -16,6 +16,11 @@ model is not run, so only the cache is timed). Hits query a stored vector plus s
 Usage:
     python benchmarks/bench_shared.py                  # 10k and 100k entries
     python benchmarks/bench_shared.py --million        # also bootstrap 1M entries (~2 GB of RAM)
+    python benchmarks/bench_shared.py --peers --libssl-dir DIR   # only: vs redisvl and langchain-redis
+
+``--peers`` compares lookup latency and Redis memory per entry with redisvl's ``SemanticCache`` and
+langchain-redis's ``RedisSemanticCache`` on one redis-stack server (see ``shared_peers.py``) and writes
+``benchmarks/results/shared_peers.json``; it skips with a one-line reason when a peer is missing.
 
 Prints a table and writes ``benchmarks/results/shared.json``.
 """
@@ -190,6 +195,12 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="also bootstrap a 1M-entry cache")
     parser.add_argument("--propagation-puts", type=int, default=600)
     parser.add_argument("--write-puts", type=int, default=2000, help="puts per writing process")
+    parser.add_argument("--peers", action="store_true", help="only the redisvl / langchain-redis comparison")
+    parser.add_argument("--peers-entries", type=int, default=100_000)
+    parser.add_argument("--peers-calls", type=int, default=1000, help="lookups per cache, half hits")
+    parser.add_argument(
+        "--libssl-dir", default=os.environ.get("BSC_LIBSSL_DIR"), help="directory holding libssl.so.1.1"
+    )
     parser.add_argument("--child", nargs=5, metavar=("ROLE", "URL", "NAME", "COUNT", "EXTRA"))
     args = parser.parse_args()
     if args.child:
@@ -198,6 +209,9 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT / "tests"))
+    if args.peers:
+        peers(args.peers_entries, args.peers_calls, args.libssl_dir)
+        return
     from bsc import BinarySemanticCache
     from bsc.store import RedisStore
     from redis_server import RedisServer
@@ -261,6 +275,70 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     report(results)
+
+
+def peers(n: int, calls: int, libssl_dir: str | None) -> None:
+    """The ``--peers`` section: ours and the two peers on one redis-stack server, same vectors."""
+    import shared_peers
+    from bsc.store import RedisStore
+
+    reason = shared_peers.missing(libssl_dir)
+    if reason is not None:
+        print(f"--peers skipped: {reason}")
+        return
+    stored = unit_rows(n, seed=1)
+    rng = np.random.default_rng(7)
+    hits = stored[rng.integers(0, n, size=calls // 2)]
+    hits = hits + rng.normal(scale=0.004, size=hits.shape).astype(np.float32)
+    misses = unit_rows(calls // 2, seed=8)
+    queries = [q for pair in zip(hits, misses, strict=True) for q in pair]
+    is_hit = [i % 2 == 0 for i in range(len(queries))]
+    results: dict[str, Any] = {"machine": os.uname().nodename, "load_before": os.getloadavg(), "entries": n}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = shared_peers.stack_server(Path(tmp), libssl_dir or "")
+        client = server.client()
+        try:
+            before = int(client.info("memory")["used_memory"])
+            start = time.perf_counter()
+            ours = RedisStore(server.url, name="ours").open(DIM, max_entries=n)
+            fill(ours, n)
+            ours_load = time.perf_counter() - start
+            ours_memory = (int(client.info("memory")["used_memory"]) - before) / n
+            out = shared_peers.run(server.url, client, stored, RESPONSE, queries, is_hit, ours)
+            ours.close()
+            out["rows"]["ours"]["load_s"] = ours_load
+            out["memory"]["ours"] = ours_memory
+            results["modules"] = [m[b"name"].decode() for m in client.module_list()]
+        finally:
+            server.stop()
+    results.update(out)
+    results["load_after"] = os.getloadavg()
+    (RESULTS.parent / "shared_peers.json").parent.mkdir(parents=True, exist_ok=True)
+    (RESULTS.parent / "shared_peers.json").write_text(json.dumps(results, indent=2))
+    report_peers(results)
+
+
+def report_peers(r: dict[str, Any]) -> None:
+    print(f"machine {r['machine']}, load {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}, ", end="")
+    print(f"{r['entries']:,} entries, modules {r['modules']}\n")
+    print("| cache | hit p50 / p99 µs | miss p50 / p99 µs | Redis B/entry | wrong | load s |")
+    print("|---|---|---|---|---|---|")
+    ours = r["rows"]["ours"]
+
+    def cell(row: dict[str, Any], kind: str) -> str:
+        p50, p99 = row[f"{kind}_p50_us"], row[f"{kind}_p99_us"]
+        if row is ours:
+            return f"{p50:.0f} / {p99:.0f}"
+        r50, r99 = p50 / ours[f"{kind}_p50_us"], p99 / ours[f"{kind}_p99_us"]
+        return f"{p50:.0f} / {p99:.0f} ({r50:.1f}x / {r99:.1f}x)"
+
+    for name, row in r["rows"].items():
+        mem = r["memory"][name]
+        mratio = "" if row is ours else f" ({mem / r['memory']['ours']:.1f}x)"
+        print(
+            f"| {name} | {cell(row, 'hit')} | {cell(row, 'miss')} | {mem:,.0f}{mratio} | "
+            f"{row['wrong_answers']} | {row['load_s']:.1f} |"
+        )
 
 
 def report(r: dict[str, Any]) -> None:

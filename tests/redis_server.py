@@ -19,6 +19,8 @@ class RedisServer:
     """
 
     binary = shutil.which("redis-server")
+    extra_args: tuple[str, ...] = ()  # e.g. ("--loadmodule", path) for a server with modules
+    env: dict[str, str] | None = None  # the server's environment (None: this process's)
 
     def __init__(
         self, directory: Path, password: str | None = None, monitor: int | None = None, cluster: bool = False
@@ -54,7 +56,9 @@ class RedisServer:
                 *(["--requirepass", self.password] if self.password else []),
                 *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
                   if self.cluster else []),
+                *self.extra_args,
             ],
+            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
