@@ -7,6 +7,7 @@
 //! runs everything on the calling thread. The pool remembers the process that built it; comparing that
 //! with the current process id is all the detection needs (no `pthread_atfork` handler, no unsafe code).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -22,6 +23,11 @@ struct Pool {
 }
 
 static POOL: OnceLock<Option<Pool>> = OnceLock::new();
+/// Set by the one thread that builds the pool. Nobody ever waits for that build: a process forked while
+/// another thread was building would wait forever, because its copy of the builder does not exist (a
+/// `OnceLock::get_or_init` here hung such children). Callers that find the build under way run on their
+/// own thread meanwhile.
+static BUILDING: AtomicBool = AtomicBool::new(false);
 
 fn configured_threads() -> usize {
     std::env::var(THREADS_VAR)
@@ -49,7 +55,18 @@ fn build() -> Option<Pool> {
 /// The pool to split work over, or `None` to run on the calling thread: one thread configured or
 /// available, or this process was forked from the one that built the pool.
 pub fn pool() -> Option<&'static ThreadPool> {
-    let p = POOL.get_or_init(build).as_ref()?;
+    let built = match POOL.get() {
+        Some(built) => built,
+        None => {
+            if BUILDING.swap(true, Ordering::AcqRel) {
+                return None; // another thread is building it, or was when this process was forked
+            }
+            // Only this thread sets the cell, so `set` cannot find it already set.
+            let _ = POOL.set(build());
+            POOL.get()?
+        }
+    };
+    let p = built.as_ref()?;
     (p.pid == std::process::id()).then_some(&p.pool)
 }
 

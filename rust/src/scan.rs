@@ -10,7 +10,7 @@
 //! may force a lower level, to exercise the fallbacks. Large scans are split over the `parallel` pool.
 
 use std::collections::BinaryHeap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::parallel;
 
@@ -101,15 +101,25 @@ fn clamp_level(wanted: Level) -> Level {
 /// The level `search` uses: the best one available, or a lower one named by `BSC_SIMD` (read once; an
 /// unknown name is ignored, a level above what the CPU has is clamped down).
 pub fn selected_level() -> Level {
-    static SELECTED: OnceLock<Level> = OnceLock::new();
-    *SELECTED.get_or_init(|| {
-        let wanted = std::env::var("BSC_SIMD")
-            .ok()
-            .and_then(|v| Level::from_name(&v))
-            .unwrap_or(Level::Avx512);
-        clamp_level(wanted)
-    })
+    // Cached in an atomic rather than a `OnceLock`: a thread never waits for another's initialisation,
+    // which a process forked in the middle of it would do forever. Two threads may both compute it once;
+    // they get the same answer.
+    static SELECTED: AtomicU8 = AtomicU8::new(UNSELECTED);
+    if let Some(level) = Level::ALL.get(usize::from(SELECTED.load(Ordering::Relaxed))) {
+        return *level;
+    }
+    let wanted = std::env::var("BSC_SIMD")
+        .ok()
+        .and_then(|v| Level::from_name(&v))
+        .unwrap_or(Level::Avx512);
+    let level = clamp_level(wanted);
+    let index = Level::ALL.iter().position(|l| *l == level).unwrap_or(0);
+    SELECTED.store(index as u8, Ordering::Relaxed);
+    level
 }
+
+/// `selected_level`'s "not chosen yet" (no index of `Level::ALL`).
+const UNSELECTED: u8 = u8::MAX;
 
 /// Scans of at least this many bytes of codes (48 MiB, ~1.6M codes of 256 bits) are split over the rayon
 /// pool when it has more than one thread. Handing a part to a worker costs a thread wake-up and the scan is
