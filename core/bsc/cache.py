@@ -161,6 +161,10 @@ class BinarySemanticCache:
         'cached answer'
     """
 
+    #: A cache that hands its rows to peers (the shared store's replica) needs the int8 copies even
+    #: with ``rerank=0``; a local codes-only cache skips computing them.
+    _shares_int8_rows = False
+
     def __init__(
         self,
         dim: int,
@@ -289,9 +293,11 @@ class BinarySemanticCache:
         list[Mapping[str, Any] | None], npt.NDArray[np.uint64], npt.NDArray[np.int8], npt.NDArray[np.float32]
     ]:
         """The stored forms of validated rows: frozen metadata, codes, int8 unit rows and their norms.
-        The int8 rows are computed even with ``rerank=0`` (a shared cache stores them for its peers)."""
+        The int8 rows are empty (width 0) unless this cache reranks or `_shares_int8_rows`."""
         frozen = [_frozen(m, i) for i, m in enumerate(metas)]
         codes = self._encoder.encode(x)
+        if not (self.rerank or self._shares_int8_rows):
+            return frozen, codes, np.zeros((len(x), 0), dtype=np.int8), np.ones(len(x), dtype=np.float32)
         q8 = _quantize(normalised(x))
         q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32)
         return frozen, codes, q8, q8_norms

@@ -109,6 +109,8 @@ class ReplicatedCache(BinarySemanticCache):
         'shared answer'
     """
 
+    _shares_int8_rows = True  # peers with rerank > 0 rerank with the rows this replica writes
+
     def __init__(
         self,
         dim: int,
