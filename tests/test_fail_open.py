@@ -115,3 +115,47 @@ def test_langchain_cache_answers_from_the_model_when_the_cache_fails(
         assert model.invoke("What is the capital of Spain?").content == "Madrid"
     assert len(_failures(caplog, "lookup")) == 1
     assert len(_failures(caplog, "update")) == 1
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "abatch"])
+async def test_langchain_runnable_answers_from_the_chain_when_the_cache_fails(
+    server: FakeEmbeddingServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_bsc import SemanticCacheRunnable
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.runnables import RunnableLambda
+
+    ollama = ollama_embedder(server, max_retries=0)
+
+    class OllamaEmbeddings(Embeddings):
+        """LangChain's view of the same HTTP embedder."""
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[float(x) for x in row] for row in ollama.embed(texts)]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    calls: list[str] = []
+
+    def answer(question: str) -> str:
+        calls.append(question)
+        return f"answer to {question}"
+
+    chain = SemanticCacheRunnable(RunnableLambda(answer), embedding=OllamaEmbeddings())
+    chain.invoke("What is the capital of France?")
+    _going_down(server)
+    questions = ["Which city is the capital of France?", "Name a city in Spain"]
+    with caplog.at_level(logging.WARNING, logger="langchain_bsc"):
+        if mode == "invoke":
+            out = [chain.invoke(q) for q in questions]
+        elif mode == "ainvoke":
+            out = [await chain.ainvoke(q) for q in questions]
+        elif mode == "batch":
+            out = chain.batch(questions)
+        else:
+            out = await chain.abatch(questions)
+    assert out == [f"answer to {q}" for q in questions]
+    assert sorted(calls[1:]) == sorted(questions)  # the chain answered every call (abatch: concurrently)
+    assert _failures(caplog, "lookup") and _failures(caplog, "update")

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from bsc.cache import Hit
 from bsc.text_cache import SemanticCache
@@ -50,6 +51,14 @@ class FailOpenCache:
         except Exception:
             self._logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
             return None
+
+    def lookup_many(self, texts: Sequence[str], *, namespace: str) -> list[Hit | None]:
+        """`SemanticCache.lookup_many`, or all misses if it raised."""
+        try:
+            return self.cache.lookup_many(texts, namespace=namespace)
+        except Exception:
+            self._logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
+            return [None] * len(texts)
 
     async def alookup(self, text: str, *, namespace: str) -> Hit | None:
         """`SemanticCache.alookup`, or None (a miss) if it raised."""

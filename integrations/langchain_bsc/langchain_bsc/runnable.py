@@ -17,6 +17,7 @@ from typing import Any
 from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
 from bsc.digest import digest
 from bsc.embedders import LangChainEmbedder
+from bsc.fail_open import FailOpenCache
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
@@ -62,6 +63,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     in one call per partition and sends only the misses through the chain, in one ``chain.batch``;
     identical questions in one batch, under the same partition, run the chain once and share its
     output). ``stream`` falls back to ``invoke``, so it yields the whole output at once.
+
+    A cache failure (an embedding server that is down, say) is logged and the chain answers: the
+    call never fails because of the cache.
 
     A cached ``AIMessage`` output carries ``response_metadata["bsc_cache"]``; every hit is dispatched
     as the custom event ``"bsc_cache_hit"`` (see `langchain_bsc.hits`).
@@ -130,11 +134,15 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self.namespace = namespace
         self.namespace_key = namespace_key
         self.allowed_objects = tuple(allowed_objects)
-        self._cache = SemanticCache(
-            None if embedding is None else LangChainEmbedder(embedding),
-            threshold=threshold,
-            max_entries=max_entries,
-            ttl=ttl,
+        # Fail-open: an embedder that fails (a server down) costs a chain call, never the user's call.
+        self._cache = FailOpenCache(
+            SemanticCache(
+                None if embedding is None else LangChainEmbedder(embedding),
+                threshold=threshold,
+                max_entries=max_entries,
+                ttl=ttl,
+            ),
+            logger,
         )
 
     # ---------------------------------------------------------------- Runnable plumbing
@@ -368,11 +376,11 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     # ---------------------------------------------------------------- the rest
     def clear(self) -> None:
         """Forgets every cached output."""
-        self._cache.clear()
+        self._cache.cache.clear()
 
     def stats(self) -> SemanticCacheStats:
         """Exact and semantic hits, misses, hit rate, guard rejections, entries and bytes in use."""
-        return self._cache.stats()
+        return self._cache.cache.stats()
 
 
 def _configurable_key(config: RunnableConfig) -> str | None:
