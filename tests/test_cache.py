@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
+import bsc
 import numpy as np
 import pytest
 from bsc import BinarySemanticCache
@@ -381,9 +383,12 @@ def test_a_forged_rerank_norm_cannot_make_a_similarity_outside_minus_one_to_one(
     cache = BinarySemanticCache(DIM, threshold=0.5)
     x = unit(rng)
     cache.put(x, "a")
-    cache._vector_norms[:] = 1e-3  # what a forged snapshot could carry
     hit = cache.get(x)
     assert hit is not None and -1.0 <= hit.similarity <= 1.0
+    # The norms are computed from the rows by the index; a snapshot carrying others is refused.
+    forged = dataclasses.replace(cache.to_snapshot(), norms=np.full(1, 1e-3, dtype=np.float32))
+    with pytest.raises(bsc.CacheFormatError, match="norm"):
+        BinarySemanticCache.from_snapshot(forged)
 
 
 def test_non_contiguous_embeddings_work() -> None:

@@ -8,8 +8,11 @@ pub mod eviction;
 pub mod index;
 pub mod parallel;
 pub mod projection;
+pub mod rows;
 pub mod scan;
 
+#[cfg(feature = "python")]
+mod py_arrays;
 #[cfg(feature = "python")]
 mod py_checksum;
 #[cfg(feature = "python")]
