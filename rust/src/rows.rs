@@ -218,7 +218,10 @@ mod tests {
         let mut u = [0.0f32; 2];
         for scale in [1e-30f32, 1.0, 1e30] {
             unit(&[3.0 * scale, 4.0 * scale], &mut u);
-            assert!((u[0] - 0.6).abs() < 1e-6 && (u[1] - 0.8).abs() < 1e-6, "{scale}: {u:?}");
+            assert!(
+                (u[0] - 0.6).abs() < 1e-6 && (u[1] - 0.8).abs() < 1e-6,
+                "{scale}: {u:?}"
+            );
         }
     }
 }
