@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use crate::error::{BscError, Result};
 use crate::eviction::{self, Eviction, Policy, Queue};
+use crate::memory;
 use crate::rows;
 use crate::scan::{self, Neighbor};
 
@@ -399,6 +400,7 @@ impl Index {
         let id = make_id(handle, generation);
         let sp = &mut self.spaces[space as usize];
         let pos = sp.ids.len() as u32;
+        memory::reserve(&mut sp.codes, code.len());
         sp.codes.extend_from_slice(code);
         sp.ids.push(id);
         let slot = &mut self.slots[handle as usize];

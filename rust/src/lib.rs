@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod error;
 pub mod eviction;
 pub mod index;
+pub mod memory;
 pub mod parallel;
 pub mod projection;
 pub mod rows;

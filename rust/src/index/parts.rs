@@ -6,7 +6,7 @@ use super::{
     MAX_NAMESPACES, NEXT, NIL, POS, PREV,
 };
 use crate::error::{BscError, Result};
-use crate::rows;
+use crate::{memory, rows};
 
 /// An index taken apart into flat arrays: what a snapshot file stores, and what `Index::from_parts`
 /// rebuilds an index from. Rows are the entries in namespace order, each namespace's rows in position
@@ -223,7 +223,9 @@ impl Index {
             let count = count as usize;
             let sp = &mut ix.spaces[s];
             sp.ids = parts.ids[row..row + count].to_vec();
-            sp.codes = parts.codes[row * words..(row + count) * words].to_vec();
+            sp.codes = memory::vec_with_capacity(count * words);
+            sp.codes
+                .extend_from_slice(&parts.codes[row * words..(row + count) * words]);
             for (pos, &id) in sp.ids.iter().enumerate() {
                 let slot = &mut ix.slots[handle_of(id) as usize];
                 slot.set_field(POS, pos as u32);
