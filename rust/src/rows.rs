@@ -62,39 +62,38 @@ pub fn check_rows(xs: &[f32], dim: usize, shape: Shape) -> Result<()> {
 /// NumPy's pairwise summation (`add.reduce` over a contiguous axis): blocks of at most 128 values are
 /// summed in eight interleaved lanes, longer runs are split in two at a multiple of eight. Matching
 /// its order makes a norm here round exactly as `np.linalg.norm` does.
-fn pairwise_sum(a: &[f64]) -> f64 {
+/// (Of `f(a[i])`, computed on the fly.)
+fn pairwise<T: Copy>(a: &[T], f: impl Fn(T) -> f64 + Copy) -> f64 {
     const BLOCK: usize = 128;
     let n = a.len();
     if n < 8 {
         // NumPy adds short runs one by one, starting from -0.0 (so that -0.0 + -0.0 stays -0.0).
-        return a.iter().fold(-0.0, |s, &v| s + v);
+        return a.iter().fold(-0.0, |s, &v| s + f(v));
     }
     if n <= BLOCK {
-        let mut r = [0.0f64; 8];
-        r.copy_from_slice(&a[..8]);
+        let mut r: [f64; 8] = std::array::from_fn(|l| f(a[l]));
         let mut i = 8;
         while i + 8 <= n {
             for (lane, &v) in r.iter_mut().zip(&a[i..i + 8]) {
-                *lane += v;
+                *lane += f(v);
             }
             i += 8;
         }
         let mut sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         for &v in &a[i..] {
-            sum += v;
+            sum += f(v);
         }
         return sum;
     }
     let mut half = n / 2;
     half -= half % 8;
-    pairwise_sum(&a[..half]) + pairwise_sum(&a[half..])
+    pairwise(&a[..half], f) + pairwise(&a[half..], f)
 }
 
 /// `x / ‖x‖` in f32, computed in f64 as `bsc.oracle.unit_rows` does (a float32 norm over- or
 /// underflows for components near 1e20 or 1e-25). `x` must be finite and not all zero.
 pub fn unit(x: &[f32], out: &mut [f32]) {
-    let squares: Vec<f64> = x.iter().map(|&v| f64::from(v) * f64::from(v)).collect();
-    let norm = pairwise_sum(&squares).sqrt();
+    let norm = pairwise(x, |v| f64::from(v) * f64::from(v)).sqrt();
     for (o, &v) in out.iter_mut().zip(x) {
         *o = (f64::from(v) / norm) as f32;
     }
@@ -107,9 +106,18 @@ pub fn quantize(unit: &[f32], out: &mut [i8]) -> f32 {
     let peak = unit.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for (o, &u) in out.iter_mut().zip(unit) {
         // |u / peak| <= 1, so the rounded value is within ±127.
-        *o = (u / peak * 127.0).round_ties_even() as i8;
+        *o = rint(u / peak * 127.0) as i8;
     }
     row_norm(out)
+}
+
+/// Round half to even, as `np.rint` (for |v| < 2^22): adding and removing 1.5 · 2^23 leaves no
+/// fraction bits, and the addition rounds to nearest even. Spelled out because `round_ties_even`
+/// compiles to a library call per value on baseline x86-64 (no SSE4.1).
+#[inline]
+fn rint(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
 }
 
 /// Norm of an int8 row, as `np.linalg.norm(row)` gives it (f64 root of an exact sum, then f32).
@@ -176,17 +184,30 @@ pub fn encode(encoder: &Encoder, xs: &[f32], shape: Shape, with_rows: bool) -> R
 mod tests {
     use super::*;
 
+    fn pairwise_sum_of(a: &[f64]) -> f64 {
+        pairwise(a, |v| v)
+    }
+
     #[test]
     fn pairwise_sum_is_exact_on_integers_and_splits_like_numpy() {
         let a: Vec<f64> = (0..384).map(f64::from).collect();
-        assert_eq!(pairwise_sum(&a), 383.0 * 384.0 / 2.0);
-        assert_eq!(pairwise_sum(&[]), 0.0);
-        assert_eq!(pairwise_sum(&[1.5, 2.0]), 3.5);
+        assert_eq!(pairwise_sum_of(&a), 383.0 * 384.0 / 2.0);
+        assert_eq!(pairwise_sum_of(&[]), 0.0);
+        assert_eq!(pairwise_sum_of(&[1.5, 2.0]), 3.5);
         // Eight lanes, then ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)): 1e16 absorbs a lone 1
         // (its ulp is 2) but not the lanes' pairs, so the order shows in the result.
         let mut b = vec![1.0f64; 16];
         b[0] = 1e16;
-        assert_eq!(pairwise_sum(&b), 1e16 + 14.0);
+        assert_eq!(pairwise_sum_of(&b), 1e16 + 14.0);
+    }
+
+    #[test]
+    fn rint_is_round_half_to_even() {
+        for v in [
+            -127.5f32, -2.5, -0.5, -0.49, 0.0, 0.5, 1.5, 2.5, 3.5, 126.5, 127.0,
+        ] {
+            assert_eq!(rint(v), v.round_ties_even(), "{v}");
+        }
     }
 
     #[test]
