@@ -421,6 +421,51 @@ impl Index {
         Ok((id, evicted))
     }
 
+    /// Inserts row after row (codes `words` each, rerank rows `row_dim` each, none when the index
+    /// keeps none); returns `(ids, evicted_ids)`. Shapes are checked before anything is stored.
+    pub fn insert_rows(
+        &mut self,
+        namespace: &str,
+        codes: &[u64],
+        rows: &[i8],
+        expires_at: f64,
+    ) -> Result<(Vec<EntryId>, Vec<EntryId>)> {
+        if !codes.len().is_multiple_of(self.words) {
+            return Err(BscError::Shape(format!(
+                "{} code words do not form codes of {} words",
+                codes.len(),
+                self.words
+            )));
+        }
+        let n = codes.len() / self.words;
+        let width = self.row_dim;
+        if rows.len() != n * width {
+            return Err(BscError::Shape(format!(
+                "expected {n} rerank rows of {width} int8 values, got {} values",
+                rows.len()
+            )));
+        }
+        let (mut ids, mut evicted) = (Vec::with_capacity(n), Vec::new());
+        for (i, code) in codes.chunks_exact(self.words).enumerate() {
+            let row = &rows[i * width..(i + 1) * width];
+            let (id, gone) = self.insert_row(namespace, code, row, expires_at)?;
+            ids.push(id);
+            evicted.extend(gone);
+        }
+        Ok((ids, evicted))
+    }
+
+    /// Refuses codes of another width than this index's.
+    pub fn check_width(&self, words: usize) -> Result<()> {
+        if words != self.words {
+            return Err(BscError::Shape(format!(
+                "expected codes of {} uint64 words, got {words}",
+                self.words
+            )));
+        }
+        Ok(())
+    }
+
     fn victim(&mut self) -> Option<EntryId> {
         // The policy walks (and, for LFU, reorders) the list, which the index owns.
         let mut policy = std::mem::take(&mut self.eviction);

@@ -57,32 +57,6 @@ impl HammingIndex {
     }
 }
 
-/// Inserts row after row (codes `words` each, rerank rows `row_dim` each or none) under one write lock.
-fn insert_rows(
-    ix: &mut Index,
-    namespace: &str,
-    codes: &[u64],
-    rows: &[i8],
-    expires_at: f64,
-) -> Result<Inserted> {
-    let n = codes.len() / ix.words();
-    let width = ix.row_dim();
-    if rows.len() != n * width {
-        return Err(BscError::Shape(format!(
-            "expected {n} rerank rows of {width} int8 values, got {} values",
-            rows.len()
-        )));
-    }
-    let (mut ids, mut evicted) = (Vec::with_capacity(n), Vec::new());
-    for (i, code) in codes.chunks_exact(ix.words()).enumerate() {
-        let row = &rows[i * width..(i + 1) * width];
-        let (id, gone) = ix.insert_row(namespace, code, row, expires_at)?;
-        ids.push(id);
-        evicted.extend(gone);
-    }
-    Ok((ids, evicted))
-}
-
 /// `to_parts` as NumPy arrays: `(names, counts, codes, ids, lru, expires, free)`.
 type PyParts<'py> = (
     Vec<String>,
@@ -187,13 +161,8 @@ impl HammingIndex {
         let flat = row_major(&codes);
         Ok(py.detach(|| {
             let mut ix = self.write();
-            if words != ix.words() {
-                return Err(BscError::Shape(format!(
-                    "expected codes of {} uint64 words, got {words}",
-                    ix.words()
-                )));
-            }
-            insert_rows(&mut ix, namespace, &flat, &[], expires_at)
+            ix.check_width(words)?;
+            ix.insert_rows(namespace, &flat, &[], expires_at)
         })?)
     }
 
@@ -213,12 +182,8 @@ impl HammingIndex {
         let (codes, rows) = (row_major(&codes), row_major(&rows));
         Ok(py.detach(|| {
             let mut ix = self.write();
-            if words != ix.words() {
-                return Err(BscError::Shape(format!(
-                    "expected codes of {} uint64 words, got {words}",
-                    ix.words()
-                )));
-            }
+            ix.check_width(words)?;
+            // An index without rerank rows ignores the ones given (a store's peers may rerank).
             let keep: &[i8] = if ix.row_dim() == 0 { &[] } else { &rows };
             if ix.row_dim() > 0 && (width != ix.row_dim() || rows.len() != n * width) {
                 return Err(BscError::Shape(format!(
@@ -227,7 +192,7 @@ impl HammingIndex {
                     rows.len() / width.max(1)
                 )));
             }
-            insert_rows(&mut ix, namespace, &codes, keep, expires_at)
+            ix.insert_rows(namespace, &codes, keep, expires_at)
         })?)
     }
 
@@ -260,7 +225,7 @@ impl HammingIndex {
                     ix.row_dim()
                 )));
             }
-            insert_rows(&mut ix, namespace, &encoded.codes, &encoded.rows, expires_at)
+            ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
         })?)
     }
 
@@ -293,14 +258,7 @@ impl HammingIndex {
         }
         let x = floats.as_f32();
         let (found, expired) = py.detach(|| -> Result<_> {
-            rows::check_rows(&x, encoder.dim(), Shape::One)?;
-            let mut code = vec![0u64; encoder.words()];
-            encoder.encode_into(&x, &mut code)?;
-            let mut unit = Vec::new();
-            if rerank {
-                unit.resize(x.len(), 0.0);
-                rows::unit(&x, &mut unit);
-            }
+            let (code, unit) = rows::encode_query(encoder, &x, rerank)?;
             let query = Lookup {
                 namespace,
                 code: &code,

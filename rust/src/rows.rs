@@ -180,6 +180,19 @@ pub fn encode(encoder: &Encoder, xs: &[f32], shape: Shape, with_rows: bool) -> R
     Ok(out)
 }
 
+/// Checks and encodes one query embedding; with `with_unit`, also its unit vector (for a rerank).
+pub fn encode_query(encoder: &Encoder, x: &[f32], with_unit: bool) -> Result<(Vec<u64>, Vec<f32>)> {
+    check_rows(x, encoder.dim(), Shape::One)?;
+    let mut code = vec![0u64; encoder.words()];
+    encoder.encode_into(x, &mut code)?;
+    let mut u = Vec::new();
+    if with_unit {
+        u.resize(x.len(), 0.0);
+        unit(x, &mut u);
+    }
+    Ok((code, u))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
