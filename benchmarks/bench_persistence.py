@@ -25,6 +25,7 @@ Writes benchmarks/results/persistence.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -38,7 +39,6 @@ from typing import Any
 
 import numpy as np
 from bsc import BinarySemanticCache
-from bsc.cache import _Entry
 from bsc.persistence import read_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,19 +47,31 @@ DIM = 384
 
 
 def filled(entries: int, rerank: int) -> tuple[BinarySemanticCache, np.ndarray]:
+    """A cache of random codes (and random int8 rows), built through a snapshot value: encoding a million
+    embeddings would take longer than the measurements."""
     rng = np.random.default_rng(0)
-    cache = BinarySemanticCache(DIM, code_bits=256, max_entries=entries, rerank=rerank)
+    empty = BinarySemanticCache(DIM, code_bits=256, max_entries=entries, rerank=rerank).to_snapshot()
     codes = rng.integers(0, 2**63, size=(entries, 4), dtype=np.uint64)
-    ids, _ = cache._index.insert_many("default", codes, float("inf"))
-    cache._entries = [
-        _Entry(i, f"Cached answer #{i:07d}: the quick brown fox jumps over the lazy dog.", None, "default")
-        for i in ids
-    ]
-    if rerank:
-        cache._vectors = rng.integers(-127, 128, size=(entries, DIM), dtype=np.int8)
-        if hasattr(cache, "_vector_norms"):
-            cache._vector_norms = np.linalg.norm(cache._vectors, axis=1).astype(np.float32)
-    return cache, codes
+    vectors = rng.integers(-127, 128, size=(entries if rerank else 0, DIM if rerank else 0), dtype=np.int8)
+    ids = np.arange(entries, dtype=np.uint64)  # handle i, generation 0
+    snap = dataclasses.replace(
+        empty,
+        names=["default"],
+        counts=np.array([entries], dtype=np.uint32),
+        codes=codes.reshape(-1),
+        ids=ids,
+        handles=ids.astype(np.uint32),
+        lru=np.arange(entries, dtype=np.uint32),
+        vectors=vectors,
+        norms=np.sqrt(np.einsum("ij,ij->i", vectors.astype(np.int64), vectors).astype(np.float64)).astype(
+            np.float32
+        ),
+        responses=[
+            f"Cached answer #{i:07d}: the quick brown fox jumps over the lazy dog." for i in range(entries)
+        ],
+        metadata=[None] * entries,
+    )
+    return BinarySemanticCache.from_snapshot(snap), codes
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -102,7 +114,10 @@ def run_mode(name: str, entries: int, rerank: int, repeat: int, workdir: Path) -
 
     def pickle_save() -> None:
         with open(pkl, "wb") as f:
-            pickle.dump(cache._entries, f, protocol=pickle.HIGHEST_PROTOCOL)
+            snap = cache.to_snapshot()  # the entries: ids, responses, metadata
+            pickle.dump(
+                (snap.ids.tolist(), snap.responses, snap.metadata), f, protocol=pickle.HIGHEST_PROTOCOL
+            )
 
     def pickle_load() -> None:
         with open(pkl, "rb") as f:

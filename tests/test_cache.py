@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
+import bsc
 import numpy as np
 import pytest
 from bsc import BinarySemanticCache
+from bsc.frozen import freeze
 from bsc.thresholds import cosine_spread, radius_for, shortlist_radius, similarity_from_distance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -381,9 +384,12 @@ def test_a_forged_rerank_norm_cannot_make_a_similarity_outside_minus_one_to_one(
     cache = BinarySemanticCache(DIM, threshold=0.5)
     x = unit(rng)
     cache.put(x, "a")
-    cache._vector_norms[:] = 1e-3  # what a forged snapshot could carry
     hit = cache.get(x)
     assert hit is not None and -1.0 <= hit.similarity <= 1.0
+    # The norms are computed from the rows by the index; a snapshot carrying others is refused.
+    forged = dataclasses.replace(cache.to_snapshot(), norms=np.full(1, 1e-3, dtype=np.float32))
+    with pytest.raises(bsc.CacheFormatError, match="norm"):
+        BinarySemanticCache.from_snapshot(forged)
 
 
 def test_non_contiguous_embeddings_work() -> None:
@@ -588,3 +594,90 @@ def test_extreme_but_finite_embeddings_still_hit_in_both_modes(scale: float) -> 
         cache.put(x, "r")
         hit = cache.get(x)
         assert hit is not None and hit.similarity > 0.99
+
+
+def test_concurrent_two_stage_hits_carry_their_own_rows_similarity_under_eviction() -> None:
+    # The index owns each entry's int8 row: a hit's exact similarity is the cosine of the query with the
+    # stored vector of that very entry, even while puts evict and reuse slots and deletes free them.
+    rng = np.random.default_rng(41)
+    vectors = unit(rng, 200)
+    queries = vectors + 0.05 * unit(rng, 200)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    cosines = np.einsum("ij,ij->i", vectors, queries)
+    cache = BinarySemanticCache(DIM, threshold=0.9, max_entries=40, rerank=10)
+    errors: list[BaseException] = []
+    wrong: list[str] = []
+    hits: list[int] = []
+
+    def worker(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        try:
+            for _ in range(500):
+                i = int(r.integers(200))
+                op = r.random()
+                if op < 0.5:
+                    hit = cache.get(queries[i])
+                    if hit is None:
+                        continue
+                    if hit.response != f"v{i}" or abs(hit.similarity - cosines[i]) > 0.01:
+                        wrong.append(f"{i}: {hit.response} at {hit.similarity:.4f}, want {cosines[i]:.4f}")
+                    hits.append(i)
+                elif op < 0.9:
+                    cache.put(vectors[i], f"v{i}", metadata={"i": i})
+                else:
+                    for h in cache.search(queries[i], k=2):
+                        cache.delete(h.id)
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert not wrong, wrong[:5]
+    assert hits, "no get ever hit: the check above would pass vacuously"
+    assert len(cache) <= 40
+    snap = cache.to_snapshot()
+    assert len(snap.ids) == len(cache) and all(cache.entry(i) is not None for i in snap.ids.tolist())
+
+
+def test_encode_rows_then_insert_encoded_stores_what_put_stores() -> None:
+    # The seam a store uses (encode first, write elsewhere, insert later) gives the same entry as put.
+    rng = np.random.default_rng(42)
+    x = unit(rng, 3)
+    direct, staged = BinarySemanticCache(DIM), BinarySemanticCache(DIM)
+    direct.put_many(x, ["a", "b", "c"], metadata=[{"k": 1}, None, None])
+    rows = staged.encode_rows(x)
+    ids = staged.insert_encoded("default", rows, ["a", "b", "c"], [freeze({"k": 1}), None, None])
+    for q in x:
+        want, got = direct.get(q), staged.get(q)
+        assert want is not None and got is not None
+        assert (got.response, got.similarity, got.distance, got.metadata) == (
+            want.response,
+            want.similarity,
+            want.distance,
+            want.metadata,
+        )
+    assert sorted(ids) == sorted(staged.to_snapshot().ids.tolist())
+    with pytest.raises(ValueError, match="3 rows, 2 responses"):
+        staged.insert_encoded("default", rows, ["a", "b"], [None, None])
+
+
+def test_a_snapshot_round_trips_into_an_equal_cache() -> None:
+    rng = np.random.default_rng(43)
+    cache = BinarySemanticCache(DIM, max_entries=10, ttl=30.0)
+    ids = cache.put_many(unit(rng, 12), [f"r{i}" for i in range(12)], metadata=[{"i": i} for i in range(12)])
+    cache.delete(ids[-1])
+    cache.put(unit(rng), b"bytes", namespace="other")
+    copy = BinarySemanticCache.from_snapshot(cache.to_snapshot())
+    a, b = cache.to_snapshot(), copy.to_snapshot()
+    for field in ("names", "responses", "metadata", "counters", "dim", "ttl", "eviction"):
+        assert getattr(a, field) == getattr(b, field), field
+    for field in ("counts", "codes", "ids", "handles", "lru", "expires", "free", "vectors", "norms"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert [cache.entry(i) for i in a.ids.tolist()] == [copy.entry(i) for i in a.ids.tolist()]
+    # The next id and the next eviction are the same too.
+    x = unit(rng)
+    assert cache.put(x, "next") == copy.put(x, "next")

@@ -22,6 +22,11 @@ def _oracle_matches(x: np.ndarray, code_bits: int, seed: int) -> None:
     want = oracle.encode(x, code_bits=code_bits, seed=seed)
     mismatches = int(np.count_nonzero(np.any(got != want, axis=-1)))
     assert mismatches == 0, f"{mismatches} of {len(x)} codes differ (dim {x.shape[-1]}, {code_bits} bits)"
+    # One vector at a time is the lookup path, which projects with a half-precision copy of the matrix
+    # (its error bound covers that rounding): it must give the same bits.
+    one_by_one = np.array([enc.encode(row) for row in x[:300]])
+    differ = int(np.count_nonzero(np.any(one_by_one != want[:300], axis=-1)))
+    assert differ == 0, f"{differ} single-vector codes differ (dim {x.shape[-1]}, {code_bits} bits)"
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -191,3 +196,48 @@ def test_an_allocation_the_memory_limit_refuses_is_a_memory_error_not_an_abort(r
         """
     )
     assert out.split() == ["MemoryError", "True", "384"]
+
+
+# ---------------------------------------------------------------------------------------------- rerank rows
+def _rows_match(x: np.ndarray) -> None:
+    codes, q8, norms = BinaryEncoder(x.shape[1], 256, 42).encode_rows(x)
+    want_q8, want_norms = oracle.quantize(x.astype(np.float32))
+    np.testing.assert_array_equal(q8, want_q8)
+    np.testing.assert_array_equal(norms.view(np.uint32), want_norms.view(np.uint32))
+    np.testing.assert_array_equal(codes, oracle.encode(x.astype(np.float32), code_bits=256, seed=42))
+
+
+@pytest.mark.parametrize("dim", (3, 8, 100, 384, 1536))
+def test_int8_rerank_rows_equal_the_numpy_quantisation_bit_for_bit(dim: int) -> None:
+    # Row norms are summed in NumPy's pairwise order, so a unit vector rounds exactly as NumPy's does.
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((2_000, dim)).astype(np.float32)
+    x[::7] *= np.float32(1e-25)  # a float32 norm would underflow here
+    x[1::7] *= np.float32(1e20)  # and overflow here
+    _rows_match(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 4), st.integers(1, 40)),
+        elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True),
+    )
+)
+def test_int8_rerank_rows_equal_numpy_on_any_finite_input(x: np.ndarray) -> None:
+    x = x[np.any(x != 0, axis=1)]  # an all-zero row is refused (next test)
+    if len(x):
+        _rows_match(x)
+
+
+def test_encode_rows_refuses_what_put_refuses_and_names_the_value() -> None:
+    enc = BinaryEncoder(4, 64, 1)
+    with pytest.raises(ValueError, match=r"NaN or infinity at index \(1, 2\)"):
+        enc.encode_rows(np.array([[1, 2, 3, 4], [1, 2, np.inf, 4]], dtype=np.float32))
+    with pytest.raises(ValueError, match="all-zero"):
+        enc.encode_rows(np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        enc.encode_rows(np.ones((2, 4), dtype=np.int32))
+    codes, q8, norms = enc.encode_rows(np.ones((2, 4)), with_rows=False)
+    assert codes.shape == (2, 1) and q8.shape == (2, 0) and norms.tolist() == [1.0, 1.0]

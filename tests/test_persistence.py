@@ -81,13 +81,15 @@ def build(ops: list[Any], *, code_bits: int, rerank: int, ttl: float | None, clo
 def observable(cache: BinarySemanticCache) -> dict[str, Any]:
     """Everything a user or the next operation can tell apart."""
     order = cache._index.lru_order()
+    snap = cache.to_snapshot()
+    handle_of = dict(zip(snap.ids.tolist(), snap.handles.tolist(), strict=True))
     entries = {}
     for entry_id in order:
         ns, code, expires = cache._index.entry(entry_id)
         hit = cache.entry(entry_id)
-        h = entry_id & 0xFFFFFF
-        row = cache._vectors[h].tobytes() if cache.rerank else b""
-        norm = float(cache._vector_norms[h]) if cache.rerank and hasattr(cache, "_vector_norms") else 0.0
+        h = handle_of[entry_id]
+        row = snap.vectors[h].tobytes() if cache.rerank else b""
+        norm = float(snap.norms[h]) if cache.rerank else 0.0
         entries[entry_id] = (
             ns,
             code,

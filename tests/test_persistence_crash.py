@@ -29,11 +29,13 @@ def fingerprint(cache: BinarySemanticCache) -> str:
     # Expiry times move onto the loading process's clock, so they are left out.
     for array in (counts, codes, ids, lru, free):
         digest.update(np.ascontiguousarray(array).tobytes())
+    snap = cache.to_snapshot()
+    namespaces = np.repeat(np.array(snap.names, dtype=object), snap.counts).tolist()
     digest.update(
         repr(
             [
-                (e.response, e.metadata and dict(e.metadata), e.namespace) if e else None
-                for e in cache._entries
+                (response, meta and dict(meta), namespace)
+                for response, meta, namespace in zip(snap.responses, snap.metadata, namespaces, strict=True)
             ]
         ).encode()
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bsc import SemanticCache
+from bsc import BinarySemanticCache, SemanticCache
 from bsc.store import RedisStore, ReplicatedCache, StoreUnavailableError, redact_url
 
 WORKER = Path(__file__).with_name("shared_worker.py")
@@ -504,3 +504,19 @@ def test_a_forked_worker_follows_the_stream_on_its_own(redis_server: Any, run_is
         timeout=60,
     )
     assert out.split() == ["0", "from", "the", "child"]
+
+
+def test_a_codes_only_writer_gives_reranking_peers_the_int8_rows(replicas: Any) -> None:
+    # The writer keeps no int8 rows itself (rerank=0), but encodes them for the store: a peer that
+    # reranks scores the entry by exact cosine, as if it had stored the vector itself.
+    writer, reader = replicas(rerank=0), replicas(rerank=10)
+    x = pool(2)
+    query = x[0] + 0.05 * x[1]
+    writer.put_many(x, ["first", "second"], metadata=[{"n": 1}, None])
+    reader.sync()
+    local = BinarySemanticCache(DIM, rerank=10)
+    local.put_many(x, ["first", "second"])
+    got, want = reader.get(query), local.get(query)
+    assert got is not None and want is not None
+    assert (got.response, got.similarity, got.metadata) == ("first", want.similarity, {"n": 1})
+    assert writer.stats().vector_bytes == 0 and reader.stats().vector_bytes == 2 * DIM

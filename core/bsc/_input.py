@@ -4,7 +4,6 @@ do not."""
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -16,24 +15,13 @@ _FLOAT_KINDS = "f"
 
 def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> npt.NDArray[np.float32]:
     """Returns ``x`` as a C-contiguous float32 array of shape ``(dim,)`` (ndim=1) or ``(n, dim)`` (ndim=2).
+    The values are checked where they are read, in Rust (`bsc._native`): NaN/inf and all-zero rows raise
+    ValueError there, with the same wording.
 
     Raises:
         TypeError: ``x`` is not a numeric array (strings, objects, integers, booleans).
-        ValueError: wrong number of dimensions, wrong length, empty, NaN/inf, or an all-zero vector.
+        ValueError: wrong number of dimensions, wrong length, or empty.
     """
-    if (
-        ndim == 1
-        and type(x) is np.ndarray
-        and x.dtype == np.float32
-        and x.shape == (dim,)
-        and x.flags.c_contiguous
-    ):
-        # The common case on the lookup path: one check for NaN/inf/zero, no conversion. Squares of
-        # float32 values cannot overflow or underflow in float64, so this never warns.
-        wide = x.astype(np.float64)
-        square = float(np.dot(wide, wide))
-        if 0.0 < square < math.inf:
-            return x
     if isinstance(x, str | bytes):
         raise TypeError(f"expected a float array for the {what}, got {type(x).__name__}")
     try:
@@ -51,26 +39,8 @@ def as_embeddings(x: Any, dim: int, *, ndim: int, what: str = "embedding") -> np
         )
     if arr.size == 0:
         raise ValueError(f"expected at least one {what}, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    # One pass finds both problems: a NaN/inf makes its row's sum of squares non-finite (as can a huge
-    # but finite row, which the slower check below then clears), a zero row makes it zero.
-    squares = np.einsum("...i,...i->...", out, out, dtype=np.float64)
-    if not np.all(np.isfinite(squares)):
-        bad = ~np.isfinite(out)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"the {what} contains NaN or infinity at index {where}")
-    if np.any(squares == 0.0):
-        raise ValueError(f"the {what} is an all-zero vector; it has no direction to compare")
-    return out
-
-
-def normalised(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Rows scaled to unit length (float32), computed in float64: a float32 norm over- or underflows
-    for rows that validation accepts (components near 1e20 or 1e-25)."""
-    wide = x.astype(np.float64)
-    out: npt.NDArray[np.float32] = (wide / np.linalg.norm(wide, axis=-1, keepdims=True)).astype(np.float32)
-    return out
+    # NaN/inf and all-zero rows are refused by the Rust side, which reads every value anyway.
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def as_int(value: object, name: str, *, low: int, high: int) -> int:

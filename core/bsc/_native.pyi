@@ -29,12 +29,21 @@ class BinaryEncoder:
     @property
     def words(self) -> int: ...
     def encode(self, x: Any) -> npt.NDArray[np.uint64]: ...
+    def encode_rows(
+        self, x: Any, with_rows: bool = True
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8], npt.NDArray[np.float32]]: ...
     def projection_matrix(self) -> npt.NDArray[np.float32]: ...
 
 @final
 class HammingIndex:
     def __new__(
-        cls, words: int, max_entries: int, with_expiry: bool = False, eviction: str = "lru", radius: int = 0
+        cls,
+        words: int,
+        max_entries: int,
+        with_expiry: bool = False,
+        eviction: str = "lru",
+        radius: int = 0,
+        row_dim: int = 0,
     ) -> HammingIndex: ...
     @property
     def eviction(self) -> str: ...
@@ -43,6 +52,8 @@ class HammingIndex:
     def words(self) -> int: ...
     @property
     def max_entries(self) -> int: ...
+    @property
+    def row_dim(self) -> int: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: int, /) -> bool: ...
     def namespace_len(self, namespace: str) -> int: ...
@@ -55,6 +66,24 @@ class HammingIndex:
     def insert_many(
         self, namespace: str, codes: npt.NDArray[np.uint64], expires_at: float
     ) -> tuple[list[int], list[int]]: ...
+    def insert_encoded(
+        self, namespace: str, codes: npt.NDArray[np.uint64], rows: npt.NDArray[np.int8], expires_at: float
+    ) -> tuple[list[int], list[int]]: ...
+    def put(
+        self, encoder: BinaryEncoder, namespace: str, embeddings: Any, expires_at: float
+    ) -> tuple[list[int], list[int]]: ...
+    def lookup(
+        self,
+        encoder: BinaryEncoder,
+        embedding: Any,
+        namespace: str,
+        k: int,
+        max_distance: int,
+        now: float,
+        min_similarity: float,
+        rerank: bool,
+        touch: bool,
+    ) -> tuple[list[tuple[int, int, float]], list[int]]: ...
     def search(
         self,
         namespace: str,
@@ -80,6 +109,24 @@ class HammingIndex:
         npt.NDArray[np.float64],
         npt.NDArray[np.uint64],
     ]: ...
+    def snapshot(
+        self,
+    ) -> tuple[
+        tuple[
+            list[str],
+            npt.NDArray[np.uint32],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint32],
+            npt.NDArray[np.float64],
+            npt.NDArray[np.uint64],
+        ],
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.int8],
+        npt.NDArray[np.float32],
+    ]: ...
+    @staticmethod
+    def handles_of(ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]: ...
     def _hold_for_fork(self) -> None: ...
     def _release_after_fork(self) -> None: ...
     @staticmethod
@@ -94,6 +141,9 @@ class HammingIndex:
         lru: npt.NDArray[np.uint32],
         expires: npt.NDArray[np.float64],
         free: npt.NDArray[np.uint64],
+        row_dim: int = 0,
+        rows: npt.NDArray[np.int8] | None = None,
+        norms: npt.NDArray[np.float32] | None = None,
     ) -> HammingIndex: ...
 
 def hamming_search(

@@ -11,23 +11,33 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from bsc import _fork
-from bsc._input import as_embeddings, as_float, as_int, normalised
+from bsc import _fork, persistence
+from bsc._input import as_embeddings, as_float, as_int
 from bsc._native import BinaryEncoder, HammingIndex
-from bsc.thresholds import radius_for, shortlist_radius, similarity_from_distance
+from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
+from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
+from bsc.thresholds import radius_for, shortlist_radius
 
+# Re-exported: they were defined here before `bsc.frozen` and `bsc.snapshot` held them.
 __all__ = [
     "DEFAULT_RERANK",
     "DEFAULT_THRESHOLD",
     "EVICTION_POLICIES",
+    "MAX_METADATA_DEPTH",
     "BinarySemanticCache",
     "CacheStats",
+    "EncodedRows",
+    "FrozenDict",
+    "FrozenList",
     "Hit",
+    "checked_payloads",
+    "freeze",
+    "metadata_depth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -38,10 +48,6 @@ DEFAULT_THRESHOLD = 0.90
 DEFAULT_RERANK = 10
 
 Response = str | bytes
-
-#: The eviction policies `BinarySemanticCache(eviction=...)` accepts (see ``rust/src/eviction.rs`` and the
-#: README, "Workloads and eviction"); LRU is the default.
-EVICTION_POLICIES = ("lru", "lfu", "sieve", "diverse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,28 +103,38 @@ class CacheStats:
     bytes_per_entry: float
 
 
-class _Entry(NamedTuple):
-    """What is published for a handle; replaced whole, so readers never see half an entry."""
+class _Payload(NamedTuple):
+    """What Python keeps for an entry, under the id the Rust index handed out; replaced whole."""
 
-    id: int
     response: Response
     metadata: Mapping[str, Any] | None
-    namespace: str
 
 
-# An id is a 24-bit handle (slot number) with a 40-bit generation above it (see rust/src/index.rs).
-_HANDLE_MASK = 0x00FF_FFFF
+@dataclass(frozen=True, slots=True)
+class EncodedRows:
+    """What a cache stores for ``n`` embeddings besides their payloads, computed before anything is
+    stored (`BinarySemanticCache.encode_rows`), for a store that writes them elsewhere first.
+
+    Attributes:
+        codes: ``(n, code_bits // 64)`` uint64 codes.
+        vectors: ``(n, dim)`` int8 rerank copies of the unit embeddings (peak ±127).
+        norms: ``(n,)`` float32 norms of those copies.
+    """
+
+    codes: npt.NDArray[np.uint64]
+    vectors: npt.NDArray[np.int8]
+    norms: npt.NDArray[np.float32]
+
+
 #: Largest embedding dimension (the Rust encoder's limit: its projection stays within 512 MiB).
 MAX_DIM = 1 << 16
-#: Most entries a cache can hold (ids carry a 24-bit slot number).
-MAX_ENTRIES = _HANDLE_MASK
+#: Most entries a cache can hold (the Rust index numbers its slots in 24 bits).
+MAX_ENTRIES = 0x00FF_FFFF
 #: Largest rerank shortlist: beyond a few hundred candidates a shortlist only costs time.
 MAX_RERANK = 4096
-#: Deepest nesting of dicts and lists accepted in metadata (a JSON decoder recurses once per level).
-MAX_METADATA_DEPTH = 64
 _SEARCH_RETRIES = 4
-# The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so a threshold is met
-# within that tolerance; otherwise threshold=1.0 could never hit in two-stage mode.
+#: The int8 copy reproduces a cosine to ~1e-4 (identical vectors score ~0.99997), so the Rust rerank
+#: (``INT8_TOLERANCE`` in rust/src/index.rs) lets a candidate meet its threshold within this much.
 INT8_TOLERANCE = 1e-4
 
 
@@ -161,10 +177,6 @@ class BinarySemanticCache:
         'cached answer'
     """
 
-    #: A cache that hands its rows to peers (the shared store's replica) needs the int8 copies even
-    #: with ``rerank=0``; a local codes-only cache skips computing them.
-    _shares_int8_rows = False
-
     def __init__(
         self,
         dim: int,
@@ -194,7 +206,9 @@ class BinarySemanticCache:
                 f"eviction must be a str, one of {EVICTION_POLICIES}, got {type(eviction).__name__}"
             )
         self._encoder = BinaryEncoder(dim, code_bits, seed)
-        self._index = HammingIndex(code_bits // 64, max_entries, ttl is not None, eviction, radius)
+        self._index = HammingIndex(
+            code_bits // 64, max_entries, ttl is not None, eviction, radius, row_dim=dim if rerank else 0
+        )
         self.eviction = eviction
         self.dim = dim
         self.code_bits = code_bits
@@ -210,11 +224,10 @@ class BinarySemanticCache:
         else:
             self._radius = radius
             self._k = 4  # a few spares in case the nearest is being deleted concurrently
-        # Published entries by handle; None where the handle is free.
-        self._entries: list[_Entry | None] = []
-        # int8 copies of the unit embeddings by handle (two-stage mode only).
-        self._vectors: npt.NDArray[np.int8] = np.zeros((0, dim if rerank else 0), dtype=np.int8)
-        self._vector_norms: npt.NDArray[np.float32] = np.ones(0, dtype=np.float32)
+        # Responses and metadata by entry id. The Rust index owns everything else about an entry (code,
+        # slot, LRU links, expiry, int8 row); an id is never reused, so a reader that finds no payload
+        # for an id the index returned knows the entry is being added or was just removed.
+        self._payloads: dict[int, _Payload] = {}
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._expirations = 0
@@ -248,8 +261,8 @@ class BinarySemanticCache:
             TypeError: non-float embedding, a response that is not str/bytes, a non-str namespace.
             ValueError: wrong shape, NaN/inf, or an all-zero embedding. Nothing is stored on error.
         """
-        x = as_embeddings(embedding, self.dim, ndim=1)
-        return self._put_rows(x[None, :], [response], namespace, [metadata])[0]
+        x = self._embedding(embedding)
+        return self._put_rows(x, [response], namespace, [metadata])[0]
 
     def put_many(
         self,
@@ -268,74 +281,86 @@ class BinarySemanticCache:
             raise ValueError(f"expected {len(x)} metadata items (one per embedding), got {len(metas)}")
         return self._put_rows(x, list(responses), namespace, metas)
 
+    def _embedding(self, embedding: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
+        """One embedding as the Rust side reads it. A float32/float64 array of shape ``(dim,)`` goes as it
+        is (Rust refuses NaN/inf and all-zero vectors, with the messages `as_embeddings` uses); anything
+        else is converted and shape-checked first."""
+        if type(embedding) is np.ndarray and embedding.shape == (self.dim,) and embedding.dtype in _FLOATS:
+            return embedding
+        return as_embeddings(embedding, self.dim, ndim=1)
+
     def _put_rows(
         self,
-        x: npt.NDArray[np.float32],
+        x: npt.NDArray[np.floating[Any]],
         responses: list[Response],
         namespace: str,
         metas: list[Mapping[str, Any] | None],
     ) -> list[int]:
-        _check_namespace(namespace)
-        for i, r in enumerate(responses):
-            if not isinstance(r, str | bytes):
-                raise TypeError(f"response {i} must be str or bytes, got {type(r).__name__}")
-        for i, m in enumerate(metas):
-            if m is not None and not isinstance(m, Mapping):
-                raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
-        # Everything that can fail happens before the index is touched, so an error stores nothing.
-        frozen, codes, q8, q8_norms = self._encode_rows(x, metas)
-        expires = self._clock() + self.ttl if self.ttl is not None else math.inf
-        return self._insert_encoded(namespace, codes, q8, q8_norms, responses, frozen, expires)
-
-    def _encode_rows(
-        self, x: npt.NDArray[np.float32], metas: list[Mapping[str, Any] | None]
-    ) -> tuple[
-        list[Mapping[str, Any] | None], npt.NDArray[np.uint64], npt.NDArray[np.int8], npt.NDArray[np.float32]
-    ]:
-        """The stored forms of validated rows: frozen metadata, codes, int8 unit rows and their norms.
-        The int8 rows are empty (width 0) unless this cache reranks or `_shares_int8_rows`."""
-        frozen = [_frozen(m, i) for i, m in enumerate(metas)]
-        codes = self._encoder.encode(x)
-        if not (self.rerank or self._shares_int8_rows):
-            return frozen, codes, np.zeros((len(x), 0), dtype=np.int8), np.ones(len(x), dtype=np.float32)
-        q8 = _quantize(normalised(x))
-        q8_norms = np.linalg.norm(q8, axis=1).astype(np.float32)
-        return frozen, codes, q8, q8_norms
-
-    def _insert_encoded(
-        self,
-        namespace: str,
-        codes: npt.NDArray[np.uint64],
-        q8: npt.NDArray[np.int8],
-        q8_norms: npt.NDArray[np.float32],
-        responses: Sequence[Response],
-        frozen: Sequence[Mapping[str, Any] | None],
-        expires: float,
-    ) -> list[int]:
-        """Publishes already encoded rows (from `_encode_rows`, or decoded from a shared store) that
-        expire at ``expires`` on this cache's clock; returns their ids."""
+        frozen = checked_payloads(namespace, responses, metas)
+        expires = self._expiry()
         with self._write_lock:
             if self.ttl is not None:
-                self._make_room_from_expired(len(codes))
-            ids, evicted = self._index.insert_many(namespace, codes, expires)
-            top = max(i & _HANDLE_MASK for i in ids) + 1
-            self._grow(top)
-            entries = self._entries
-            for row, (new_id, response, meta) in enumerate(zip(ids, responses, frozen, strict=True)):
-                h = new_id & _HANDLE_MASK
-                # Unpublish before overwriting the handle's rerank row: a reader that validated the
-                # previous occupant re-checks it after copying the row (see `_decide`).
-                entries[h] = None
-                if self.rerank:
-                    self._vectors[h] = q8[row]
-                    self._vector_norms[h] = q8_norms[row]
-                entries[h] = _Entry(new_id, response, meta, namespace)
-            # An id evicted within this batch had its handle reused by a later row: already replaced.
-            self._drop_payloads(evicted)
+                self._make_room_from_expired(len(responses))
+            # Encodes, quantises and stores in one call; an invalid row stores nothing.
+            ids, evicted = self._index.put(self._encoder, namespace, x, expires)
+            self._publish(ids, evicted, responses, frozen)
+        return ids
+
+    def _expiry(self) -> float:
+        return self._clock() + self.ttl if self.ttl is not None else math.inf
+
+    def _publish(
+        self,
+        ids: list[int],
+        evicted: list[int],
+        responses: Sequence[Response],
+        frozen: Sequence[Mapping[str, Any] | None],
+    ) -> None:
+        """Records the payloads of ids just inserted and forgets the evicted (caller holds the write lock)."""
+        self._payloads.update(zip(ids, map(_Payload, responses, frozen), strict=True))
+        self._drop_payloads(evicted)
         if evicted:
             with self._stats_lock:
                 self._evictions += len(evicted)
-        return list(ids)
+
+    # ---------------------------------------------------------------- the seam for stores
+    def encode_rows(self, embeddings: npt.ArrayLike) -> EncodedRows:
+        """Codes and int8 rerank rows of ``embeddings`` (shape ``(n, dim)``), validated, without storing
+        them: for a store that writes them elsewhere first and adds them with `insert_encoded`.
+
+        Raises:
+            TypeError / ValueError: as for `put_many`.
+        """
+        x = as_embeddings(embeddings, self.dim, ndim=2, what="embeddings")
+        codes, vectors, norms = self._encoder.encode_rows(x)
+        return EncodedRows(codes, vectors, norms)
+
+    def insert_encoded(
+        self,
+        namespace: str,
+        rows: EncodedRows,
+        responses: Sequence[Response],
+        metadata: Sequence[Mapping[str, Any] | None],
+        *,
+        expires: float = math.inf,
+    ) -> list[int]:
+        """Adds rows encoded by `encode_rows` (or decoded from a store) with their responses and
+        metadata, expiring at ``expires`` on this cache's clock; returns their ids. Metadata is stored
+        as given, so it must be read-only already (`freeze`, or what `checked_payloads` returns).
+
+        Raises:
+            ValueError: the rows do not fit this cache (code width, vector length, counts).
+        """
+        if not len(rows.codes) == len(responses) == len(metadata):
+            raise ValueError(
+                f"{len(rows.codes)} rows, {len(responses)} responses and {len(metadata)} metadata items"
+            )
+        with self._write_lock:
+            if self.ttl is not None:
+                self._make_room_from_expired(len(responses))
+            ids, evicted = self._index.insert_encoded(namespace, rows.codes, rows.vectors, expires)
+            self._publish(ids, evicted, responses, metadata)
+        return ids
 
     def _make_room_from_expired(self, incoming: int) -> None:
         """With a TTL, a full cache drops expired entries before the LRU evicts live ones (caller holds
@@ -353,29 +378,11 @@ class BinarySemanticCache:
             with self._stats_lock:
                 self._expirations += len(gone)
 
-    def _grow(self, handles: int) -> None:
-        if handles > len(self._entries):
-            self._entries.extend([None] * (handles - len(self._entries)))
-        if self.rerank and handles > len(self._vectors):
-            size = max(handles, 2 * len(self._vectors), 16)
-            grown = np.zeros((size, self.dim), dtype=np.int8)
-            grown[: len(self._vectors)] = self._vectors
-            grown_norms = np.ones(size, dtype=np.float32)
-            grown_norms[: len(self._vector_norms)] = self._vector_norms
-            # Norms first: a reader that sees the new vectors must also see their norms.
-            self._vector_norms = grown_norms
-            self._vectors = grown
-
-    def _drop_payloads(self, ids: Any) -> int:
-        """Forgets the published entries of removed ids (caller holds the write lock)."""
-        n = 0
+    def _drop_payloads(self, ids: list[int]) -> None:
+        """Forgets the payloads of removed ids (caller holds the write lock)."""
+        payloads = self._payloads
         for removed in ids:
-            h = removed & _HANDLE_MASK
-            entry = self._entries[h] if h < len(self._entries) else None
-            if entry is not None and entry.id == removed:
-                self._entries[h] = None
-                n += 1
-        return n
+            payloads.pop(removed, None)
 
     def delete(self, id: int) -> bool:
         """Removes an entry; False if it is already gone (deleted, evicted, expired, or a stale id)."""
@@ -394,9 +401,7 @@ class BinarySemanticCache:
         with self._write_lock:
             removed = self._index.clear(namespace)
             if namespace is None:
-                self._entries = []
-                self._vectors = np.zeros((0, self._vectors.shape[1]), dtype=np.int8)
-                self._vector_norms = np.ones(0, dtype=np.float32)
+                self._payloads = {}
             else:
                 self._drop_payloads(removed)
 
@@ -419,12 +424,9 @@ class BinarySemanticCache:
         Raises:
             TypeError / ValueError: as for ``put``.
         """
-        hits = self.search(embedding, namespace=namespace, k=1)
+        hits = self._lookup(embedding, namespace, 1, touch=True)
         self.record_lookup(bool(hits))
-        if hits:
-            self._index.touch(hits[0].id)
-            return hits[0]
-        return None
+        return hits[0] if hits else None
 
     def record_lookup(self, hit: bool) -> None:
         """Counts one lookup in `stats` as a hit or a miss: `get` does, and so does a layer above that
@@ -438,87 +440,144 @@ class BinarySemanticCache:
     def search(self, embedding: npt.ArrayLike, *, namespace: str = "default", k: int = 5) -> list[Hit]:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
         hit or a miss and does not refresh LRU order (``get`` does both)."""
-        _check_namespace(namespace)
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise TypeError(f"k must be an int, got {type(k).__name__}")
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        k = min(int(k), self.max_entries)  # no more can match
-        x = as_embeddings(embedding, self.dim, ndim=1)
-        code = self._encoder.encode(x)
-        unit = normalised(x) if self.rerank else None
+        return self._lookup(embedding, namespace, min(int(k), self.max_entries), touch=False)
+
+    def _lookup(self, embedding: npt.ArrayLike, namespace: str, k: int, *, touch: bool) -> list[Hit]:
+        """The whole lookup is one Rust call (encode, scan, rerank, threshold, and with ``touch`` the
+        LRU touch of the best); here only the payloads are attached."""
+        _check_namespace(namespace)
+        x = self._embedding(embedding)
         shortlist = max(k, self._k)
         for _ in range(_SEARCH_RETRIES):
             now = self._clock() if self.ttl is not None else 0.0
-            found, expired = self._index.search(namespace, code, shortlist, self._radius, now)
+            found, expired = self._index.lookup(
+                self._encoder,
+                x,
+                namespace,
+                shortlist,
+                self._radius,
+                now,
+                self.threshold,
+                self.rerank > 0,
+                touch,
+            )
             if expired:
                 self._purge(expired)
-            hits = self._decide(found, unit)
+            payloads = self._payloads
+            hits: list[Hit] = []
+            for entry_id, distance, similarity in found:
+                payload = payloads.get(entry_id)
+                if payload is not None:  # None: being added, or removed since the scan
+                    hits.append(Hit(payload[0], similarity, distance, entry_id, payload[1], namespace))
+                    if len(hits) == k:
+                        break
+            if touch and hits and hits[0].id != found[0][0]:
+                self._index.touch(hits[0].id)  # Rust touched a candidate that is gone
             if hits or not expired:
-                return hits[:k]
+                return hits
         return []
-
-    def _decide(self, found: list[tuple[int, int]], unit: npt.NDArray[np.float32] | None) -> list[Hit]:
-        # One snapshot of the containers: `clear()` replaces them, `_grow` replaces the arrays.
-        entries, vectors, norms = self._entries, self._vectors, self._vector_norms
-        published: list[tuple[_Entry, int]] = []
-        for entry_id, distance in found:
-            h = entry_id & _HANDLE_MASK
-            entry = entries[h] if h < len(entries) else None
-            if entry is not None and entry.id == entry_id:  # not deleted or replaced since the scan
-                published.append((entry, distance))
-        if unit is None:
-            n = self.code_bits
-            return [
-                Hit(e.response, similarity_from_distance(d, n), d, e.id, e.metadata, e.namespace)
-                for e, d in published
-            ]
-        rows = min(len(vectors), len(norms))
-        published = [(e, d) for e, d in published if (e.id & _HANDLE_MASK) < rows]  # newer than the arrays
-        if not published:
-            return []
-        handles = [e.id & _HANDLE_MASK for e, _ in published]
-        copies, copy_norms = vectors[handles].astype(np.float32), norms[handles]
-        # A writer unpublishes a handle before overwriting its row, so an entry still published after
-        # the copy was copied with its own row.
-        still = [entries[h] is e for h, (e, _) in zip(handles, published, strict=True)]
-        if not all(still):
-            keep = np.flatnonzero(still)
-            published = [published[i] for i in keep]
-            copies, copy_norms = copies[keep], copy_norms[keep]
-            if not published:
-                return []
-        # Clipped: int8 rounding can overshoot 1 slightly, and a forged snapshot's values must not
-        # produce a similarity outside what a cosine can be.
-        sims = np.clip((copies @ unit) / copy_norms, -1.0, 1.0)
-        order = np.argsort(-sims, kind="stable")
-        threshold = self.threshold - INT8_TOLERANCE
-        return [
-            Hit(e.response, float(sims[i]), d, e.id, e.metadata, e.namespace)
-            for i in order
-            if sims[i] >= threshold
-            for e, d in (published[i],)
-        ]
 
     def entry(self, id: int) -> Hit | None:
         """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
-        h = id & _HANDLE_MASK if isinstance(id, int) and 0 <= id < 2**64 else None
-        entries = self._entries
-        entry = entries[h] if h is not None and h < len(entries) else None
-        if entry is None or entry.id != id or id not in self._index:
+        payload = self._payloads.get(id) if isinstance(id, int) else None
+        found = self._index.entry(id) if payload is not None else None
+        if payload is None or found is None:
             return None
-        if self.ttl is not None:
-            found = self._index.entry(id)
-            if found is None or found[2] <= self._clock():
-                return None
-        return Hit(entry.response, 1.0, 0, entry.id, entry.metadata, entry.namespace)
+        if self.ttl is not None and found[2] <= self._clock():
+            return None
+        return Hit(payload.response, 1.0, 0, id, payload.metadata, found[0])
 
     def touch(self, id: int) -> bool:
         """Marks an entry as just used (LRU and diverse move it to the front, LFU counts it, SIEVE marks
         it visited), so eviction takes it later. False if it is gone."""
         return isinstance(id, int) and 0 <= id < 2**64 and self._index.touch(id)
 
-    # ---------------------------------------------------------------- persistence
+    # ---------------------------------------------------------------- snapshots and persistence
+    def to_snapshot(self) -> CacheSnapshot:
+        """The cache's whole state as one plain value (what `save` writes), consistent: writers wait
+        for the few milliseconds it takes."""
+        with self._write_lock:
+            (names, counts, codes, ids, lru, expires, free), handles, vectors, norms = self._index.snapshot()
+            payloads = self._payloads
+            rows = [payloads[i] for i in ids.tolist()]
+            clock_at = self._clock()
+            with self._stats_lock:
+                counters = (self._hits, self._misses, self._evictions, self._expirations)
+        return CacheSnapshot(
+            dim=self.dim,
+            code_bits=self.code_bits,
+            seed=self.seed,
+            threshold=self.threshold,
+            max_entries=self.max_entries,
+            ttl=self.ttl,
+            rerank=self.rerank,
+            eviction=self.eviction,
+            names=names,
+            counts=counts,
+            codes=codes,
+            ids=ids,
+            handles=handles,
+            lru=lru,
+            expires=expires,
+            free=free,
+            vectors=vectors,
+            norms=norms,
+            responses=[r.response for r in rows],
+            metadata=[r.metadata for r in rows],
+            counters=counters,
+            clock_at=clock_at,
+        )
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: CacheSnapshot, *, clock: Callable[[], float] = time.monotonic
+    ) -> BinarySemanticCache:
+        """A cache holding exactly the snapshot's state (expiry times taken as they are, on ``clock``).
+        The Rust index re-validates every invariant, and refuses rerank norms that are not their rows'.
+
+        Raises:
+            bsc.CacheFormatError: the arrays break an invariant of the index.
+            TypeError / ValueError: the settings are invalid (as for the constructor).
+        """
+        s = snapshot
+        cache = cls(
+            s.dim,
+            code_bits=s.code_bits,
+            seed=s.seed,
+            threshold=s.threshold,
+            max_entries=s.max_entries,
+            ttl=s.ttl,
+            rerank=s.rerank,
+            clock=clock,
+            eviction=s.eviction,
+        )
+        index = HammingIndex.from_parts(
+            s.code_bits // 64,
+            s.max_entries,
+            s.ttl is not None,
+            s.names,
+            s.counts,
+            s.codes,
+            s.ids,
+            s.lru,
+            s.expires,
+            s.free,
+            row_dim=s.dim if s.rerank else 0,
+            rows=s.vectors if s.rerank else None,
+            norms=s.norms if s.rerank else None,
+        )
+        if len(s.responses) != len(s.ids) or len(s.metadata) != len(s.ids):
+            raise ValueError(f"a snapshot of {len(s.ids)} entries needs one response and metadata item each")
+        index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
+        cache._index = index
+        cache._payloads = dict(zip(s.ids.tolist(), map(_Payload, s.responses, s.metadata), strict=True))
+        cache._hits, cache._misses, cache._evictions, cache._expirations = s.counters
+        return cache
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes a snapshot to ``path`` atomically: a crash mid-save leaves the previous file intact.
 
@@ -532,9 +591,7 @@ class BinarySemanticCache:
         Example:
             >>> cache.save("cache.bsc")  # doctest: +SKIP
         """
-        from bsc.persistence import save
-
-        save(self, path)
+        persistence.write_snapshot(self.to_snapshot(), path)
 
     @classmethod
     def load(
@@ -565,9 +622,7 @@ class BinarySemanticCache:
         Example:
             >>> cache = BinarySemanticCache.load("cache.bsc", dim=384)  # doctest: +SKIP
         """
-        from bsc.persistence import load
-
-        return load(
+        return persistence.load(
             path,
             dim=dim,
             code_bits=code_bits,
@@ -576,6 +631,7 @@ class BinarySemanticCache:
             max_entries=max_entries,
             clock=clock,
             eviction=eviction,
+            build=cls.from_snapshot,
         )
 
     # ---------------------------------------------------------------- introspection
@@ -598,7 +654,7 @@ class BinarySemanticCache:
         entries = len(self._index)
         index_bytes = self._index.bytes_in_use()
         index_allocated = self._index.bytes_allocated()
-        vector_bytes = entries * self._vectors.shape[1]
+        vector_bytes = entries * self._index.row_dim
         with self._stats_lock:
             hits, misses = self._hits, self._misses
             evictions, expirations = self._evictions, self._expirations
@@ -623,6 +679,28 @@ class BinarySemanticCache:
             f"threshold={self.threshold}, max_entries={self.max_entries}, ttl={self.ttl}, "
             f"rerank={self.rerank}, eviction={self.eviction!r}, entries={len(self)})"
         )
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def checked_payloads(
+    namespace: object, responses: Sequence[object], metas: Sequence[Mapping[str, Any] | None]
+) -> list[Mapping[str, Any] | None]:
+    """Checks what is stored beside embeddings (a str namespace; str/bytes responses; JSON-compatible
+    metadata) and returns the metadata frozen (`freeze`), for `put` and for stores that write first.
+
+    Raises:
+        TypeError / ValueError: as for `BinarySemanticCache.put`.
+    """
+    _check_namespace(namespace)
+    for i, r in enumerate(responses):
+        if not isinstance(r, str | bytes):
+            raise TypeError(f"response {i} must be str or bytes, got {type(r).__name__}")
+    for i, m in enumerate(metas):
+        if m is not None and not isinstance(m, Mapping):
+            raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
+    return [_frozen(m, i) for i, m in enumerate(metas)]
 
 
 def _check_namespace(namespace: object) -> None:
@@ -654,108 +732,8 @@ def _frozen(meta: Mapping[str, Any] | None, index: int = 0) -> Mapping[str, Any]
     return freeze(copied)
 
 
-def metadata_depth(value: object) -> int:
-    """Nesting depth of dicts and lists in ``value`` (0 for a scalar, 1 for a flat dict), found without
-    recursion (so it works from a deep call stack) and stopping once past `MAX_METADATA_DEPTH`."""
-    depth, level = 0, [value]
-    while depth <= MAX_METADATA_DEPTH:
-        containers = [v for v in level if isinstance(v, Mapping | list | tuple)]
-        if not containers:
-            break
-        depth += 1
-        level = [c for v in containers for c in (v.values() if isinstance(v, Mapping) else v)]
-    return depth
-
-
 def _plain(value: object) -> object:
     # Already-frozen metadata (a read-only mapping) may be stored again, e.g. copied from a Hit.
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON-compatible")
-
-
-class FrozenDict(dict[str, Any]):
-    """A JSON object no reader can change: a real ``dict`` (``json.dumps`` takes it, it compares equal to
-    the dict that was stored), whose mutating methods raise TypeError. ``dict(d)`` gives a mutable copy;
-    copying or pickling gives plain dicts and lists."""
-
-    __slots__ = ()
-
-    def _read_only(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("cached metadata is read-only; copy it with dict(...) to change it")
-
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_thawed, (dict(self),))
-
-    def __copy__(self) -> dict[str, Any]:
-        return dict(self)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
-        return _thawed(self)  # type: ignore[no-any-return]
-
-
-class FrozenList(list[Any]):
-    """A JSON array no reader can change (see `FrozenDict`)."""
-
-    __slots__ = ()
-
-    def _read_only(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("cached metadata is read-only; copy it with list(...) to change it")
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = _read_only  # type: ignore[assignment]
-    pop = remove = clear = sort = reverse = _read_only
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_thawed, (list(self),))
-
-    def __copy__(self) -> list[Any]:
-        return list(self)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        return _thawed(self)  # type: ignore[no-any-return]
-
-
-def _thawed(value: Any) -> Any:
-    """Plain, mutable dicts and lists again (for copies and pickles of frozen metadata)."""
-    if isinstance(value, dict):
-        return {k: _thawed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_thawed(v) for v in value]
-    return value
-
-
-def freeze(value: dict[str, Any]) -> Mapping[str, Any]:
-    """The stored form of decoded JSON metadata: `FrozenDict` and `FrozenList` all the way down, built
-    once when the entry is stored, so a lookup hands it out without copying.
-
-    Raises:
-        ValueError: ``value`` is nested deeper than `MAX_METADATA_DEPTH`.
-    """
-    return cast("Mapping[str, Any]", _freeze_value(value, 1))
-
-
-def _freeze_value(value: dict[str, Any] | list[Any], depth: int) -> FrozenDict | FrozenList:
-    if depth > MAX_METADATA_DEPTH:
-        raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
-    # Copied whole in C first; only nested containers are replaced (snapshots load millions of these).
-    if isinstance(value, dict):
-        mapping = FrozenDict(value)
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                dict.__setitem__(mapping, key, _freeze_value(item, depth + 1))
-        return mapping
-    array = FrozenList(value)
-    for i, item in enumerate(value):
-        if isinstance(item, dict | list):
-            list.__setitem__(array, i, _freeze_value(item, depth + 1))
-    return array
-
-
-def _quantize(unit: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
-    """int8 copy of unit rows, scaled per row so the largest component is ±127. The scale cancels in
-    the cosine, so none is stored."""
-    peak = np.max(np.abs(unit), axis=1, keepdims=True)
-    out: npt.NDArray[np.int8] = np.rint(unit / peak * 127.0).astype(np.int8)
-    return out

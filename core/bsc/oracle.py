@@ -18,7 +18,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["encode", "projection_matrix"]
+__all__ = ["encode", "projection_matrix", "quantize", "unit_rows"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SQRT_HALF = 0.7071067811865476
@@ -97,3 +97,20 @@ def encode(x: npt.ArrayLike, *, code_bits: int = 256, seed: int = 42) -> npt.NDA
     packed = np.packbits(bits, axis=1, bitorder="little")  # byte j holds bits 8j..8j+7
     codes = packed.view("<u8").astype(np.uint64)
     return codes[0] if single else codes
+
+
+def unit_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Rows scaled to unit length (float32), computed in float64: the reference for the Rust
+    `rows::unit` (a float32 norm over- or underflows for components near 1e20 or 1e-25)."""
+    wide = x.astype(np.float64)
+    out: npt.NDArray[np.float32] = (wide / np.linalg.norm(wide, axis=-1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def quantize(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """The int8 rerank copies of rows ``x`` (of `unit_rows`, scaled per row so the largest component is
+    ±127, rounded half to even) and their norms: the reference for `BinaryEncoder.encode_rows`."""
+    unit = unit_rows(x)
+    peak = np.max(np.abs(unit), axis=1, keepdims=True)
+    q8: npt.NDArray[np.int8] = np.rint(unit / peak * 127.0).astype(np.int8)
+    return q8, np.linalg.norm(q8, axis=1).astype(np.float32)

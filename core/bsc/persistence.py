@@ -61,19 +61,36 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from itertools import pairwise, repeat
-from operator import itemgetter
-from typing import Any, cast
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from bsc._input import as_int
 from bsc._native import CacheFormatError, HammingIndex, xxh3_64
-from bsc.cache import EVICTION_POLICIES, MAX_METADATA_DEPTH, BinarySemanticCache, FrozenDict, _Entry, freeze
-from bsc.thresholds import radius_for
+from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, freeze
+from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 
-__all__ = ["FORMAT_VERSION", "CacheFormatError", "codes_view", "format_version", "load", "read_index", "save"]
+if TYPE_CHECKING:
+    from bsc.cache import BinarySemanticCache
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CacheFormatError",
+    "codes_view",
+    "format_version",
+    "load",
+    "read_index",
+    "read_snapshot",
+    "save",
+    "write_snapshot",
+]
+
+
+class _Snapshotting(Protocol):
+    def to_snapshot(self) -> CacheSnapshot: ...
+
 
 #: The layout version this module writes (it also reads version 1, whose ids were 32-bit).
 FORMAT_VERSION = 2
@@ -84,7 +101,6 @@ PathLike = str | os.PathLike[str]
 _MAGIC = b"BSCCACHE"
 _ENDIAN = 0x0102_0304
 _ALIGN = 64
-_HANDLE_MASK = 0x00FF_FFFF
 _MAX_HANDLES = 0x00FF_FFFF
 _FLAG_TTL = 1
 # Responses are ASCII str, each followed by a 0x1E byte that none contains: one split decodes them all.
@@ -166,14 +182,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def save(cache: BinarySemanticCache, path: PathLike) -> None:
-    """Writes a snapshot of ``cache`` to ``path`` atomically (temporary file, fsync, rename, fsync dir).
+def save(cache: _Snapshotting, path: PathLike) -> None:
+    """Writes a snapshot of ``cache`` to ``path`` atomically: `write_snapshot` of ``cache.to_snapshot()``
+    (what `BinarySemanticCache.save` does)."""
+    write_snapshot(cache.to_snapshot(), path)
 
-    A concurrent ``put``/``delete`` waits for the few milliseconds the snapshot takes (the encoding and
-    writing happen after the cache's lock is released), so the file is one consistent state.
+
+def write_snapshot(snapshot: CacheSnapshot, path: PathLike) -> None:
+    """Writes ``snapshot`` to ``path`` atomically (temporary file, fsync, rename, fsync dir).
 
     Args:
-        cache: the cache to save.
+        snapshot: the state to write (`BinarySemanticCache.to_snapshot`).
         path: the target file; its directory must exist. A new file gets the mode the umask gives
             (0o644 under the usual 022), like any file the user creates; a replaced file keeps its mode.
             Temporary files that earlier saves to the same path left when their process was killed are
@@ -187,10 +206,10 @@ def save(cache: BinarySemanticCache, path: PathLike) -> None:
         OSError: the file cannot be written (the previous snapshot, if any, is left as it was).
 
     Example:
-        >>> save(cache, "cache.bsc")  # doctest: +SKIP
+        >>> write_snapshot(cache.to_snapshot(), "cache.bsc")  # doctest: +SKIP
     """
     with _gc_paused():
-        sections, header = _snapshot(cache)
+        sections, header = _encode(snapshot, time.time())
     _write_atomically(os.fspath(path), header, sections)
 
 
@@ -200,48 +219,39 @@ def _raw(data: npt.NDArray[Any] | bytes) -> memoryview:
     return memoryview(data)
 
 
-def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
-    with cache._write_lock:
-        names, counts, codes, ids, lru, expires, free = cache._index.to_parts()
-        entries = list(cache._entries)
-        handles = len(ids) + len(free)
-        vectors = np.zeros((handles, cache.dim) if cache.rerank else (0, 0), dtype=np.int8)
-        vectors[: len(cache._vectors)] = cache._vectors[:handles]
-        norms = np.ones(handles if cache.rerank else 0, dtype="<f4")
-        kept = getattr(cache, "_vector_norms", None)
-        if kept is not None and cache.rerank:
-            norms[: len(kept)] = kept[:handles]
-        elif cache.rerank:
-            norms = _row_norms(vectors)
-        clock_at_save = cache._clock()
-        with cache._stats_lock:
-            counters = (cache._hits, cache._misses, cache._evictions, cache._expirations)
-    wall_at_save = time.time()
+def _by_handle(values: list[Any], handles: npt.NDArray[np.uint32], slots: int, vacant: Any) -> list[Any]:
+    """Per-row values laid out by handle (the file's order), ``vacant`` at free handles."""
+    out = np.empty(slots, dtype=object)
+    out[:] = [vacant] * slots if slots else []
+    rows = np.empty(len(values), dtype=object)
+    rows[:] = values
+    out[handles] = rows
+    by_handle: list[Any] = out.tolist()
+    return by_handle
 
-    handle_of_row = ids & _HANDLE_MASK
-    free_handles = (free & _HANDLE_MASK).tolist()
-    if len(entries) < handles:
-        entries.extend([None] * (handles - len(entries)))
-    del entries[handles:]
-    vacant = _Entry(0, "", None, "")
-    for h in free_handles:
-        entries[h] = vacant
-    if None in entries:
-        raise RuntimeError("cache snapshot is inconsistent: a live index entry has no published response")
-    published = cast("list[tuple[int, str | bytes, Mapping[str, Any] | None, str]]", entries)
-    entry_ids = np.fromiter(map(itemgetter(0), published), dtype=np.uint64, count=handles)
-    if not np.array_equal(entry_ids[handle_of_row], ids):
-        raise RuntimeError("cache snapshot is inconsistent: published entries differ from the index")
-    responses: list[str | bytes] = list(map(itemgetter(1), published))
-    meta_list: list[Mapping[str, Any] | None] = list(map(itemgetter(2), published))
+
+def _encode(snap: CacheSnapshot, wall_at_save: float) -> tuple[list[memoryview], bytes]:
+    handles = snap.slots
+    free_handles = HammingIndex.handles_of(snap.free)
+    responses: list[str | bytes] = _by_handle(snap.responses, snap.handles, handles, "")
+    meta_list: list[Mapping[str, Any] | None] = _by_handle(snap.metadata, snap.handles, handles, None)
+    vectors = snap.vectors if snap.rerank else np.zeros((0, 0), dtype=np.int8)
+    norms = snap.norms if snap.rerank else np.ones(0, dtype=np.float32)
+    names, counts, codes, ids, lru, expires, free = (
+        snap.names,
+        snap.counts,
+        snap.codes,
+        snap.ids,
+        snap.lru,
+        snap.expires,
+        snap.free,
+    )
 
     kinds, resp_offsets, resp_blob, separated = _encode_responses(responses, handles)
     kinds[free_handles] = _FREE
     encoded_names = [n.encode("utf-8", "surrogatepass") for n in names]
     name_offsets = np.zeros(len(names) + 1, dtype="<u8")
     np.cumsum([len(n) for n in encoded_names], out=name_offsets[1:])
-    for h in free_handles:
-        meta_list[h] = None
     try:
         metadata = json.dumps(meta_list, ensure_ascii=False, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -266,7 +276,7 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
             metadata.encode("utf-8", "surrogatepass"),
         )
     ]
-    flags = (_FLAG_TTL if cache.ttl is not None else 0) | (_FLAG_SEPARATED if separated else 0)
+    flags = (_FLAG_TTL if snap.ttl is not None else 0) | (_FLAG_SEPARATED if separated else 0)
     fixed = _HEADER.pack(
         _MAGIC,
         FORMAT_VERSION,
@@ -274,21 +284,21 @@ def _snapshot(cache: BinarySemanticCache) -> tuple[list[memoryview], bytes]:
         _TABLE_END,
         len(_SECTIONS),
         0,
-        cache.dim,
-        cache.code_bits,
-        cache.seed,
-        cache.max_entries,
+        snap.dim,
+        snap.code_bits,
+        snap.seed,
+        snap.max_entries,
         len(ids),
         handles,
         len(names),
-        cache.rerank,
-        cache.threshold,
-        cache.ttl or 0.0,
+        snap.rerank,
+        snap.threshold,
+        snap.ttl or 0.0,
         flags,
-        EVICTION_POLICIES.index(cache.eviction),
-        clock_at_save,
+        EVICTION_POLICIES.index(snap.eviction),
+        snap.clock_at,
         wall_at_save,
-        *counters,
+        *snap.counters,
     ).ljust(_HEADER_SIZE, b"\0")
     table = bytearray()
     offset = _TABLE_END
@@ -419,8 +429,59 @@ def load(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     eviction: str | None = None,
+    build: Callable[..., Any] | None = None,
 ) -> BinarySemanticCache:
-    """Loads a snapshot written by `save`, checking every part before anything is built.
+    """Loads a snapshot written by `save`: `read_snapshot`, then ``build(snapshot, clock=clock)``
+    (default `BinarySemanticCache.from_snapshot`; `BinarySemanticCache.load` passes its own class's).
+
+    Args:
+        path, dim, code_bits, seed, threshold, max_entries, eviction, clock, wall_clock: as for
+            `read_snapshot`.
+        build: makes the cache from the snapshot.
+
+    Raises:
+        CacheFormatError: the file is truncated, corrupted, foreign, of another version or byte order,
+            or its index breaks an invariant.
+        ValueError: dim/code_bits/seed differ from the file, or max_entries is below its entry count.
+        OSError: the file cannot be read.
+
+    Example:
+        >>> cache = load("cache.bsc", dim=384)  # doctest: +SKIP
+    """
+    if build is None:
+        # The one import of the cache here, and only when a caller did not say what to build.
+        from bsc.cache import BinarySemanticCache
+
+        build = BinarySemanticCache.from_snapshot
+    path = os.fspath(path)
+    with _naming(path):
+        snap, explicit = _read(
+            path, dim, code_bits, seed, threshold, max_entries, clock, wall_clock, eviction
+        )
+        try:
+            return cast("BinarySemanticCache", build(snap, clock=clock))
+        except CacheFormatError as exc:
+            raise CacheFormatError(f"index: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            if explicit:
+                raise
+            raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
+
+
+def read_snapshot(
+    path: PathLike,
+    *,
+    dim: int | None = None,
+    code_bits: int | None = None,
+    seed: int | None = None,
+    threshold: float | None = None,
+    max_entries: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    eviction: str | None = None,
+) -> CacheSnapshot:
+    """The snapshot in the file at ``path``, every part checked first (the index's own invariants are
+    checked again when a cache is built from it).
 
     Args:
         path: the snapshot file.
@@ -431,12 +492,8 @@ def load(
         eviction: a new eviction policy (default: the saved one). The policy's per-entry state
             (LFU counters, SIEVE bits) is not saved: it restarts at zero, in the saved list order;
             "diverse" recounts neighbours (up to 20,000 entries; beyond, counts refill as entries arrive).
-        clock: the loaded cache's monotonic clock; saved expiry times are moved onto it.
+        clock: the monotonic clock the snapshot's expiry times are moved onto.
         wall_clock: wall-clock time source, used to age entries by the time since the save (for tests).
-
-    Returns:
-        A cache equal to the saved one: entries, ids, namespaces, LRU order, remaining TTLs, rerank
-        vectors, responses, metadata and counters.
 
     Raises:
         CacheFormatError: the file is truncated, corrupted, foreign, of another version or byte order.
@@ -444,70 +501,67 @@ def load(
         OSError: the file cannot be read.
 
     Example:
-        >>> cache = load("cache.bsc", dim=384)  # doctest: +SKIP
+        >>> snap = read_snapshot("cache.bsc", dim=384)  # doctest: +SKIP
     """
     path = os.fspath(path)
-    _remove_stale_temp_files(path)
     with _naming(path):
-        header, buf = _read_snapshot(path)
-        _check_expected(header, dim=dim, code_bits=code_bits, seed=seed)
-        for name in _SECTIONS:
-            _verify(buf, header, name)
-        _check_padding(buf, header)
-        capacity = (
-            header.max_entries
-            if max_entries is None
-            else as_int(max_entries, "max_entries", low=1, high=_MAX_HANDLES)
-        )
-        if capacity < header.entries:
-            raise ValueError(f"max_entries={capacity} is below the {header.entries} saved entries")
-        index, names = _build_index(buf, header, capacity, clock, wall_clock)
-        try:
-            cache = BinarySemanticCache(
-                header.dim,
-                code_bits=header.code_bits,
-                seed=header.seed,
-                threshold=header.threshold if threshold is None else threshold,
-                max_entries=capacity,
-                ttl=header.ttl,
-                rerank=header.rerank,
-                clock=clock,
-                eviction=header.eviction if eviction is None else eviction,
-            )
-        except (ValueError, TypeError) as exc:
-            if threshold is not None or max_entries is not None or eviction is not None:
-                raise
-            raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
-        with _gc_paused():
-            entries = _read_entries(buf, header, names)
-        rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
-        cache._vectors = _section_array(buf, header, "vectors", np.int8).reshape(rows, width).copy()
-        norms = _section_array(buf, header, "norms", np.float32).copy()
-        # Checksums catch corruption, not editing: a norm is derivable from its vector, so a stored one
-        # that is not what the cache would compute is refused (a forged tiny norm would otherwise turn
-        # a miss into a hit).
-        live = np.fromiter((e is not None for e in entries), dtype=bool, count=len(entries))
-        if len(norms) and not np.array_equal(norms[live], _row_norms(cache._vectors)[live]):
-            raise CacheFormatError("section norms: a rerank vector norm does not match its vector")
-        cache._vector_norms = norms
-    index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
-    cache._index = index
-    cache._entries = entries
-    cache._hits, cache._misses, cache._evictions, cache._expirations = header.counters
-    return cache
+        return _read(path, dim, code_bits, seed, threshold, max_entries, clock, wall_clock, eviction)[0]
 
 
-def _row_norms(vectors: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
-    """Norms of the int8 rerank rows, equal to ``np.linalg.norm(rows, axis=1)`` as the cache computes
-    them: the sums of squares are integers, exact in int32 (at most 65,536 x 127², below 2³¹) as in
-    float64, so only the square root rounds, once, the same way. In chunks, to bound the memory."""
-    norms = np.ones(len(vectors), dtype=np.float32)
-    step = 1 << 12
-    for start in range(0, len(vectors), step):
-        chunk = vectors[start : start + step].astype(np.int32)
-        squares = np.einsum("ij,ij->i", chunk, chunk)
-        norms[start : start + len(chunk)] = np.sqrt(squares.astype(np.float64))
-    return norms
+def _read(
+    path: str,
+    dim: int | None,
+    code_bits: int | None,
+    seed: int | None,
+    threshold: float | None,
+    max_entries: int | None,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    eviction: str | None,
+) -> tuple[CacheSnapshot, bool]:
+    """The snapshot, and whether the caller chose any of its settings."""
+    _remove_stale_temp_files(path)
+    header, buf = _read_snapshot(path)
+    _check_expected(header, dim=dim, code_bits=code_bits, seed=seed)
+    for name in _SECTIONS:
+        _verify(buf, header, name)
+    _check_padding(buf, header)
+    capacity = (
+        header.max_entries
+        if max_entries is None
+        else as_int(max_entries, "max_entries", low=1, high=_MAX_HANDLES)
+    )
+    if capacity < header.entries:
+        raise ValueError(f"max_entries={capacity} is below the {header.entries} saved entries")
+    names, counts, codes, ids, lru, expires, free = _index_parts(buf, header, clock, wall_clock)
+    with _gc_paused():
+        handles, responses, metadata = _read_entries(buf, header, len(names), counts, ids, free)
+    rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
+    snap = CacheSnapshot(
+        dim=header.dim,
+        code_bits=header.code_bits,
+        seed=header.seed,
+        threshold=header.threshold if threshold is None else threshold,
+        max_entries=capacity,
+        ttl=header.ttl,
+        rerank=header.rerank,
+        eviction=header.eviction if eviction is None else eviction,
+        names=names,
+        counts=counts,
+        codes=codes,
+        ids=ids,
+        handles=handles,
+        lru=lru,
+        expires=expires,
+        free=free,
+        vectors=_section_array(buf, header, "vectors", np.int8).reshape(rows, width),
+        norms=_section_array(buf, header, "norms", np.float32),
+        responses=responses,
+        metadata=metadata,
+        counters=header.counters,
+        clock_at=clock(),
+    )
+    return snap, threshold is not None or max_entries is not None or eviction is not None
 
 
 def read_index(
@@ -531,7 +585,13 @@ def read_index(
         for name in _INDEX_SECTIONS:
             _verify(buf, header, name)
         _check_padding(buf, header, _INDEX_SECTIONS)
-        return _build_index(buf, header, header.max_entries, clock, wall_clock)[0]
+        parts = _index_parts(buf, header, clock, wall_clock)
+        try:
+            return HammingIndex.from_parts(
+                header.code_bits // 64, header.max_entries, header.ttl is not None, *parts
+            )
+        except CacheFormatError as exc:
+            raise CacheFormatError(f"index: {exc}") from None
 
 
 def codes_view(path: PathLike) -> tuple[mmap.mmap, npt.NDArray[np.uint64]]:
@@ -805,14 +865,21 @@ def _decode(data: bytes | memoryview, what: str) -> str:
         raise CacheFormatError(f"section {what}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
-def _build_index(
-    buf: memoryview,
-    header: _Header,
-    capacity: int,
-    clock: Callable[[], float],
-    wall_clock: Callable[[], float],
-) -> tuple[HammingIndex, list[str]]:
-    """The index and the namespace names."""
+_Parts = tuple[
+    list[str],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint64],
+]
+
+
+def _index_parts(
+    buf: memoryview, header: _Header, clock: Callable[[], float], wall_clock: Callable[[], float]
+) -> _Parts:
+    """The index sections as `HammingIndex.from_parts` takes them, expiry times moved onto ``clock``."""
     blob = _section_bytes(buf, header, "ns_names")
     offsets = _offsets(buf, header, "ns_offsets", len(blob)).tolist()
     names = [_decode(blob[a:b], "ns_names") for a, b in pairwise(offsets)]
@@ -825,32 +892,30 @@ def _build_index(
         shift = clock() - header.clock_at_save - elapsed
         if shift != 0.0:
             expires = expires + shift
-    try:
-        index = HammingIndex.from_parts(
-            header.code_bits // 64,
-            capacity,
-            header.ttl is not None,
-            names,
-            counts,
-            _section_array(buf, header, "codes", np.uint64),
-            ids,
-            _section_array(buf, header, "lru", np.uint32),
-            expires,
-            _ids(buf, header, "free"),
-        )
-    except ValueError as exc:
-        raise CacheFormatError(f"index: {exc}") from None
-    return index, names
+    codes = _section_array(buf, header, "codes", np.uint64)
+    lru = _section_array(buf, header, "lru", np.uint32)
+    return names, counts, codes, ids, lru, expires, _ids(buf, header, "free")
 
 
-def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_Entry | None]:
+def _read_entries(
+    buf: memoryview,
+    header: _Header,
+    namespaces: int,
+    counts: npt.NDArray[np.uint32],
+    ids: npt.NDArray[np.uint64],
+    free: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint32], list[str | bytes], list[Mapping[str, Any] | None]]:
+    """Each row's handle, response and metadata (the file stores the last two by handle). Handles are
+    checked here only as far as reading by them needs; the index checks the rest when it is built."""
     handles = header.handles
-    ids = _ids(buf, header, "ids")
-    # The index was built, so counts add up to the rows and handles are unique and in range.
-    counts = _section_array(buf, header, "ns_counts", np.uint32)
-    handle_ns = np.full(handles, -1, dtype=np.intp)
-    handle_ns[ids & _HANDLE_MASK] = np.repeat(np.arange(len(names)), counts)
-    live = handle_ns >= 0
+    row_handles = HammingIndex.handles_of(ids)
+    all_handles = np.concatenate([row_handles, HammingIndex.handles_of(free)])
+    if len(all_handles) != handles or not np.array_equal(np.sort(all_handles), np.arange(handles)):
+        raise CacheFormatError("index: handles are out of range or used twice")
+    if len(counts) != namespaces or int(counts.sum(dtype=np.uint64)) != len(ids):
+        raise CacheFormatError("index: namespace counts do not add up to the entries")
+    live = np.zeros(handles, dtype=bool)
+    live[row_handles] = True
     kinds = _section_array(buf, header, "kinds", np.uint8)
     if np.any(kinds > _BYTES) or not np.array_equal(kinds != _FREE, live):
         raise CacheFormatError("section kinds: response kinds do not match the index's live entries")
@@ -890,23 +955,13 @@ def _read_entries(buf: memoryview, header: _Header, names: list[str]) -> list[_E
         if len(frozen) != handles:
             raise CacheFormatError("section metadata: an item is neither a JSON object nor null")
 
-    entry_ids = np.zeros(handles, dtype=np.uint64)
-    entry_ids[ids & _HANDLE_MASK] = ids
-    if len(names) == 1 and live.all():
-        namespace_of = [names[0]] * handles
-    else:
-        namespace_of = np.array([*names, ""], dtype=object)[handle_ns].tolist()
-    # tuple.__new__ builds the named tuples in C: a million entries in tens of milliseconds.
-    entries: list[_Entry | None] = list(
-        map(
-            tuple.__new__,
-            repeat(_Entry),
-            zip(entry_ids.tolist(), responses, frozen, namespace_of, strict=True),
-        )
-    )
-    for h in np.flatnonzero(~live).tolist():
-        entries[h] = None
-    return entries
+    if np.array_equal(row_handles, np.arange(handles)):
+        return row_handles, responses, frozen  # the common case: no free handles, rows in handle order
+    by_handle = np.empty(handles, dtype=object)
+    by_handle[:] = responses
+    meta_by_handle = np.empty(handles, dtype=object)
+    meta_by_handle[:] = frozen
+    return row_handles, by_handle[row_handles].tolist(), meta_by_handle[row_handles].tolist()
 
 
 def _split_responses(blob: memoryview, handles: int, kinds: npt.NDArray[np.uint8]) -> list[str | bytes]:

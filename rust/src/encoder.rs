@@ -12,6 +12,8 @@ use crate::error::{try_zeroed, BscError, Result};
 use crate::parallel;
 use crate::projection::fill_projection_matrix;
 
+mod half;
+
 /// The code sizes the encoder and the scan support.
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
 /// Largest embedding dimension accepted: the projection (two copies of `code_bits * dim` f32) stays
@@ -38,6 +40,11 @@ pub struct Encoder {
     row_bound: Vec<f64>,
     /// Absolute slack for products that underflow to f32 subnormals (each loses at most 2^-150).
     underflow: f64,
+    /// `transposed` rounded to binary16, for one-vector encodes (half the bytes to read).
+    transposed16: Vec<u16>,
+    /// `row_bound` for the half matrix: 1.001 · (γ_dim · ‖P16[r]‖₂ + ‖P16[r] − P[r]‖₂), so that
+    /// `row_bound16[r] · ‖x‖₂ + underflow` bounds |f32 <x, P16[r]> − exact <x, P[r]>|.
+    row_bound16: Vec<f64>,
 }
 
 impl Encoder {
@@ -81,6 +88,19 @@ impl Encoder {
             })
             .collect();
         let underflow = 1.001 * n * f64::from_bits(0x36A0_0000_0000_0000); // n · 2^-149
+        let transposed16 = half::to_half(&transposed);
+        let row_bound16 = (0..code_bits)
+            .map(|r| {
+                let (mut norm2, mut delta2) = (0.0f64, 0.0f64);
+                for c in 0..dim {
+                    let h = f64::from(half::f16_to_f32(transposed16[c * code_bits + r]));
+                    let d = h - f64::from(matrix[r * dim + c]); // exact: both are f32 values
+                    norm2 += h * h;
+                    delta2 += d * d;
+                }
+                1.001 * (gamma * norm2.sqrt() + delta2.sqrt())
+            })
+            .collect();
         Ok(Self {
             dim,
             code_bits,
@@ -89,6 +109,8 @@ impl Encoder {
             transposed,
             row_bound,
             underflow,
+            transposed16,
+            row_bound16,
         })
     }
 
@@ -154,7 +176,13 @@ impl Encoder {
         let rows = xs.len() / self.dim;
         let bits = self.code_bits;
         let mut approx = vec![0.0f32; rows * bits];
-        project(xs, self.dim, &self.transposed, bits, &mut approx);
+        // One vector (a lookup) reads the half matrix where the CPU can; its bound covers the rounding.
+        let bound = if rows == 1 && half::project(xs, &self.transposed16, bits, &mut approx) {
+            &self.row_bound16
+        } else {
+            project(xs, self.dim, &self.transposed, bits, &mut approx);
+            &self.row_bound
+        };
         let words = self.words();
         for ((x, a), code) in xs
             .chunks_exact(self.dim)
@@ -169,8 +197,7 @@ impl Encoder {
                     let v = f64::from(a[r]);
                     positive |= u64::from(v > 0.0) << j;
                     // An f32 overflow (inf, or NaN from inf - inf) proves nothing: uncertain too.
-                    let certain =
-                        v.abs() > self.row_bound[r] * x_norm + self.underflow && v.is_finite();
+                    let certain = v.abs() > bound[r] * x_norm + self.underflow && v.is_finite();
                     uncertain |= u64::from(!certain) << j;
                 }
                 while uncertain != 0 {

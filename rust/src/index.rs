@@ -11,11 +11,17 @@
 //! number. With 256-bit codes that is 32 + 8 + 12 = 52 bytes (plus 8 with expiry on). A free slot keeps its
 //! next generation in its position and LRU-prev fields (48 bits), so the wide generation costs only the
 //! 4 extra bytes of the id.
+//!
+//! A two-stage cache also keeps, per handle, an int8 copy of the unit embedding (`row_dim` bytes) and its
+//! norm, and `lookup` reranks the shortlist by exact cosine in the same call that scans: the index is the
+//! one owner of an entry's layout, and a reader never sees a row that does not belong to the id it found.
 
 use std::collections::HashMap;
 
 use crate::error::{BscError, Result};
 use crate::eviction::{self, Eviction, Policy, Queue};
+use crate::memory;
+use crate::rows;
 use crate::scan::{self, Neighbor};
 
 mod parts;
@@ -58,6 +64,36 @@ pub struct Found {
     pub id: EntryId,
     pub distance: u32,
 }
+
+/// A lookup's answer: an entry, its Hamming distance and its cosine similarity to the query (exact
+/// from the int8 row when the lookup reranks, estimated from the distance otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub id: EntryId,
+    pub distance: u32,
+    pub similarity: f64,
+}
+
+/// What `Index::lookup` looks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    pub namespace: &'a str,
+    pub code: &'a [u64],
+    /// The query's unit vector, to rerank the shortlist by exact cosine; None to estimate the cosine
+    /// from the Hamming distance.
+    pub unit: Option<&'a [f32]>,
+    /// Shortlist size.
+    pub k: usize,
+    pub max_distance: u32,
+    /// Expiry clock.
+    pub now: f64,
+    /// Reranked candidates below this similarity are dropped.
+    pub min_similarity: f64,
+}
+
+/// The int8 copy reproduces a cosine to ~1e-4, so a reranked candidate passes its threshold within that
+/// tolerance (identical vectors score ~0.99997: otherwise threshold 1.0 could never hit).
+pub const INT8_TOLERANCE: f64 = 1e-4;
 
 #[derive(Debug, Default)]
 struct Space {
@@ -122,6 +158,12 @@ pub struct Index {
     len: usize,
     /// Which entry goes when the index is full (LRU unless `set_eviction` chose another policy).
     eviction: Eviction,
+    /// Length of the int8 rerank row kept per handle; 0 keeps none.
+    row_dim: usize,
+    /// `row_dim` int8 values per handle (a free handle's row is stale until the handle is reused).
+    rows: Vec<i8>,
+    /// Norm of each handle's row, computed here from the row (never taken from a caller).
+    norms: Vec<f32>,
 }
 
 impl Index {
@@ -150,7 +192,32 @@ impl Index {
             lru_tail: NIL,
             len: 0,
             eviction: Eviction::default(),
+            row_dim: 0,
+            rows: Vec::new(),
+            norms: Vec::new(),
         })
+    }
+
+    /// The same empty index keeping an int8 rerank row of `dim` values per entry.
+    pub fn with_rows(mut self, dim: usize) -> Result<Self> {
+        if !self.slots.is_empty() {
+            return Err(BscError::InvalidArgument(
+                "rerank rows can only be added to an empty index".into(),
+            ));
+        }
+        if dim > crate::encoder::MAX_DIM {
+            return Err(BscError::InvalidArgument(format!(
+                "the rerank row length must be at most {}, got {dim}",
+                crate::encoder::MAX_DIM
+            )));
+        }
+        self.row_dim = dim;
+        Ok(self)
+    }
+
+    /// Length of the rerank rows (0 when the index keeps none).
+    pub fn row_dim(&self) -> usize {
+        self.row_dim
     }
 
     /// Chooses the eviction policy; `radius` is the Hamming hit radius (`diverse` counts neighbours
@@ -255,13 +322,32 @@ impl Index {
     }
 
     /// Stores `code` in `namespace`; when full, first evicts the entry the eviction policy chooses (returned).
+    /// An index with rerank rows needs `insert_row`.
     pub fn insert(
         &mut self,
         namespace: &str,
         code: &[u64],
         expires_at: f64,
     ) -> Result<(EntryId, Option<EntryId>)> {
+        self.insert_row(namespace, code, &[], expires_at)
+    }
+
+    /// `insert` with the entry's int8 rerank row (`row_dim` values; empty when the index keeps none).
+    pub fn insert_row(
+        &mut self,
+        namespace: &str,
+        code: &[u64],
+        row: &[i8],
+        expires_at: f64,
+    ) -> Result<(EntryId, Option<EntryId>)> {
         self.check_code(code)?;
+        if row.len() != self.row_dim {
+            return Err(BscError::Shape(format!(
+                "expected a rerank row of {} int8 values, got {}",
+                self.row_dim,
+                row.len()
+            )));
+        }
         let evicted = if self.len >= self.max_entries {
             self.victim()
         } else {
@@ -300,11 +386,21 @@ impl Index {
             if self.with_expiry {
                 self.expires.push(f64::INFINITY);
             }
+            if self.row_dim > 0 {
+                self.rows.resize(self.slots.len() * self.row_dim, 0);
+                self.norms.push(1.0);
+            }
             ((self.slots.len() - 1) as u32, 0)
         };
+        if self.row_dim > 0 {
+            let at = handle as usize * self.row_dim;
+            self.rows[at..at + self.row_dim].copy_from_slice(row);
+            self.norms[handle as usize] = rows::row_norm(row);
+        }
         let id = make_id(handle, generation);
         let sp = &mut self.spaces[space as usize];
         let pos = sp.ids.len() as u32;
+        memory::reserve(&mut sp.codes, code.len());
         sp.codes.extend_from_slice(code);
         sp.ids.push(id);
         let slot = &mut self.slots[handle as usize];
@@ -323,6 +419,51 @@ impl Index {
         };
         self.eviction.inserted(handle, &neighbours);
         Ok((id, evicted))
+    }
+
+    /// Inserts row after row (codes `words` each, rerank rows `row_dim` each, none when the index
+    /// keeps none); returns `(ids, evicted_ids)`. Shapes are checked before anything is stored.
+    pub fn insert_rows(
+        &mut self,
+        namespace: &str,
+        codes: &[u64],
+        rows: &[i8],
+        expires_at: f64,
+    ) -> Result<(Vec<EntryId>, Vec<EntryId>)> {
+        if !codes.len().is_multiple_of(self.words) {
+            return Err(BscError::Shape(format!(
+                "{} code words do not form codes of {} words",
+                codes.len(),
+                self.words
+            )));
+        }
+        let n = codes.len() / self.words;
+        let width = self.row_dim;
+        if rows.len() != n * width {
+            return Err(BscError::Shape(format!(
+                "expected {n} rerank rows of {width} int8 values, got {} values",
+                rows.len()
+            )));
+        }
+        let (mut ids, mut evicted) = (Vec::with_capacity(n), Vec::new());
+        for (i, code) in codes.chunks_exact(self.words).enumerate() {
+            let row = &rows[i * width..(i + 1) * width];
+            let (id, gone) = self.insert_row(namespace, code, row, expires_at)?;
+            ids.push(id);
+            evicted.extend(gone);
+        }
+        Ok((ids, evicted))
+    }
+
+    /// Refuses codes of another width than this index's.
+    pub fn check_width(&self, words: usize) -> Result<()> {
+        if words != self.words {
+            return Err(BscError::Shape(format!(
+                "expected codes of {} uint64 words, got {words}",
+                self.words
+            )));
+        }
+        Ok(())
     }
 
     fn victim(&mut self) -> Option<EntryId> {
@@ -470,6 +611,59 @@ impl Index {
             }
         }
         Ok((live, expired))
+    }
+
+    /// The best entries for a query, best first: the `k` nearest live codes of the namespace within
+    /// `max_distance`, reranked by exact cosine against their int8 rows when the query brings its unit
+    /// vector (candidates below `min_similarity - INT8_TOLERANCE` dropped), and separately the expired
+    /// candidates' ids (the caller deletes them and, if that emptied the answer, looks again).
+    pub fn lookup(&self, q: &Lookup<'_>) -> Result<(Vec<Candidate>, Vec<EntryId>)> {
+        let (found, expired) = self.search(q.namespace, q.code, q.k, q.max_distance, q.now)?;
+        let bits = (self.words * 64) as f64;
+        let unit = match q.unit {
+            Some(unit) if self.row_dim > 0 => unit,
+            Some(unit) => {
+                return Err(BscError::Shape(format!(
+                    "this index keeps no rerank rows to compare a {}-value vector with",
+                    unit.len()
+                )))
+            }
+            None => {
+                let estimated = found.iter().map(|f| Candidate {
+                    id: f.id,
+                    distance: f.distance,
+                    similarity: (std::f64::consts::PI * f64::from(f.distance) / bits).cos(),
+                });
+                return Ok((estimated.collect(), expired));
+            }
+        };
+        if unit.len() != self.row_dim {
+            return Err(BscError::Shape(format!(
+                "expected a unit vector of {} values, got {}",
+                self.row_dim,
+                unit.len()
+            )));
+        }
+        let threshold = q.min_similarity - INT8_TOLERANCE;
+        let mut out: Vec<Candidate> = found
+            .iter()
+            .map(|f| {
+                let h = handle_of(f.id) as usize;
+                let row = &self.rows[h * self.row_dim..(h + 1) * self.row_dim];
+                let dot = rows::dot(row, unit);
+                // Clipped: int8 rounding can overshoot 1 slightly.
+                let similarity = f64::from((dot / self.norms[h]).clamp(-1.0, 1.0));
+                Candidate {
+                    id: f.id,
+                    distance: f.distance,
+                    similarity,
+                }
+            })
+            .filter(|c| c.similarity >= threshold)
+            .collect();
+        // Stable: equal similarities stay in scan order (nearest code first).
+        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        Ok((out, expired))
     }
 
     /// Ids of every expired entry (a full pass; for explicit purges, not lookups).

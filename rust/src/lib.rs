@@ -6,10 +6,14 @@ pub mod encoder;
 pub mod error;
 pub mod eviction;
 pub mod index;
+pub mod memory;
 pub mod parallel;
 pub mod projection;
+pub mod rows;
 pub mod scan;
 
+#[cfg(feature = "python")]
+mod py_arrays;
 #[cfg(feature = "python")]
 mod py_checksum;
 #[cfg(feature = "python")]

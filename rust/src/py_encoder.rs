@@ -1,12 +1,19 @@
 //! `bsc.BinaryEncoder`: extract the array, release the GIL, encode, hand back a NumPy array.
 
-use std::borrow::Cow;
-
-use numpy::{Element, IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::encoder::Encoder;
+use crate::py_arrays::Floats;
+use crate::rows::{self, Shape};
+
+/// `encode_rows`' result: codes `(n, words)`, int8 rows `(n, dim)` (width 0 when not asked for) and norms.
+type EncodedRows<'py> = (
+    Bound<'py, PyArray2<u64>>,
+    Bound<'py, PyArray2<i8>>,
+    Bound<'py, PyArray1<f32>>,
+);
 
 /// Seeded sign-random-projection encoder: float embeddings in, packed `uint64` codes out.
 ///
@@ -18,19 +25,10 @@ pub struct BinaryEncoder {
     inner: Encoder,
 }
 
-/// Input rows as float32, borrowed when the array already is C-contiguous float32.
-fn rows_f32<'a, T: Element + Copy + 'static>(
-    arr: &'a numpy::PyReadonlyArrayDyn<'_, T>,
-    cast: fn(T) -> f32,
-) -> Cow<'a, [f32]> {
-    // `as_slice` also accepts Fortran order, whose memory order is not the row order we need.
-    match arr.as_slice().ok().filter(|_| arr.is_c_contiguous()) {
-        Some(s) if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() => {
-            // SAFETY: T is f32 (checked through TypeId just above), so the slice has the same layout.
-            Cow::Borrowed(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
-        }
-        Some(s) => Cow::Owned(s.iter().map(|&v| cast(v)).collect()),
-        None => Cow::Owned(arr.as_array().iter().map(|&v| cast(v)).collect()),
+impl BinaryEncoder {
+    /// The plain Rust encoder, for bindings that encode inside a larger call.
+    pub(crate) fn encoder(&self) -> &Encoder {
+        &self.inner
     }
 }
 
@@ -70,26 +68,9 @@ impl BinaryEncoder {
     /// Returns uint64 codes of shape `(words,)` or `(n, words)`. Raises `TypeError` for anything but a
     /// float32/float64 NumPy array and `ValueError` for a wrong shape or a NaN/inf value.
     fn encode<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let (data, shape): (Cow<'_, [f32]>, Vec<usize>);
-        let f32_arr;
-        let f64_arr;
-        if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
-            f32_arr = a.readonly();
-            shape = f32_arr.shape().to_vec();
-            data = rows_f32(&f32_arr, |v| v);
-        } else if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
-            f64_arr = a.readonly();
-            shape = f64_arr.shape().to_vec();
-            data = rows_f32(&f64_arr, |v| v as f32);
-        } else {
-            let what = match x.getattr("dtype") {
-                Ok(dtype) => format!("an array of dtype {dtype}"),
-                Err(_) => format!("{}", x.get_type().name()?),
-            };
-            return Err(PyTypeError::new_err(format!(
-                "expected a numpy array of float32 or float64 embeddings, got {what}"
-            )));
-        }
+        let floats = Floats::extract(x)?;
+        let shape = floats.shape().to_vec();
+        let data = floats.as_f32();
         let dim = self.inner.dim();
         let words = self.inner.words();
         let n = match shape.as_slice() {
@@ -116,6 +97,40 @@ impl BinaryEncoder {
             None => arr.into_any(),
             Some(n) => arr.reshape([n, words])?.into_any(),
         })
+    }
+
+    /// What a cache stores for a batch of embeddings (shape `(n, dim)`), computed before anything is
+    /// stored: the codes and, when `with_rows`, each row's int8 rerank copy (the unit vector scaled so
+    /// its peak is ±127, rounded half to even) and that copy's norm; equal to `bsc.oracle.quantize`.
+    ///
+    /// Raises `TypeError` for anything but a float32/float64 array and `ValueError` for a wrong shape,
+    /// a NaN/inf value or an all-zero row.
+    #[pyo3(signature = (x, with_rows = true))]
+    fn encode_rows<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        with_rows: bool,
+    ) -> PyResult<EncodedRows<'py>> {
+        let floats = Floats::extract(x)?;
+        let (dim, words) = (self.inner.dim(), self.inner.words());
+        let n = match floats.shape() {
+            [n, d] if *d == dim && *n > 0 => *n,
+            shape => {
+                return Err(PyValueError::new_err(format!(
+                    "expected embeddings of shape (n, {dim}) with n > 0, got {shape:?}"
+                )))
+            }
+        };
+        let data = floats.as_f32();
+        let out = py.detach(|| rows::encode(&self.inner, &data, Shape::Batch, with_rows))?;
+        let width = if with_rows { dim } else { 0 };
+        let norms = if with_rows { out.norms } else { vec![1.0; n] };
+        Ok((
+            out.codes.into_pyarray(py).reshape([n, words])?,
+            out.rows.into_pyarray(py).reshape([n, width])?,
+            norms.into_pyarray(py),
+        ))
     }
 
     /// The `(code_bits, dim)` float32 projection matrix (a copy), for tests and reimplementations.

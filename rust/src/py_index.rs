@@ -4,20 +4,29 @@
 //! inserts, deletes and LRU touches take the write lock for O(1) work. Locks are only ever taken with
 //! the GIL released, so a thread waiting for one never blocks the interpreter.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use numpy::{
-    Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::error::{BscError, Result};
 use crate::eviction::Policy;
-use crate::index::{EntryId, Index, IndexPartsRef};
+use crate::index::{EntryId, Index, IndexPartsRef, Lookup};
+use crate::py_arrays::{row_major, Floats};
+use crate::py_encoder::BinaryEncoder;
+use crate::rows::{self, Shape};
 
 /// `([(id, distance)], expired_ids)`.
 type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
+/// `([(id, distance, similarity)], expired_ids)`, best first.
+type LookupResult = (Vec<(EntryId, u32, f64)>, Vec<EntryId>);
+/// `(ids, evicted_ids)`.
+type Inserted = (Vec<EntryId>, Vec<EntryId>);
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
@@ -48,21 +57,6 @@ impl HammingIndex {
     }
 }
 
-fn one_code(code: &PyReadonlyArray1<'_, u64>) -> Vec<u64> {
-    match code.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => code.as_array().iter().copied().collect(),
-    }
-}
-
-/// A read-only view of a 1-D array: borrowed when contiguous (e.g. straight from a mapped file), copied otherwise.
-fn flat<'a, T: Element + Copy>(arr: &'a PyReadonlyArray1<'_, T>) -> Cow<'a, [T]> {
-    match arr.as_slice() {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(arr.as_array().iter().copied().collect()),
-    }
-}
-
 /// `to_parts` as NumPy arrays: `(names, counts, codes, ids, lru, expires, free)`.
 type PyParts<'py> = (
     Vec<String>,
@@ -77,15 +71,16 @@ type PyParts<'py> = (
 #[pymethods]
 impl HammingIndex {
     #[new]
-    #[pyo3(signature = (words, max_entries, with_expiry = false, eviction = "lru", radius = 0))]
+    #[pyo3(signature = (words, max_entries, with_expiry = false, eviction = "lru", radius = 0, row_dim = 0))]
     fn new(
         words: usize,
         max_entries: usize,
         with_expiry: bool,
         eviction: &str,
         radius: u32,
+        row_dim: usize,
     ) -> PyResult<Self> {
-        let mut index = Index::new(words, max_entries, with_expiry)?;
+        let mut index = Index::new(words, max_entries, with_expiry)?.with_rows(row_dim)?;
         index.set_eviction(Policy::from_name(eviction)?, radius);
         Ok(Self {
             inner: RwLock::new(index),
@@ -116,6 +111,12 @@ impl HammingIndex {
         self.read().max_entries()
     }
 
+    /// Length of the int8 rerank row kept per entry (0: codes only).
+    #[getter]
+    fn row_dim(&self) -> usize {
+        self.read().row_dim()
+    }
+
     fn __len__(&self, py: Python<'_>) -> usize {
         py.detach(|| self.read().len())
     }
@@ -144,7 +145,7 @@ impl HammingIndex {
         code: PyReadonlyArray1<'_, u64>,
         expires_at: f64,
     ) -> PyResult<(EntryId, Option<EntryId>)> {
-        let code = one_code(&code);
+        let code = row_major(&code);
         Ok(py.detach(|| self.write().insert(namespace, &code, expires_at))?)
     }
 
@@ -157,21 +158,127 @@ impl HammingIndex {
         expires_at: f64,
     ) -> PyResult<(Vec<EntryId>, Vec<EntryId>)> {
         let words = codes.shape()[1];
-        // Row order: `as_slice` alone would also accept a Fortran-ordered array.
-        let flat: Vec<u64> = match codes.as_slice() {
-            Ok(s) if codes.is_c_contiguous() => s.to_vec(),
-            _ => codes.as_array().iter().copied().collect(),
-        };
-        Ok(py.detach(|| -> crate::error::Result<_> {
+        let flat = row_major(&codes);
+        Ok(py.detach(|| {
             let mut ix = self.write();
-            let (mut ids, mut evicted) = (Vec::new(), Vec::new());
-            for code in flat.chunks_exact(words.max(1)) {
-                let (id, ev) = ix.insert(namespace, code, expires_at)?;
-                ids.push(id);
-                evicted.extend(ev);
-            }
-            Ok((ids, evicted))
+            ix.check_width(words)?;
+            ix.insert_rows(namespace, &flat, &[], expires_at)
         })?)
+    }
+
+    /// Stores rows that were encoded elsewhere (`BinaryEncoder.encode_rows`, or decoded from a shared
+    /// store): codes `(n, words)` and int8 rerank rows `(n, dim)`, which an index without rerank rows
+    /// ignores. Returns `(ids, evicted_ids)`.
+    fn insert_encoded(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        codes: PyReadonlyArray2<'_, u64>,
+        rows: PyReadonlyArray2<'_, i8>,
+        expires_at: f64,
+    ) -> PyResult<Inserted> {
+        let (n, words) = (codes.shape()[0], codes.shape()[1]);
+        let width = rows.shape()[1];
+        let (codes, rows) = (row_major(&codes), row_major(&rows));
+        Ok(py.detach(|| {
+            let mut ix = self.write();
+            ix.check_width(words)?;
+            // An index without rerank rows ignores the ones given (a store's peers may rerank).
+            let keep: &[i8] = if ix.row_dim() == 0 { &[] } else { &rows };
+            if ix.row_dim() > 0 && (width != ix.row_dim() || rows.len() != n * width) {
+                return Err(BscError::Shape(format!(
+                    "expected {n} rerank rows of {} values, got shape ({}, {width})",
+                    ix.row_dim(),
+                    rows.len() / width.max(1)
+                )));
+            }
+            ix.insert_rows(namespace, &codes, keep, expires_at)
+        })?)
+    }
+
+    /// Encodes embeddings (shape `(dim,)` or `(n, dim)`, float32/float64) with `encoder`, quantises
+    /// them when the index keeps rerank rows, and stores them, in one call with the GIL released.
+    /// Nothing is stored when a value is NaN/inf or a row is all zero (`ValueError`). Returns
+    /// `(ids, evicted_ids)`.
+    fn put(
+        &self,
+        py: Python<'_>,
+        encoder: &Bound<'_, BinaryEncoder>,
+        namespace: &str,
+        embeddings: &Bound<'_, PyAny>,
+        expires_at: f64,
+    ) -> PyResult<Inserted> {
+        let encoder = encoder.get().encoder();
+        let floats = Floats::extract(embeddings)?;
+        let shape = embedding_shape(floats.shape(), encoder.dim())?;
+        let data = floats.as_f32();
+        let with_rows = self.read().row_dim() > 0;
+        Ok(py.detach(|| {
+            let encoded = rows::encode(encoder, &data, shape, with_rows)?;
+            let mut ix = self.write();
+            if ix.words() != encoder.words() || (with_rows && ix.row_dim() != encoder.dim()) {
+                return Err(BscError::Shape(format!(
+                    "an encoder of {} bits and dim {} does not fit this index ({} words, rows of {})",
+                    encoder.code_bits(),
+                    encoder.dim(),
+                    ix.words(),
+                    ix.row_dim()
+                )));
+            }
+            ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
+        })?)
+    }
+
+    /// The whole lookup in one call with the GIL released: checks and encodes `embedding` (shape
+    /// `(dim,)`), scans `namespace` for the `k` nearest codes within `max_distance` (skipping entries
+    /// expired at `now`), and with `rerank` ranks them by exact cosine against their int8 rows,
+    /// dropping those below `min_similarity` (within the int8 tolerance). With `touch`, the best one is
+    /// marked as used for eviction. Returns `([(id, distance, similarity)], expired_ids)`, best first.
+    #[allow(clippy::too_many_arguments)]
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        encoder: &Bound<'_, BinaryEncoder>,
+        embedding: &Bound<'_, PyAny>,
+        namespace: &str,
+        k: usize,
+        max_distance: u32,
+        now: f64,
+        min_similarity: f64,
+        rerank: bool,
+        touch: bool,
+    ) -> PyResult<LookupResult> {
+        let encoder = encoder.get().encoder();
+        let floats = Floats::extract(embedding)?;
+        if embedding_shape(floats.shape(), encoder.dim())? != Shape::One {
+            return Err(PyValueError::new_err(format!(
+                "expected one embedding of shape ({},)",
+                encoder.dim()
+            )));
+        }
+        let x = floats.as_f32();
+        let (found, expired) = py.detach(|| -> Result<_> {
+            let (code, unit) = rows::encode_query(encoder, &x, rerank)?;
+            let query = Lookup {
+                namespace,
+                code: &code,
+                unit: rerank.then_some(unit.as_slice()),
+                k,
+                max_distance,
+                now,
+                min_similarity,
+            };
+            let answer = self.read().lookup(&query)?;
+            if let (true, Some(best)) = (touch, answer.0.first()) {
+                self.write().touch(best.id);
+            }
+            Ok(answer)
+        })?;
+        let found = found
+            .into_iter()
+            .map(|c| (c.id, c.distance, c.similarity))
+            .collect();
+        Ok((found, expired))
     }
 
     /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as
@@ -186,7 +293,7 @@ impl HammingIndex {
         max_distance: u32,
         now: f64,
     ) -> PyResult<SearchResult> {
-        let query = one_code(&query);
+        let query = row_major(&query);
         let (found, expired) =
             py.detach(|| self.read().search(namespace, &query, k, max_distance, now))?;
         Ok((
@@ -246,6 +353,51 @@ impl HammingIndex {
         )
     }
 
+    /// Everything a snapshot needs, under one read lock: the `to_parts` arrays, then the handle of each
+    /// row (where its per-handle data goes), and the int8 rerank rows `(handles, row_dim)` and norms by
+    /// handle (empty without rows).
+    #[allow(clippy::type_complexity)]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(
+        PyParts<'py>,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray2<i8>>,
+        Bound<'py, PyArray1<f32>>,
+    )> {
+        let (p, rows, norms, dim) = py.detach(|| {
+            let ix = self.read();
+            let (rows, norms) = ix.rows_by_handle();
+            (ix.to_parts(), rows.to_vec(), norms.to_vec(), ix.row_dim())
+        });
+        let handles = Index::handles_of(&p.ids).into_pyarray(py);
+        let count = rows.len().checked_div(dim).unwrap_or(0);
+        Ok((
+            (
+                p.names,
+                p.counts.into_pyarray(py),
+                p.codes.into_pyarray(py),
+                p.ids.into_pyarray(py),
+                p.lru.into_pyarray(py),
+                p.expires.into_pyarray(py),
+                p.free.into_pyarray(py),
+            ),
+            handles,
+            rows.into_pyarray(py).reshape([count, dim])?,
+            norms.into_pyarray(py),
+        ))
+    }
+
+    /// The handle (slot number, the low 24 bits) of each id, for data stored by handle beside an index.
+    #[staticmethod]
+    fn handles_of<'py>(
+        py: Python<'py>,
+        ids: PyReadonlyArray1<'_, u64>,
+    ) -> Bound<'py, PyArray1<u32>> {
+        Index::handles_of(&row_major(&ids)).into_pyarray(py)
+    }
+
     /// Takes the write lock and keeps it until `_release_after_fork` (called from `os.register_at_fork`
     /// hooks): a lock that another thread held at the moment of `fork()` would stay held forever in the
     /// child, whose only thread is the forking one. Waiting here with the GIL held cannot deadlock:
@@ -275,8 +427,12 @@ impl HammingIndex {
 
     /// Rebuilds an index from `to_parts` arrays, validating every invariant (a `bsc.CacheFormatError` says
     /// which one failed). Contiguous arrays, such as views of a memory-mapped file, are read without a copy.
+    ///
+    /// With `row_dim` > 0 the index also gets its int8 rerank rows, `rows` of shape `(handles, row_dim)`
+    /// and `norms` by handle; a norm that is not its row's is refused.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (words, max_entries, with_expiry, names, counts, codes, ids, lru, expires, free, row_dim = 0, rows = None, norms = None))]
     fn from_parts(
         py: Python<'_>,
         words: usize,
@@ -289,9 +445,14 @@ impl HammingIndex {
         lru: PyReadonlyArray1<'_, u32>,
         expires: PyReadonlyArray1<'_, f64>,
         free: PyReadonlyArray1<'_, u64>,
+        row_dim: usize,
+        rows: Option<PyReadonlyArray2<'_, i8>>,
+        norms: Option<PyReadonlyArray1<'_, f32>>,
     ) -> PyResult<Self> {
-        let (counts, codes, ids) = (flat(&counts), flat(&codes), flat(&ids));
-        let (lru, expires, free) = (flat(&lru), flat(&expires), flat(&free));
+        let (counts, codes, ids) = (row_major(&counts), row_major(&codes), row_major(&ids));
+        let (lru, expires, free) = (row_major(&lru), row_major(&expires), row_major(&free));
+        let rows = rows.as_ref().map(row_major);
+        let norms = norms.as_ref().map(row_major);
         let parts = IndexPartsRef {
             names: &names,
             counts: &counts,
@@ -301,9 +462,30 @@ impl HammingIndex {
             expires: &expires,
             free: &free,
         };
-        let index = py.detach(|| Index::from_parts(words, max_entries, with_expiry, parts))?;
+        let index = py.detach(|| -> Result<Index> {
+            let mut index = Index::from_parts(words, max_entries, with_expiry, parts)?;
+            if row_dim > 0 || rows.is_some() || norms.is_some() {
+                index.set_rows(
+                    row_dim,
+                    rows.as_deref().unwrap_or_default(),
+                    norms.as_deref().unwrap_or_default(),
+                )?;
+            }
+            Ok(index)
+        })?;
         Ok(Self {
             inner: RwLock::new(index),
         })
+    }
+}
+
+/// Whether `shape` is one embedding `(dim,)` or a non-empty batch `(n, dim)`.
+fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
+    match shape {
+        [d] if *d == dim => Ok(Shape::One),
+        [n, d] if *d == dim && *n > 0 => Ok(Shape::Batch),
+        _ => Err(PyValueError::new_err(format!(
+            "expected an embedding of shape ({dim},) or embeddings of shape (n, {dim}), got {shape:?}"
+        ))),
     }
 }

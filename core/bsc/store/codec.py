@@ -71,7 +71,7 @@ def encode_entry(
 
 @dataclass(frozen=True, slots=True)
 class DecodedRows:
-    """Decoded entries as arrays, ready for `BinarySemanticCache._insert_encoded`."""
+    """Decoded entries as arrays, ready for `BinarySemanticCache.insert_encoded`."""
 
     codes: npt.NDArray[np.uint64]
     vectors: npt.NDArray[np.int8]

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bsc.cache import BinarySemanticCache, Hit, Response, _check_namespace
+from bsc._input import as_embeddings
+from bsc.cache import BinarySemanticCache, EncodedRows, Hit, Response, _check_namespace, checked_payloads
 from bsc.persistence import CacheFormatError
 from bsc.store.codec import DecodedRows, decode_entries, encode_entry
 from bsc.store.redis_store import RedisStore, StoreUnavailableError
@@ -109,8 +110,6 @@ class ReplicatedCache(BinarySemanticCache):
         'shared answer'
     """
 
-    _shares_int8_rows = True  # peers with rerank > 0 rerank with the rows this replica writes
-
     def __init__(
         self,
         dim: int,
@@ -188,24 +187,46 @@ class ReplicatedCache(BinarySemanticCache):
             self._start_following()
 
     # ---------------------------------------------------------------- writing (through Redis)
-    def _insert_encoded(
+    def put(
         self,
-        namespace: str,
-        codes: npt.NDArray[np.uint64],
-        q8: npt.NDArray[np.int8],
-        q8_norms: npt.NDArray[np.float32],
+        embedding: npt.ArrayLike,
+        response: Response,
+        *,
+        namespace: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Stores an entry in the shared cache (as `BinarySemanticCache.put`) and returns its local id."""
+        x = as_embeddings(embedding, self.dim, ndim=1)
+        return self.put_many(x[None, :], [response], namespace=namespace, metadata=[metadata])[0]
+
+    def put_many(
+        self,
+        embeddings: npt.ArrayLike,
         responses: Sequence[Response],
-        frozen: Sequence[Mapping[str, Any] | None],
-        expires: float,
+        *,
+        namespace: str = "default",
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[int]:
-        """Writes validated, encoded rows to Redis, then applies the stream up to that write."""
+        """Writes validated, encoded rows to Redis, then applies the stream up to that write. Every row
+        carries its int8 rerank copy, even with ``rerank=0`` here: peers may rerank."""
+        rows = self.encode_rows(embeddings)
+        n = len(rows.codes)
+        if len(responses) != n:
+            raise ValueError(f"expected {n} responses (one per embedding), got {len(responses)}")
+        metas = list(metadata) if metadata is not None else [None] * n
+        if len(metas) != n:
+            raise ValueError(f"expected {n} metadata items (one per embedding), got {len(metas)}")
+        frozen = checked_payloads(namespace, responses, metas)
+        expires = math.inf if self.ttl is None else self._clock() + self.ttl
         deadline = 0.0 if math.isinf(expires) else time.time() + (expires - self._clock())
         blobs = [
-            encode_entry(codes[i], q8[i], float(q8_norms[i]), responses[i], frozen[i], deadline)
-            for i in range(len(codes))
+            encode_entry(
+                rows.codes[i], rows.vectors[i], float(rows.norms[i]), responses[i], frozen[i], deadline
+            )
+            for i in range(n)
         ]
         if not self._connected and self.fail_open:
-            return self._local_only(namespace, codes, q8, q8_norms, responses, frozen, expires)
+            return self._local_only(namespace, rows, responses, frozen, expires)
         uids: list[str] = []
         target: tuple[str, int] | None = None
         written: dict[str, bytes] = {}
@@ -226,7 +247,7 @@ class ReplicatedCache(BinarySemanticCache):
             self._went_down(exc)
             if not self.fail_open:
                 raise
-            return self._local_only(namespace, codes, q8, q8_norms, responses, frozen, expires)
+            return self._local_only(namespace, rows, responses, frozen, expires)
         if target is not None:
             self._catch_up(*target, written)
         return [self._by_uid.get(u, self._recent.get(u, _NO_ID)) for u in uids]
@@ -234,9 +255,7 @@ class ReplicatedCache(BinarySemanticCache):
     def _local_only(
         self,
         namespace: str,
-        codes: npt.NDArray[np.uint64],
-        q8: npt.NDArray[np.int8],
-        q8_norms: npt.NDArray[np.float32],
+        rows: EncodedRows,
         responses: Sequence[Response],
         frozen: Sequence[Mapping[str, Any] | None],
         expires: float,
@@ -244,14 +263,12 @@ class ReplicatedCache(BinarySemanticCache):
         """Stores rows in this replica only (Redis is down, ``fail_open``): counted as lost, dropped when
         the replica rebuilds; the local LRU keeps it within ``max_entries``."""
         with self._sync:
-            over = len(self) + len(codes) - self.max_entries
+            over = len(self) + len(rows.codes) - self.max_entries
             if over > 0:
                 for old in self._index.lru_order()[:over]:
                     self._drop_local(old)
-            self._lost += len(codes)
-            return BinarySemanticCache._insert_encoded(
-                self, namespace, codes, q8, q8_norms, responses, frozen, expires
-            )
+            self._lost += len(rows.codes)
+            return self.insert_encoded(namespace, rows, responses, frozen, expires=expires)
 
     def delete(self, id: int) -> bool:
         """Removes an entry from the shared cache; False if it is already gone."""
@@ -425,8 +442,6 @@ class ReplicatedCache(BinarySemanticCache):
         self.store.init(secrets.token_hex(8), self._cfg)
         state = self.store.state()
         self._clear_local(None)
-        with self._write_lock:  # one allocation, not log2(n) copies
-            self._grow(min(state.entries, 2 * self.max_entries))
         for number, namespace in state.namespaces.items():
             for batch in self.store.scan(number):
                 self._insert_packed(namespace, batch, recent=False)
@@ -455,15 +470,9 @@ class ReplicatedCache(BinarySemanticCache):
                 continue  # expired; Redis drops it on a later write
             expires = math.inf if not deadline else now + (deadline - now_wall)
             metas = [rows.metadata[i] for i in group]
-            ids = BinarySemanticCache._insert_encoded(
-                self,
-                namespace,
-                rows.codes[group],
-                rows.vectors[group],
-                rows.norms[group],
-                [rows.responses[i] for i in group],
-                metas,
-                expires,
+            encoded = EncodedRows(rows.codes[group], rows.vectors[group], rows.norms[group])
+            ids = self.insert_encoded(
+                namespace, encoded, [rows.responses[i] for i in group], metas, expires=expires
             )
             placed = [uids[i] for i in group]
             self._by_uid.update(zip(placed, ids, strict=True))

@@ -6,6 +6,7 @@ use super::{
     MAX_NAMESPACES, NEXT, NIL, POS, PREV,
 };
 use crate::error::{BscError, Result};
+use crate::{memory, rows};
 
 /// An index taken apart into flat arrays: what a snapshot file stores, and what `Index::from_parts`
 /// rebuilds an index from. Rows are the entries in namespace order, each namespace's rows in position
@@ -222,7 +223,9 @@ impl Index {
             let count = count as usize;
             let sp = &mut ix.spaces[s];
             sp.ids = parts.ids[row..row + count].to_vec();
-            sp.codes = parts.codes[row * words..(row + count) * words].to_vec();
+            sp.codes = memory::vec_with_capacity(count * words);
+            sp.codes
+                .extend_from_slice(&parts.codes[row * words..(row + count) * words]);
             for (pos, &id) in sp.ids.iter().enumerate() {
                 let slot = &mut ix.slots[handle_of(id) as usize];
                 slot.set_field(POS, pos as u32);
@@ -253,5 +256,47 @@ impl Index {
         ix.free_head = parts.free.first().map_or(NIL, |&f| handle_of(f));
         ix.len = n;
         Ok(ix)
+    }
+}
+
+impl Index {
+    /// The int8 rerank rows by handle (`row_dim` values each, stale for free handles) and their norms.
+    pub fn rows_by_handle(&self) -> (&[i8], &[f32]) {
+        (&self.rows, &self.norms)
+    }
+
+    /// The handle of each id (the slot its rows and payload belong to), for storing per-handle data
+    /// beside `to_parts`; ids need not be live.
+    pub fn handles_of(ids: &[EntryId]) -> Vec<u32> {
+        ids.iter().map(|&id| handle_of(id)).collect()
+    }
+
+    /// Gives an index built by `from_parts` its rerank rows: `dim` int8 values and a norm per handle
+    /// (`dim` 0: none). A norm is derivable from its row, so a stored one that differs (forged: a tiny
+    /// norm would turn a miss into a hit) is refused; free handles' rows are not checked.
+    pub fn set_rows(&mut self, dim: usize, rows: &[i8], norms: &[f32]) -> Result<()> {
+        let handles = self.slots.len();
+        if rows.len() != handles * dim || norms.len() != handles * usize::from(dim > 0) {
+            return Err(corrupt(format!(
+                "{} rerank values and {} norms for {handles} handles of {dim} values",
+                rows.len(),
+                norms.len(),
+            )));
+        }
+        if dim > crate::encoder::MAX_DIM {
+            return Err(corrupt(format!("rerank rows of {dim} values")));
+        }
+        for (h, (row, &norm)) in rows.chunks_exact(dim.max(1)).zip(norms).enumerate() {
+            let live = self.slots[h].space() != FREE;
+            if live && rows::row_norm(row).to_bits() != norm.to_bits() {
+                return Err(corrupt(format!(
+                    "rerank norms: the norm of handle {h} ({norm}) does not match its vector"
+                )));
+            }
+        }
+        self.row_dim = dim;
+        self.rows = rows.to_vec();
+        self.norms = norms.to_vec();
+        Ok(())
     }
 }

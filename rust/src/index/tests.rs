@@ -305,3 +305,104 @@ fn from_parts_rejects_every_broken_invariant() {
         "over capacity accepted"
     );
 }
+
+fn row(seed: i8, dim: usize) -> Vec<i8> {
+    (0..dim)
+        .map(|i| (seed as i32 * 7 + i as i32 * 13).rem_euclid(255) as i8)
+        .collect()
+}
+
+fn unit_of(r: &[i8]) -> Vec<f32> {
+    let norm = rows::row_norm(r);
+    r.iter().map(|&v| f32::from(v) / norm).collect()
+}
+
+#[test]
+fn lookup_reranks_by_the_rows_of_the_ids_it_found_and_applies_the_threshold() {
+    let dim = 16;
+    let mut ix = Index::new(4, 10, false).unwrap().with_rows(dim).unwrap();
+    let (a, _) = ix
+        .insert_row("n", &code(1), &row(1, dim), f64::INFINITY)
+        .unwrap();
+    let (b, _) = ix
+        .insert_row("n", &code(1), &row(2, dim), f64::INFINITY)
+        .unwrap();
+    // Same code, different rows: the query's unit vector decides, best first.
+    let unit = unit_of(&row(2, dim));
+    let q = Lookup {
+        namespace: "n",
+        code: &code(1),
+        unit: Some(&unit),
+        k: 5,
+        max_distance: 0,
+        now: 0.0,
+        min_similarity: -1.0,
+    };
+    let (found, expired) = ix.lookup(&q).unwrap();
+    assert!(expired.is_empty());
+    assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), vec![b, a]);
+    assert!((found[0].similarity - 1.0).abs() < 1e-6);
+    let strict = Lookup {
+        min_similarity: 0.99,
+        ..q
+    };
+    assert_eq!(ix.lookup(&strict).unwrap().0.len(), 1);
+    // After b is deleted and its slot reused, the slot's new row answers, not b's.
+    ix.remove(b);
+    let (c, _) = ix
+        .insert_row("n", &code(1), &row(3, dim), f64::INFINITY)
+        .unwrap();
+    let found = ix.lookup(&q).unwrap().0;
+    assert!(found.iter().all(|f| f.id != b));
+    let sim_c = found.iter().find(|f| f.id == c).unwrap().similarity;
+    let want = f64::from(rows::dot(&row(3, dim), &unit) / rows::row_norm(&row(3, dim)));
+    assert!((sim_c - want).abs() < 1e-6);
+    // Without a unit vector the similarity is estimated from the distance.
+    let coarse = Lookup { unit: None, ..q };
+    assert!(ix
+        .lookup(&coarse)
+        .unwrap()
+        .0
+        .iter()
+        .all(|f| f.similarity == 1.0));
+}
+
+#[test]
+fn rows_of_the_wrong_length_are_refused_before_anything_changes() {
+    let mut ix = Index::new(4, 10, false).unwrap().with_rows(8).unwrap();
+    assert!(matches!(
+        ix.insert_row("n", &code(1), &[1, 2, 3], f64::INFINITY),
+        Err(BscError::Shape(_))
+    ));
+    assert!(matches!(
+        ix.insert_rows("n", &[1, 2, 3, 4, 5, 6, 7, 8], &[0; 8], f64::INFINITY),
+        Err(BscError::Shape(_))
+    ));
+    assert_eq!(ix.len(), 0);
+    assert!(Index::new(4, 10, false)
+        .unwrap()
+        .with_rows(1 << 20)
+        .is_err());
+}
+
+#[test]
+fn set_rows_refuses_a_norm_that_is_not_its_rows() {
+    let dim = 8;
+    let mut ix = Index::new(4, 10, false).unwrap().with_rows(dim).unwrap();
+    ix.insert_row("n", &code(1), &row(1, dim), f64::INFINITY)
+        .unwrap();
+    let (rows_by_handle, norms) = ix.rows_by_handle();
+    let (rows_by_handle, norms) = (rows_by_handle.to_vec(), norms.to_vec());
+    let parts = ix.to_parts();
+    let mut copy = Index::from_parts(4, 10, false, parts.as_ref()).unwrap();
+    assert!(matches!(
+        copy.set_rows(dim, &rows_by_handle, &[norms[0] * 0.5]),
+        Err(BscError::Corrupt(_))
+    ));
+    assert!(matches!(
+        copy.set_rows(dim, &rows_by_handle[1..], &norms),
+        Err(BscError::Corrupt(_))
+    ));
+    copy.set_rows(dim, &rows_by_handle, &norms).unwrap();
+    assert_eq!(copy.rows_by_handle(), (&rows_by_handle[..], &norms[..]));
+}

@@ -1,0 +1,62 @@
+//! Reading NumPy arrays in the bindings: borrowed when their memory already is the row-major slice Rust
+//! wants (e.g. straight from a mapped file), copied otherwise. The one copy of that rule.
+
+use std::borrow::Cow;
+
+use numpy::ndarray::Dimension;
+use numpy::{
+    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+/// The array's values in row-major order: borrowed when C-contiguous (`as_slice` alone would also accept
+/// Fortran order, whose memory order is not the row order), copied otherwise.
+pub fn row_major<'a, T: Element + Copy, D: Dimension>(
+    arr: &'a PyReadonlyArray<'_, T, D>,
+) -> Cow<'a, [T]> {
+    match arr.as_slice() {
+        Ok(s) if arr.is_c_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(arr.as_array().iter().copied().collect()),
+    }
+}
+
+/// A float32 or float64 NumPy array of embeddings, read as float32 (the encoder's input type).
+pub enum Floats<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+}
+
+impl<'py> Floats<'py> {
+    /// `x` as a float array, or a `TypeError` naming what it is instead.
+    pub fn extract(x: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
+            return Ok(Floats::F32(a.readonly()));
+        }
+        if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
+            return Ok(Floats::F64(a.readonly()));
+        }
+        let what = match x.getattr("dtype") {
+            Ok(dtype) => format!("an array of dtype {dtype}"),
+            Err(_) => format!("{}", x.get_type().name()?),
+        };
+        Err(PyTypeError::new_err(format!(
+            "expected a numpy array of float32 or float64 embeddings, got {what}"
+        )))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Floats::F32(a) => a.shape(),
+            Floats::F64(a) => a.shape(),
+        }
+    }
+
+    /// The values in row-major order as float32: borrowed for a C-contiguous float32 array.
+    pub fn as_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Floats::F32(a) => row_major(a),
+            Floats::F64(a) => Cow::Owned(row_major(a).iter().map(|&v| v as f32).collect()),
+        }
+    }
+}
