@@ -35,9 +35,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
-__all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard"]
+__all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard", "PreparedPrompt", "prepare"]
 
 # --------------------------------------------------------------------------------------------------------
 # Word lists. Kept small on purpose: every entry is a chance to refuse a true paraphrase. Written as
@@ -327,11 +327,53 @@ def _canonical_number(integer: str, fraction: str | None) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+@lru_cache(maxsize=4096)
+def _word_pattern(word: str) -> re.Pattern[str]:
+    """The compiled pattern of a non-alphanumeric word ("u.s", "o'brien") as a whole word."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(word) + r"(?![a-z0-9])")
+
+
+# Every feature a rule reads, computed by `PreparedPrompt.complete`; and the intermediate steps that
+# only feed them, dropped once the features are built (a stored prompt keeps only what rules read).
+_FEATURES = (
+    "lower",
+    "words",
+    "intents",
+    "numbers",
+    "units",
+    "directions",
+    "entity_slots",
+    "acronyms",
+    "alnum_words",
+    "code_languages",
+)
+_INTERMEDIATE = ("tokens", "terms", "entities")
+
+
 @dataclass(frozen=True)
-class _Prompt:
-    """One prompt, analysed lazily: each rule only pays for the features it reads."""
+class PreparedPrompt:
+    """One prompt analysed for the guard (built by `FalseHitGuard.prepare`).
+
+    Features are computed on first use, so a rule that refuses early spares the query the rest; a
+    prompt kept for many checks (a cached one) computes them all once with `complete`. Read-only once
+    built, so one prepared prompt can be checked from several threads.
+
+    Attributes:
+        text: the prompt with its aliases spelled out ("WWII" -> "World War II").
+        normalised: the original prompt lowercased with its whitespace collapsed; equal ones are
+            always compatible.
+    """
 
     text: str
+    normalised: str
+
+    def complete(self) -> PreparedPrompt:
+        """Computes every feature the rules read and drops the steps in between; returns itself."""
+        for name in _FEATURES:
+            getattr(self, name)
+        for name in _INTERMEDIATE:
+            self.__dict__.pop(name, None)
+        return self
 
     @cached_property
     def lower(self) -> str:
@@ -493,11 +535,16 @@ class _Prompt:
     def alnum_words(self) -> frozenset[str]:
         return frozenset(_ALNUM_RE.findall(self.lower))
 
+    @cached_property
+    def intents(self) -> frozenset[str]:
+        """The task verbs' intent groups ("summarise" and "tldr" are both "summarize")."""
+        return frozenset(_INTENTS[w] for w in self.words if w in _INTENTS)
+
     def _has_word(self, word: str) -> bool:
         if word.isalnum():
             return word in self.alnum_words
-        # Rare ("u.s", "o'brien"): a one-off pattern is cheaper than keeping a set of every span.
-        return re.search(r"(?<![a-z0-9])" + re.escape(word) + r"(?![a-z0-9])", self.lower) is not None
+        # Rare ("u.s", "o'brien"): a pattern is cheaper than keeping a set of every span.
+        return _word_pattern(word).search(self.lower) is not None
 
     def knows(self, entity: str) -> bool:
         """True if this prompt mentions ``entity`` by any content word, or by its acronym or expansion."""
@@ -526,37 +573,37 @@ class _Prompt:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _numbers(a: _Prompt, b: _Prompt) -> bool:
+def _numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Both sides must have a number the other lacks ("15% of 80" / "25% of 80"). A number on one side
     # only is usually an added detail in longer text ("fell 5%" / "fell 5%, to $32.75"); the
     # "extra_numbers" rule refuses those too.
     return bool(a.numbers - b.numbers) and bool(b.numbers - a.numbers)
 
 
-def _extra_numbers(a: _Prompt, b: _Prompt) -> bool:
+def _extra_numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     return a.numbers != b.numbers
 
 
-def _units(a: _Prompt, b: _Prompt) -> bool:
+def _units(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Same reasoning as numbers: a unit swap ("3 cups to liters" / "3 cups to milliliters"), not a unit
     # that only one side spells out.
     return bool(a.units - b.units) and bool(b.units - a.units)
 
 
-def _direction(a: _Prompt, b: _Prompt) -> bool:
+def _direction(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     da, db = a.directions, b.directions
     return any((y, x) in db and (x, y) not in db for x, y in da if (x, y) not in db) or any(
         (y, x) in da and (x, y) not in da for x, y in db
     )
 
 
-def _negation(a: _Prompt, b: _Prompt) -> bool:
+def _negation(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     neg_a = bool(a.words & _NEGATIONS) or "n't" in a.words
     neg_b = bool(b.words & _NEGATIONS) or "n't" in b.words
     return neg_a != neg_b
 
 
-def _antonyms(a: _Prompt, b: _Prompt) -> bool:
+def _antonyms(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     for left, right in _ANTONYM_PAIRS:
         a_left, a_right = bool(a.words & left), bool(a.words & right)
         b_left, b_right = bool(b.words & left), bool(b.words & right)
@@ -575,7 +622,7 @@ def _antonyms(a: _Prompt, b: _Prompt) -> bool:
     )
 
 
-def _entities(a: _Prompt, b: _Prompt) -> bool:
+def _entities(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # A substitution in the same slot ("capital of France" / "capital of Spain"): each side has a name the
     # other never mentions, right after the same word. Long texts that merely name different people
     # ("said Smith" / "the minister told") do not count, nor do "the U.S." / "the United States".
@@ -584,18 +631,17 @@ def _entities(a: _Prompt, b: _Prompt) -> bool:
     return bool(only_a & only_b)
 
 
-def _code_language(a: _Prompt, b: _Prompt) -> bool:
+def _code_language(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     la, lb = a.code_languages, b.code_languages
     return bool(la) and bool(lb) and la != lb
 
 
-def _intent(a: _Prompt, b: _Prompt) -> bool:
-    ia = {_INTENTS[w] for w in a.words if w in _INTENTS}
-    ib = {_INTENTS[w] for w in b.words if w in _INTENTS}
+def _intent(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    ia, ib = a.intents, b.intents
     return bool(ia) and bool(ib) and not (ia & ib)
 
 
-_RULES: dict[str, Callable[[_Prompt, _Prompt], bool]] = {
+_RULES: dict[str, Callable[[PreparedPrompt, PreparedPrompt], bool]] = {
     "numbers": _numbers,
     "extra_numbers": _extra_numbers,
     "units": _units,
@@ -622,6 +668,18 @@ def _expand(text: str) -> str:
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def prepare(text: str) -> PreparedPrompt:
+    """``text`` analysed for `FalseHitGuard.check_prepared`; features are computed as rules read them
+    (call `PreparedPrompt.complete` to compute them all now). The analysis does not depend on which
+    rules a guard applies, so one prepared prompt serves every guard.
+
+    Example:
+        >>> prepare("Convert WWII dates").text
+        'Convert World War II dates'
+    """
+    return PreparedPrompt(_expand(text), _normalise(text))
 
 
 class FalseHitGuard:
@@ -668,11 +726,25 @@ class FalseHitGuard:
             >>> FalseHitGuard().check("Is coffee good for you?", "Is coffee bad for you?")
             'antonyms'
         """
-        if not self._checks or _normalise(query) == _normalise(cached):
+        if not self._checks:
             return None
-        a, b = _Prompt(_expand(query)), _Prompt(_expand(cached))
+        return self.check_prepared(prepare(query), prepare(cached))
+
+    def check_prepared(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
+        """`check` on prompts analysed beforehand with `prepare`: the same decision, without analysing
+        a prompt again for every pair it is in (a cache prepares each stored prompt once and each
+        query once for all its candidates).
+
+        Example:
+            >>> guard = FalseHitGuard()
+            >>> stored = prepare("What is 15% of 80?").complete()
+            >>> guard.check_prepared(prepare("What is 25% of 80?"), stored)
+            'numbers'
+        """
+        if not self._checks or query.normalised == cached.normalised:
+            return None
         for name, refuses in self._checks:
-            if refuses(a, b):
+            if refuses(query, cached):
                 return name
         return None
 
