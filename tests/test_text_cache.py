@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from bsc import FalseHitGuard, Hit, SemanticCache
+from bsc import FalseHitGuard, SemanticCache, TextHit
 
 
 class CountingEmbedder:
@@ -97,7 +97,7 @@ def test_a_refused_candidate_does_not_hide_the_next_one(embedder: CountingEmbedd
 def test_verifier_hook_can_refuse_semantic_hits(embedder: CountingEmbedder) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    def verifier(query: str, hit: Hit) -> bool:
+    def verifier(query: str, hit: TextHit) -> bool:
         seen.append((query, hit.prompt))
         return False
 
@@ -139,7 +139,7 @@ def test_batch_lookups_and_updates(embedder: CountingEmbedder) -> None:
 
 
 def test_async_lookup_and_update(embedder: CountingEmbedder) -> None:
-    async def scenario() -> Hit | None:
+    async def scenario() -> TextHit | None:
         cache = SemanticCache(embedder)
         await cache.aupdate("How do I reverse a list in Python?", "lst[::-1]")
         return await cache.alookup("How can I reverse a Python list?")

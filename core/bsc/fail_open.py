@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 
-from bsc.cache import Hit
 from bsc.text_cache import SemanticCache
+from bsc.text_entry import TextHit
 
 __all__ = ["FailOpenCache"]
 
@@ -43,7 +43,7 @@ class FailOpenCache:
         self.cache = cache
         self._logger = logger
 
-    def lookup(self, text: str, *, namespace: str) -> Hit | None:
+    def lookup(self, text: str, *, namespace: str) -> TextHit | None:
         """`SemanticCache.lookup`, or None (a miss) if it raised."""
         try:
             return self.cache.lookup(text, namespace=namespace)
@@ -51,7 +51,7 @@ class FailOpenCache:
             self._logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
             return None
 
-    async def alookup(self, text: str, *, namespace: str) -> Hit | None:
+    async def alookup(self, text: str, *, namespace: str) -> TextHit | None:
         """`SemanticCache.alookup`, or None (a miss) if it raised."""
         try:
             return await self.cache.alookup(text, namespace=namespace)
