@@ -252,6 +252,14 @@ _ANTONYM_PAIRS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )  # fmt: skip
 
+# word -> the (pair number, 0 for its left group or 1 for its right) it belongs to, so a prompt finds its
+# sides in one pass over its words.
+_ANTONYM_SIDES: dict[str, tuple[tuple[int, int], ...]] = {}
+for _pair, _groups in enumerate(_ANTONYM_PAIRS):
+    for _side, _group in enumerate(_groups):
+        for _word in _group:
+            _ANTONYM_SIDES[_word] = (*_ANTONYM_SIDES.get(_word, ()), (_pair, _side))
+
 # Words whose "un"/"dis" form is not their opposite.
 _NOT_PREFIXABLE = _words("cover play count card miss patch ease close charge solve pose tract till less")
 
@@ -321,6 +329,13 @@ _FORWARD = frozenset({"to", "into", "in", "as", "of", "than"})
 _CONNECTORS = _FORWARD | {"from", "is", "are", "does", "how", "many", "have"}
 
 
+# Number words, ordinals and powers in one table: word -> the canonical values it counts as.
+_NUMBER_VALUES: dict[str, tuple[str, ...]] = {}
+for _table in (_NUMBER_WORDS, _ORDINAL_WORDS, _POWER_WORDS):
+    for _word, _value in _table.items():
+        _NUMBER_VALUES[_word] = (*_NUMBER_VALUES.get(_word, ()), str(_value))
+
+
 def _canonical_number(integer: str, fraction: str | None) -> str:
     """Return one spelling per value: "1,000" and "1000" -> "1000", "3.0" and "3" -> "3"."""
     value = float(integer.replace(",", "") + (fraction or ""))
@@ -338,11 +353,15 @@ def _word_pattern(word: str) -> re.Pattern[str]:
 _FEATURES = (
     "lower",
     "words",
+    "negated",
+    "prefixed",
+    "antonym_sides",
     "intents",
     "numbers",
     "units",
     "directions",
     "entity_slots",
+    "named_slots",
     "acronyms",
     "alnum_words",
     "code_languages",
@@ -402,9 +421,8 @@ class PreparedPrompt:
         text = _COMPOUND_RE.sub(lambda m: f" {_NUMBER_WORDS[m[1]] + _UNIT_WORDS[m[2]]} ", self.lower)
         found: Counter[str] = Counter(_canonical_number(m[1], m[2]) for m in _NUMBER_RE.finditer(text))
         for word in _LETTERS_RE.findall(text):
-            for table in (_NUMBER_WORDS, _ORDINAL_WORDS, _POWER_WORDS):
-                if word in table:
-                    found[str(table[word])] += 1
+            for value in _NUMBER_VALUES.get(word, ()):
+                found[value] += 1
         for m in _ROMAN_RE.finditer(self.text):
             if m[1] in _ROMAN:
                 found[str(_ROMAN[m[1]])] += 1
@@ -451,7 +469,8 @@ class PreparedPrompt:
         for m in _NON_SPACE_RE.finditer(self.text):
             word = m[0].strip(_EDGE_PUNCTUATION)
             starts_sentence = previous_raw == "" or previous_raw[-1] in _SENTENCE_END
-            if word and _CAPITALISED_RE.fullmatch(word) and not starts_sentence and word != "I":
+            capitalised = word and "A" <= word[0] <= "Z" and _CAPITALISED_RE.fullmatch(word)
+            if capitalised and not starts_sentence and word != "I":
                 if not current:
                     before = previous
                 current.append(word.lower())
@@ -536,6 +555,38 @@ class PreparedPrompt:
         return frozenset(_ALNUM_RE.findall(self.lower))
 
     @cached_property
+    def antonym_sides(self) -> tuple[frozenset[int], frozenset[int]]:
+        """The antonym pairs (by number) of which this prompt uses only the left group, and those of
+        which it uses only the right one."""
+        left: set[int] = set()
+        right: set[int] = set()
+        for word in self.words:
+            for pair, side in _ANTONYM_SIDES.get(word, ()):
+                (right if side else left).add(pair)
+        return frozenset(left - right), frozenset(right - left)
+
+    @cached_property
+    def negated(self) -> bool:
+        """A negation word, or a contraction ending in "n't"."""
+        return bool(self.words & _NEGATIONS) or "n't" in self.words
+
+    @cached_property
+    def prefixed(self) -> tuple[tuple[str, str], ...]:
+        """Words made of "un"/"dis" and another word of at least 4 letters, with that word:
+        ("disconnect", "connect"). Stems whose prefixed form is not their opposite are left out."""
+        out = []
+        for word in self.words:
+            stem = word[2:] if word.startswith("un") else word[3:] if word.startswith("dis") else ""
+            if len(stem) >= 4 and stem not in _NOT_PREFIXABLE:
+                out.append((word, stem))
+        return tuple(out)
+
+    @cached_property
+    def named_slots(self) -> tuple[tuple[str, str], ...]:
+        """The entity slots whose word before is not a determiner ("of France", not "the France")."""
+        return tuple((before, e) for before, e in self.entity_slots if before not in _DETERMINERS)
+
+    @cached_property
     def intents(self) -> frozenset[str]:
         """The task verbs' intent groups ("summarise" and "tldr" are both "summarize")."""
         return frozenset(_INTENTS[w] for w in self.words if w in _INTENTS)
@@ -577,7 +628,9 @@ def _numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Both sides must have a number the other lacks ("15% of 80" / "25% of 80"). A number on one side
     # only is usually an added detail in longer text ("fell 5%" / "fell 5%, to $32.75"); the
     # "extra_numbers" rule refuses those too.
-    return bool(a.numbers - b.numbers) and bool(b.numbers - a.numbers)
+    # Each rule reads the cached side (b, analysed when it was stored) first, so a query pays only for
+    # the features the cached prompt makes relevant: most prompts have no number, unit or direction.
+    return bool(b.numbers) and bool(a.numbers - b.numbers) and bool(b.numbers - a.numbers)
 
 
 def _extra_numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
@@ -587,38 +640,37 @@ def _extra_numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
 def _units(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Same reasoning as numbers: a unit swap ("3 cups to liters" / "3 cups to milliliters"), not a unit
     # that only one side spells out.
-    return bool(a.units - b.units) and bool(b.units - a.units)
+    return bool(b.units) and bool(a.units - b.units) and bool(b.units - a.units)
 
 
 def _direction(a: PreparedPrompt, b: PreparedPrompt) -> bool:
-    da, db = a.directions, b.directions
+    db = b.directions
+    if not db:  # then no pair of the query's can be reversed in it, and there is none of its own
+        return False
+    da = a.directions
     return any((y, x) in db and (x, y) not in db for x, y in da if (x, y) not in db) or any(
         (y, x) in da and (x, y) not in da for x, y in db
     )
 
 
 def _negation(a: PreparedPrompt, b: PreparedPrompt) -> bool:
-    neg_a = bool(a.words & _NEGATIONS) or "n't" in a.words
-    neg_b = bool(b.words & _NEGATIONS) or "n't" in b.words
-    return neg_a != neg_b
+    return a.negated != b.negated
 
 
 def _antonyms(a: PreparedPrompt, b: PreparedPrompt) -> bool:
-    for left, right in _ANTONYM_PAIRS:
-        a_left, a_right = bool(a.words & left), bool(a.words & right)
-        b_left, b_right = bool(b.words & left), bool(b.words & right)
-        if (a_left and not a_right and b_right and not b_left) or (
-            a_right and not a_left and b_left and not b_right
-        ):
-            return True
+    # One side uses only the left group of a pair and the other only its right group.
+    (a_left, a_right), (b_left, b_right) = a.antonym_sides, b.antonym_sides
+    if a_left & b_right or a_right & b_left:
+        return True
     # Morphological opposites without a list entry: "connect"/"disconnect", "install"/"uninstall".
-    only_a, only_b = a.words - b.words, b.words - a.words
+    return _prefixed_opposite(a, b) or _prefixed_opposite(b, a)
+
+
+def _prefixed_opposite(mine: PreparedPrompt, other: PreparedPrompt) -> bool:
+    """True if ``other`` alone uses "un"/"dis" + a word that ``mine`` alone uses."""
     return any(
-        prefix + word in other
-        for mine, other in ((only_a, only_b), (only_b, only_a))
-        for word in mine
-        if len(word) >= 4 and word not in _NOT_PREFIXABLE
-        for prefix in ("un", "dis")
+        stem in mine.words and stem not in other.words and full not in mine.words
+        for full, stem in other.prefixed
     )
 
 
@@ -626,19 +678,27 @@ def _entities(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # A substitution in the same slot ("capital of France" / "capital of Spain"): each side has a name the
     # other never mentions, right after the same word. Long texts that merely name different people
     # ("said Smith" / "the minister told") do not count, nor do "the U.S." / "the United States".
-    only_a = {before for before, e in a.entity_slots if before not in _DETERMINERS and not b.knows(e)}
-    only_b = {before for before, e in b.entity_slots if before not in _DETERMINERS and not a.knows(e)}
+    only_b = {before for before, e in b.named_slots if not a.knows(e)}
+    if not only_b:
+        return False
+    only_a = {before for before, e in a.named_slots if not b.knows(e)}
     return bool(only_a & only_b)
 
 
 def _code_language(a: PreparedPrompt, b: PreparedPrompt) -> bool:
-    la, lb = a.code_languages, b.code_languages
-    return bool(la) and bool(lb) and la != lb
+    lb = b.code_languages
+    if not lb:
+        return False
+    la = a.code_languages
+    return bool(la) and la != lb
 
 
 def _intent(a: PreparedPrompt, b: PreparedPrompt) -> bool:
-    ia, ib = a.intents, b.intents
-    return bool(ia) and bool(ib) and not (ia & ib)
+    ib = b.intents
+    if not ib:
+        return False
+    ia = a.intents
+    return bool(ia) and not (ia & ib)
 
 
 _RULES: dict[str, Callable[[PreparedPrompt, PreparedPrompt], bool]] = {
