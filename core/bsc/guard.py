@@ -35,7 +35,10 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
+from typing import Any, Generic, TypeVar, overload
+
+_T = TypeVar("_T")
 
 __all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard", "PreparedPrompt", "prepare"]
 
@@ -260,6 +263,8 @@ for _pair, _groups in enumerate(_ANTONYM_PAIRS):
         for _word in _group:
             _ANTONYM_SIDES[_word] = (*_ANTONYM_SIDES.get(_word, ()), (_pair, _side))
 
+_ANTONYM_WORDS = frozenset(_ANTONYM_SIDES)
+
 # Words whose "un"/"dis" form is not their opposite.
 _NOT_PREFIXABLE = _words("cover play count card miss patch ease close charge solve pose tract till less")
 
@@ -342,6 +347,30 @@ def _canonical_number(integer: str, fraction: str | None) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+class _feature(Generic[_T]):
+    """`functools.cached_property` without its lock (Python 3.11 takes one on every first read; a
+    query reads a dozen features once each). Two threads may both compute a feature; both get equal
+    values, and the prompt's text never changes."""
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _feature[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> _T | _feature[_T]:
+        if instance is None:
+            return self
+        # A non-data descriptor: once the value is in the instance's __dict__, reads never come here.
+        value = instance.__dict__[self._name] = self._compute(instance)
+        return value
+
+
 @lru_cache(maxsize=4096)
 def _word_pattern(word: str) -> re.Pattern[str]:
     """The compiled pattern of a non-alphanumeric word ("u.s", "o'brien") as a whole word."""
@@ -394,27 +423,29 @@ class PreparedPrompt:
             self.__dict__.pop(name, None)
         return self
 
-    @cached_property
+    @_feature
     def lower(self) -> str:
         return self.text.lower().replace("\u2019", "'")
 
-    @cached_property
+    @_feature
     def tokens(self) -> list[str]:
-        return [t.replace(" ", "") for t in _TOKEN_RE.findall(self.lower)]
+        # Only "° c" / "°c" can hold a space.
+        found: list[str] = _TOKEN_RE.findall(self.lower)
+        return [t.replace(" ", "") for t in found] if "°" in self.lower else found
 
-    @cached_property
+    @_feature
     def words(self) -> frozenset[str]:
         # "don't" also counts as "do" + "n't" so that negation and lookups see both parts.
-        out: set[str] = set()
-        for token in self.tokens:
-            out.add(token)
-            if token.endswith("n't"):
-                out.add("n't")
-            elif "'" in token:
-                out.add(token.split("'")[0])
+        out = set(self.tokens)
+        if "'" in self.lower:
+            for token in self.tokens:
+                if token.endswith("n't"):
+                    out.add("n't")
+                elif "'" in token:
+                    out.add(token.split("'")[0])
         return frozenset(out)
 
-    @cached_property
+    @_feature
     def numbers(self) -> Counter[str]:
         """Every number, canonicalised, with its count ("2 + 2" has two 2s)."""
         # Compounds first, so "twenty-five" is 25 and not 20 and 5.
@@ -428,7 +459,7 @@ class PreparedPrompt:
                 found[str(_ROMAN[m[1]])] += 1
         return found
 
-    @cached_property
+    @_feature
     def units(self) -> frozenset[str]:
         """Units used as quantities: after a number ("5 kg", "15%"), before one ("$45"), after
         "how many", or at either end of a conversion. A bare "cup of tea" is not a quantity."""
@@ -453,11 +484,11 @@ class PreparedPrompt:
         found.update(tag[2:] for pair in self.directions for tag in pair if tag.startswith("u:"))
         return frozenset(found)
 
-    @cached_property
+    @_feature
     def entities(self) -> list[str]:
         return [e for _, e in self.entity_slots]
 
-    @cached_property
+    @_feature
     def entity_slots(self) -> list[tuple[str, str]]:
         """Runs of capitalised words that do not start a sentence, lowercased, with the word before them:
         "fly to New York" -> ("to", "new york")."""
@@ -486,14 +517,14 @@ class PreparedPrompt:
             runs.append((before, " ".join(current)))
         return runs
 
-    @cached_property
+    @_feature
     def code_languages(self) -> frozenset[str]:
         found = {_CODE_LANGUAGES[t] for t in self.tokens if t in _CODE_LANGUAGES}
         for m in _CASED_CODE_RE.finditer(self.text):
             found.add(_CODE_LANGUAGES_CASED[m[1]])
         return frozenset(found)
 
-    @cached_property
+    @_feature
     def terms(self) -> list[str | None]:
         """Token sequence where units, languages, formats and named entities become one tag each.
 
@@ -524,7 +555,7 @@ class PreparedPrompt:
                 out.append(None)
         return out
 
-    @cached_property
+    @_feature
     def directions(self) -> frozenset[tuple[str, str]]:
         """Ordered (source, target) pairs: "miles to km" -> (mi, km); "how many oz in a lb" -> (lb, oz)."""
         terms = self.terms
@@ -543,50 +574,51 @@ class PreparedPrompt:
                 pairs.add((x, y))
         return frozenset(pairs)
 
-    @cached_property
+    @_feature
     def acronyms(self) -> frozenset[str]:
         """Initials of multi-word names ("united states" -> "us") and dotless forms ("u.s" -> "us")."""
         out = {e.replace(".", "") for e in self.entities}
         out.update("".join(w[0] for w in e.split()) for e in self.entities if " " in e)
         return frozenset(out)
 
-    @cached_property
+    @_feature
     def alnum_words(self) -> frozenset[str]:
         return frozenset(_ALNUM_RE.findall(self.lower))
 
-    @cached_property
+    @_feature
     def antonym_sides(self) -> tuple[frozenset[int], frozenset[int]]:
         """The antonym pairs (by number) of which this prompt uses only the left group, and those of
         which it uses only the right one."""
         left: set[int] = set()
         right: set[int] = set()
-        for word in self.words:
-            for pair, side in _ANTONYM_SIDES.get(word, ()):
+        for word in self.words & _ANTONYM_WORDS:
+            for pair, side in _ANTONYM_SIDES[word]:
                 (right if side else left).add(pair)
         return frozenset(left - right), frozenset(right - left)
 
-    @cached_property
+    @_feature
     def negated(self) -> bool:
         """A negation word, or a contraction ending in "n't"."""
         return bool(self.words & _NEGATIONS) or "n't" in self.words
 
-    @cached_property
+    @_feature
     def prefixed(self) -> tuple[tuple[str, str], ...]:
         """Words made of "un"/"dis" and another word of at least 4 letters, with that word:
         ("disconnect", "connect"). Stems whose prefixed form is not their opposite are left out."""
         out = []
         for word in self.words:
-            stem = word[2:] if word.startswith("un") else word[3:] if word.startswith("dis") else ""
-            if len(stem) >= 4 and stem not in _NOT_PREFIXABLE:
-                out.append((word, stem))
+            if word.startswith(("un", "dis")):
+                stem = word[2:] if word.startswith("un") else word[3:]
+                if len(stem) >= 4 and stem not in _NOT_PREFIXABLE:
+                    out.append((word, stem))
         return tuple(out)
 
-    @cached_property
+    @_feature
     def named_slots(self) -> tuple[tuple[str, str], ...]:
         """The entity slots whose word before is not a determiner ("of France", not "the France")."""
         return tuple((before, e) for before, e in self.entity_slots if before not in _DETERMINERS)
 
-    @cached_property
+    @_feature
     def intents(self) -> frozenset[str]:
         """The task verbs' intent groups ("summarise" and "tldr" are both "summarize")."""
         return frozenset(_INTENTS[w] for w in self.words if w in _INTENTS)
