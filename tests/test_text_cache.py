@@ -270,6 +270,7 @@ def test_exact_tables_stay_bounded_by_the_live_entries_with_one_namespace_per_co
     keys = sum(len(t) for t in cache._exact.values())
     assert len(cache) == 50
     assert keys <= 2 * 50 + 1024 and len(cache._exact) <= 2 * 50 + 1024
+    assert len(cache._records) <= 2 * 50 + 1024
     last = cache.lookup("turn of conversation 5999", namespace="conv-5999")
     assert last is not None and last.exact
 
