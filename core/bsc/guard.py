@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -395,7 +396,11 @@ _FEATURES = (
     "alnum_words",
     "code_languages",
 )
-_INTERMEDIATE = ("tokens", "terms", "entities")
+# "lower" only serves the rare word with punctuation in `knows`, which recomputes it.
+_INTERMEDIATE = ("tokens", "terms", "entities", "entity_slots", "lower")
+_EMPTY: frozenset[Any] = frozenset()
+_NO_SIDES: tuple[frozenset[int], frozenset[int]] = (_EMPTY, _EMPTY)
+_NO_NUMBERS: Counter[str] = Counter()  # shared by the prompts without numbers: never changed
 
 
 @dataclass(frozen=True)
@@ -416,11 +421,27 @@ class PreparedPrompt:
     normalised: str
 
     def complete(self) -> PreparedPrompt:
-        """Computes every feature the rules read and drops the steps in between; returns itself."""
+        """Computes every feature the rules read and drops the steps in between; returns itself.
+
+        A cache keeps one of these per entry, so what can be shared is: words are interned (one copy of
+        "what" for all prompts), an equal set of alphanumeric words is the words set itself, and empty
+        features are one shared empty value. A feature dropped here is recomputed if ever read.
+        """
         for name in _FEATURES:
             getattr(self, name)
+        found = self.__dict__
         for name in _INTERMEDIATE:
-            self.__dict__.pop(name, None)
+            found.pop(name, None)
+        words = found["words"] = frozenset(map(sys.intern, found["words"]))
+        alnum = frozenset(map(sys.intern, found["alnum_words"]))
+        found["alnum_words"] = words if alnum == words else alnum
+        for name, value in found.items():
+            if isinstance(value, frozenset) and not value:
+                found[name] = _EMPTY
+        if not found["numbers"]:
+            found["numbers"] = _NO_NUMBERS
+        if not any(found["antonym_sides"]):
+            found["antonym_sides"] = _NO_SIDES
         return self
 
     @_feature
@@ -753,6 +774,8 @@ DEFAULT_RULES: tuple[str, ...] = tuple(n for n in ALL_RULES if n != "extra_numbe
 
 
 def _expand(text: str) -> str:
+    if "WW" not in text:  # every alias starts so
+        return text
     for pattern, spelled in _ALIASES:
         text = pattern.sub(spelled, text)
     return text

@@ -283,7 +283,7 @@ class SemanticCache:
             ValueError: ``namespace`` is not valid Unicode.
         """
         _check_text(text, 0)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
@@ -296,7 +296,7 @@ class SemanticCache:
     async def alookup(self, text: str, *, namespace: str = "default") -> TextHit | None:
         """`lookup` that awaits the embedder instead of blocking the event loop."""
         _check_text(text, 0)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
@@ -310,7 +310,7 @@ class SemanticCache:
         """`lookup` for many texts, embedding all the non-exact ones in one batch."""
         for i, t in enumerate(texts):
             _check_text(t, i)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         out: list[TextHit | None] = [self._exact_hit(t, namespace) for t in texts]
         todo = [i for i, h in enumerate(out) if h is None]
         if todo:
@@ -415,7 +415,7 @@ class SemanticCache:
             ValueError: ``namespace`` is not valid Unicode, or metadata nested too deep.
         """
         _check_text(text, 0)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         vectors, long = self._embed([text])
         return self._store([text], vectors, long, [response], namespace, [metadata])[0]
 
@@ -430,7 +430,7 @@ class SemanticCache:
         """`update` that awaits the embedder instead of blocking the event loop (and, for a cache shared
         through Redis, runs the write's round trip in a worker thread)."""
         _check_text(text, 0)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         vectors, long = await self._aembed([text])
         args = ([text], vectors, long, [response], namespace, [metadata])
         if getattr(self.cache, "store", None) is not None:
@@ -448,7 +448,7 @@ class SemanticCache:
         """`update` for many texts, embedded in one batch."""
         for i, t in enumerate(texts):
             _check_text(t, i)
-        _check_namespace(namespace)
+        _check_prompt_namespace(namespace)
         if len(responses) != len(texts):
             raise ValueError(f"expected {len(texts)} responses (one per text), got {len(responses)}")
         metas: list[Mapping[str, Any] | None] = (
@@ -660,6 +660,13 @@ def _autosave(ref: weakref.ReferenceType[SemanticCache]) -> None:
         cache.save()
     except Exception:  # at exit there is no caller left to raise to
         logger.exception("autosave of the semantic cache to %s failed", cache.path)
+
+
+def _check_prompt_namespace(namespace: object) -> None:
+    """The vector layer's namespace check, with the common case (a plain ASCII str) decided here: an
+    exact hit never reaches the vector layer's own check."""
+    if type(namespace) is not str or not namespace.isascii():
+        _check_namespace(namespace)
 
 
 def _check_text(text: object, index: int) -> None:

@@ -64,6 +64,8 @@ def normalise_prompt(text: str) -> str:
         >>> normalise_prompt("What is 2³?  \\r\\n")
         'What is 2³?'
     """
+    if text.isascii() and "\n" not in text and "\r" not in text:
+        return text.rstrip(" \t")  # the common case: one line, already NFC
     lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return "\n".join(line.rstrip(" \t") for line in lines).strip("\n")
 
