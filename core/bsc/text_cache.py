@@ -347,20 +347,37 @@ class SemanticCache:
         entry_id = table.get(key)
         if entry_id is None:
             return None
+        record = self._records.get(entry_id)
+        hit = None if record is None else record.exact_hit
+        if hit is None or hit.namespace != namespace or not self._live(entry_id):
+            hit = self._first_exact_hit(entry_id, key, namespace)
+            if hit is None:
+                return None
+        self.cache.touch(entry_id)
+        with self._lock:
+            self._exact_hits += 1
+        self.cache.record_lookup(True)
+        return hit
+
+    def _live(self, entry_id: int) -> bool:
+        # Without a TTL an entry lives while the index holds it; with one, `entry` also checks the clock.
+        return entry_id in self.cache if self.cache.ttl is None else self.cache.entry(entry_id) is not None
+
+    def _first_exact_hit(self, entry_id: int, key: bytes, namespace: str) -> TextHit | None:
+        """The exact hit on ``entry_id``, kept in its record for the next repeats; None (and the key
+        dropped) if the id is stale: evicted, expired or deleted. Ids carry a 40-bit generation, so a
+        stale one names no later entry, and the key check makes sure the hit is this very prompt."""
         entry = self.cache.entry(entry_id)
-        # The id may be stale (evicted, expired, deleted); ids carry a 40-bit generation, so a stale one
-        # names no later entry, and the key check below makes sure an exact hit is this very prompt.
-        if entry is None or entry.namespace != namespace or self._record(entry).key != key:
+        record = None if entry is None else self._record(entry)
+        if entry is None or record is None or entry.namespace != namespace or record.key != key:
+            table = self._exact.get(namespace, {})
             with self._lock:
                 if table.get(key) == entry_id:
                     del table[key]
                     self._exact_keys -= 1
             return None
-        self.cache.touch(entry_id)
-        with self._lock:
-            self._exact_hits += 1
-        self.cache.record_lookup(True)
-        return _text_hit(entry, exact=True)
+        hit = record.exact_hit = _text_hit(entry, exact=True)
+        return hit
 
     def _semantic_hit(self, text: str, vector: npt.NDArray[np.float32], namespace: str) -> TextHit | None:
         start = time.perf_counter()

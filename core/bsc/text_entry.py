@@ -112,11 +112,14 @@ class TextRecord:
         exact_only: the prompt is longer than the embedder reads, so it is never matched by meaning.
         guard: the prompt analysed for the false-hit guard; computed when the entry is stored, or the
             first time a loaded entry is a candidate, then kept.
+        exact_hit: the hit an exact repeat of the prompt returns, built at the first one (an entry is
+            immutable under its id, so every exact hit on it is this same read-only value).
     """
 
     key: bytes | None
     exact_only: bool
     guard: PreparedPrompt | None = None
+    exact_hit: TextHit | None = None
 
     def prepared(self, prompt: str) -> PreparedPrompt:
         """The guard's analysis of this entry's ``prompt``, computed on first use and kept."""
