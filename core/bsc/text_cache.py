@@ -336,7 +336,9 @@ class SemanticCache:
         none yet (an entry put straight into the vector cache)."""
         record = self._records.get(hit.id)
         if record is None:
-            record = self._records[hit.id] = record_of(hit.metadata)
+            record = record_of(hit.metadata)
+            with self._lock:  # a sweep iterates the records under the lock
+                record = self._records.setdefault(hit.id, record)
         return record
 
     def _exact_hit(self, text: str, namespace: str) -> TextHit | None:
