@@ -309,3 +309,35 @@ def test_a_snapshot_saved_before_the_text_records_loads_and_hits(
     again = SemanticCache.load(path, single_thread_default_embedder)
     assert again.lookup("What is the capital of Spain?").exact  # type: ignore[union-attr]
     assert again.lookup(long_prompt).exact  # type: ignore[union-attr]
+
+
+def test_a_guard_subclass_that_refines_check_is_still_asked_by_the_cache(
+    single_thread_default_embedder: OnnxEmbedder,
+) -> None:
+    class NoPython(FalseHitGuard):
+        """A user's extra rule, written against the string API."""
+
+        def check(self, query: str, cached: str) -> str | None:
+            if "python" in query.lower() and "python" not in cached.lower():
+                return "no-python"
+            return super().check(query, cached)
+
+    seen: list[tuple[str, str]] = []
+
+    class Recording(FalseHitGuard):
+        """One that keeps the prepared path and sees the prompts as given."""
+
+        def check_prepared(self, query: Any, cached: Any) -> str | None:
+            rule = super().check_prepared(query, cached)
+            seen.append((query.source, cached.source))
+            return rule
+
+    cache = SemanticCache(single_thread_default_embedder, guard=NoPython(), threshold=0.5)
+    cache.update("How do I sort a list?", "sorted(xs)")
+    assert cache.lookup("How do I sort a list in Python?") is None
+    assert cache.lookup("How can I sort a list?") is not None
+    assert NoPython().check("Sort in Python?", "Sort?") == "no-python"
+    other = SemanticCache(single_thread_default_embedder, guard=Recording(), threshold=0.5)
+    other.update("When did WWII start?", "1939")
+    assert other.lookup("When did WWII end?") is None and other.stats().guard_rejections == 1
+    assert seen == [("When did WWII end?", "When did WWII start?")]

@@ -415,10 +415,12 @@ class PreparedPrompt:
         text: the prompt with its aliases spelled out ("WWII" -> "World War II").
         normalised: the original prompt lowercased with its whitespace collapsed; equal ones are
             always compatible.
+        source: the prompt as given (the same object as ``text`` unless an alias was spelled out).
     """
 
     text: str
     normalised: str
+    source: str
 
     def complete(self) -> PreparedPrompt:
         """Computes every feature the rules read and drops the steps in between; returns itself.
@@ -794,7 +796,7 @@ def prepare(text: str) -> PreparedPrompt:
         >>> prepare("Convert WWII dates").text
         'Convert World War II dates'
     """
-    return PreparedPrompt(_expand(text), _normalise(text))
+    return PreparedPrompt(_expand(text), _normalise(text), text)
 
 
 class FalseHitGuard:
@@ -843,7 +845,21 @@ class FalseHitGuard:
         """
         if not self._checks:
             return None
-        return self.check_prepared(prepare(query), prepare(cached))
+        return self._decide(prepare(query), prepare(cached))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that refines `check` alone keeps being asked through it by `check_prepared`
+        (which a cache calls), from the prompts as given; one that overrides `check_prepared` (and
+        `check`, for direct calls) keeps the prepared path."""
+        super().__init_subclass__(**kwargs)
+        if "check" in vars(cls) and "check_prepared" not in vars(cls):
+
+            def check_prepared(
+                self: FalseHitGuard, query: PreparedPrompt, cached: PreparedPrompt
+            ) -> str | None:
+                return self.check(query.source, cached.source)
+
+            cls.check_prepared = check_prepared  # type: ignore[method-assign]
 
     def check_prepared(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
         """`check` on prompts analysed beforehand with `prepare`: the same decision, without analysing
@@ -856,6 +872,9 @@ class FalseHitGuard:
             >>> guard.check_prepared(prepare("What is 25% of 80?"), stored)
             'numbers'
         """
+        return self._decide(query, cached)
+
+    def _decide(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
         if not self._checks or query.normalised == cached.normalised:
             return None
         for name, refuses in self._checks:
