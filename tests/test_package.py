@@ -31,6 +31,7 @@ def test_public_names_are_exactly_these() -> None:
             "Hit",
             "SemanticCache",
             "SemanticCacheStats",
+            "TextHit",
             "Verifier",
         ]
     )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from bsc import FalseHitGuard, Hit, SemanticCache
+from bsc import FalseHitGuard, SemanticCache, TextHit
 
 
 class CountingEmbedder:
@@ -97,7 +97,7 @@ def test_a_refused_candidate_does_not_hide_the_next_one(embedder: CountingEmbedd
 def test_verifier_hook_can_refuse_semantic_hits(embedder: CountingEmbedder) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    def verifier(query: str, hit: Hit) -> bool:
+    def verifier(query: str, hit: TextHit) -> bool:
         seen.append((query, hit.prompt))
         return False
 
@@ -139,7 +139,7 @@ def test_batch_lookups_and_updates(embedder: CountingEmbedder) -> None:
 
 
 def test_async_lookup_and_update(embedder: CountingEmbedder) -> None:
-    async def scenario() -> Hit | None:
+    async def scenario() -> TextHit | None:
         cache = SemanticCache(embedder)
         await cache.aupdate("How do I reverse a list in Python?", "lst[::-1]")
         return await cache.alookup("How can I reverse a Python list?")
@@ -270,6 +270,7 @@ def test_exact_tables_stay_bounded_by_the_live_entries_with_one_namespace_per_co
     keys = sum(len(t) for t in cache._exact.values())
     assert len(cache) == 50
     assert keys <= 2 * 50 + 1024 and len(cache._exact) <= 2 * 50 + 1024
+    assert len(cache._records) <= 2 * 50 + 1024
     last = cache.lookup("turn of conversation 5999", namespace="conv-5999")
     assert last is not None and last.exact
 
@@ -303,3 +304,49 @@ def test_one_set_of_counters_the_vector_layer_counts_text_level_lookups(embedder
     assert (s.cache.hits, s.cache.misses) == (2, 2)  # was (0, 0): the text path only searched
     assert (s.exact_hits, s.semantic_hits, s.misses, s.hit_rate) == (1, 1, 2, 0.5)
     assert s.hit_rate == s.cache.hit_rate
+
+
+def test_lookups_on_loaded_entries_race_updates_that_sweep_the_tables_without_errors(tmp_path: Any) -> None:
+    import sys
+    import threading
+
+    path = tmp_path / "c.bsc"
+    seeded = SemanticCache(_CheapEmbedder(), max_entries=40)
+    for i in range(40):
+        seeded.update(f"prompt {i}", f"answer {i}")
+    seeded.save(path)
+    # Loaded: no guard analysis yet and, after a clear of the records, records built on first sight.
+    cache = SemanticCache(_CheapEmbedder(), path=path, threshold=0.999)
+    cache._records.clear()
+    errors: list[BaseException] = []
+    wrong: list[tuple[str, str]] = []
+
+    def reader() -> None:
+        try:
+            for round_ in range(300):
+                i = round_ % 40
+                hit = cache.lookup(f"prompt {i}")
+                if hit is not None and hit.response != f"answer {i}":
+                    wrong.append((f"prompt {i}", str(hit.response)))
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            for i in range(3000):  # evicts and sweeps the exact tables and records many times over
+                cache.update(f"new prompt {i}", "new", namespace=f"conv-{i}")
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, inside the sweeps too
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and wrong == []
+    assert len(cache._records) <= 2 * 40 + 1024

@@ -14,6 +14,7 @@ from bsc.cache import DEFAULT_RERANK, DEFAULT_THRESHOLD, BinarySemanticCache, Ca
 from bsc.guard import FalseHitGuard
 from bsc.persistence import CacheFormatError
 from bsc.text_cache import SemanticCache, SemanticCacheStats, Verifier
+from bsc.text_entry import TextHit
 
 # The distribution's version (bsc-cache); tests check it against pyproject.toml and Cargo.toml.
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "Hit",
     "SemanticCache",
     "SemanticCacheStats",
+    "TextHit",
     "Verifier",
     "__version__",
 ]

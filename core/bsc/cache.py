@@ -62,8 +62,6 @@ class Hit:
         id: the entry's id (for ``delete``).
         metadata: what was stored with the response, or None.
         namespace: the namespace the entry lives in.
-        prompt: the cached prompt's text (text-level caches only), for judging the hit.
-        exact: True when the text-level cache matched the prompt text exactly, without embedding it.
     """
 
     response: Response
@@ -72,8 +70,6 @@ class Hit:
     id: int
     metadata: Mapping[str, Any] | None
     namespace: str
-    prompt: str | None = None
-    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)

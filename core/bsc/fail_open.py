@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from bsc.cache import Hit
 from bsc.text_cache import SemanticCache
+from bsc.text_entry import TextHit
 
 __all__ = ["FailOpenCache"]
 
@@ -44,7 +44,7 @@ class FailOpenCache:
         self.cache = cache
         self._logger = logger
 
-    def lookup(self, text: str, *, namespace: str) -> Hit | None:
+    def lookup(self, text: str, *, namespace: str) -> TextHit | None:
         """`SemanticCache.lookup`, or None (a miss) if it raised."""
         try:
             return self.cache.lookup(text, namespace=namespace)
@@ -52,7 +52,7 @@ class FailOpenCache:
             self._logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
             return None
 
-    def lookup_many(self, texts: Sequence[str], *, namespace: str) -> list[Hit | None]:
+    def lookup_many(self, texts: Sequence[str], *, namespace: str) -> list[TextHit | None]:
         """`SemanticCache.lookup_many`, or all misses if it raised."""
         try:
             return self.cache.lookup_many(texts, namespace=namespace)
@@ -60,7 +60,7 @@ class FailOpenCache:
             self._logger.warning("semantic cache lookup failed; calling the model", exc_info=True)
             return [None] * len(texts)
 
-    async def alookup(self, text: str, *, namespace: str) -> Hit | None:
+    async def alookup(self, text: str, *, namespace: str) -> TextHit | None:
         """`SemanticCache.alookup`, or None (a miss) if it raised."""
         try:
             return await self.cache.alookup(text, namespace=namespace)

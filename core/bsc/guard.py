@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
+from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard"]
+_T = TypeVar("_T")
+
+__all__ = ["ALL_RULES", "DEFAULT_RULES", "FalseHitGuard", "PreparedPrompt", "prepare"]
 
 # --------------------------------------------------------------------------------------------------------
 # Word lists. Kept small on purpose: every entry is a chance to refuse a true paraphrase. Written as
@@ -252,6 +256,16 @@ _ANTONYM_PAIRS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )  # fmt: skip
 
+# word -> the (pair number, 0 for its left group or 1 for its right) it belongs to, so a prompt finds its
+# sides in one pass over its words.
+_ANTONYM_SIDES: dict[str, tuple[tuple[int, int], ...]] = {}
+for _pair, _groups in enumerate(_ANTONYM_PAIRS):
+    for _side, _group in enumerate(_groups):
+        for _word in _group:
+            _ANTONYM_SIDES[_word] = (*_ANTONYM_SIDES.get(_word, ()), (_pair, _side))
+
+_ANTONYM_WORDS = frozenset(_ANTONYM_SIDES)
+
 # Words whose "un"/"dis" form is not their opposite.
 _NOT_PREFIXABLE = _words("cover play count card miss patch ease close charge solve pose tract till less")
 
@@ -321,54 +335,154 @@ _FORWARD = frozenset({"to", "into", "in", "as", "of", "than"})
 _CONNECTORS = _FORWARD | {"from", "is", "are", "does", "how", "many", "have"}
 
 
+# Number words, ordinals and powers in one table: word -> the canonical values it counts as.
+_NUMBER_VALUES: dict[str, tuple[str, ...]] = {}
+for _table in (_NUMBER_WORDS, _ORDINAL_WORDS, _POWER_WORDS):
+    for _word, _value in _table.items():
+        _NUMBER_VALUES[_word] = (*_NUMBER_VALUES.get(_word, ()), str(_value))
+
+
 def _canonical_number(integer: str, fraction: str | None) -> str:
     """Return one spelling per value: "1,000" and "1000" -> "1000", "3.0" and "3" -> "3"."""
     value = float(integer.replace(",", "") + (fraction or ""))
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+class _feature(Generic[_T]):
+    """`functools.cached_property` without its lock (Python 3.11 takes one on every first read; a
+    query reads a dozen features once each). Two threads may both compute a feature; both get equal
+    values, and the prompt's text never changes."""
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _feature[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> _T | _feature[_T]:
+        if instance is None:
+            return self
+        # A non-data descriptor: once the value is in the instance's __dict__, reads never come here.
+        value = instance.__dict__[self._name] = self._compute(instance)
+        return value
+
+
+@lru_cache(maxsize=4096)
+def _word_pattern(word: str) -> re.Pattern[str]:
+    """The compiled pattern of a non-alphanumeric word ("u.s", "o'brien") as a whole word."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(word) + r"(?![a-z0-9])")
+
+
+# Every feature a rule reads, computed by `PreparedPrompt.complete`; and the intermediate steps that
+# only feed them, dropped once the features are built (a stored prompt keeps only what rules read).
+_FEATURES = (
+    "lower",
+    "words",
+    "negated",
+    "prefixed",
+    "antonym_sides",
+    "intents",
+    "numbers",
+    "units",
+    "directions",
+    "entity_slots",
+    "named_slots",
+    "acronyms",
+    "alnum_words",
+    "code_languages",
+)
+# "lower" only serves the rare word with punctuation in `knows`, which recomputes it.
+_INTERMEDIATE = ("tokens", "terms", "entities", "entity_slots", "lower")
+_EMPTY: frozenset[Any] = frozenset()
+_NO_SIDES: tuple[frozenset[int], frozenset[int]] = (_EMPTY, _EMPTY)
+_NO_NUMBERS: Counter[str] = Counter()  # shared by the prompts without numbers: never changed
+
+
 @dataclass(frozen=True)
-class _Prompt:
-    """One prompt, analysed lazily: each rule only pays for the features it reads."""
+class PreparedPrompt:
+    """One prompt analysed for the guard (built by `FalseHitGuard.prepare`).
+
+    Features are computed on first use, so a rule that refuses early spares the query the rest; a
+    prompt kept for many checks (a cached one) computes them all once with `complete`. Read-only once
+    built, so one prepared prompt can be checked from several threads.
+
+    Attributes:
+        text: the prompt with its aliases spelled out ("WWII" -> "World War II").
+        normalised: the original prompt lowercased with its whitespace collapsed; equal ones are
+            always compatible.
+        source: the prompt as given (the same object as ``text`` unless an alias was spelled out).
+    """
 
     text: str
+    normalised: str
+    source: str
 
-    @cached_property
+    def complete(self) -> PreparedPrompt:
+        """Computes every feature the rules read and drops the steps in between; returns itself.
+
+        A cache keeps one of these per entry, so what can be shared is: words are interned (one copy of
+        "what" for all prompts), an equal set of alphanumeric words is the words set itself, and empty
+        features are one shared empty value. A feature dropped here is recomputed if ever read.
+        """
+        for name in _FEATURES:
+            getattr(self, name)
+        found = self.__dict__
+        for name in _INTERMEDIATE:
+            found.pop(name, None)
+        words = found["words"] = frozenset(map(sys.intern, found["words"]))
+        alnum = frozenset(map(sys.intern, found["alnum_words"]))
+        found["alnum_words"] = words if alnum == words else alnum
+        for name, value in found.items():
+            if isinstance(value, frozenset) and not value:
+                found[name] = _EMPTY
+        if not found["numbers"]:
+            found["numbers"] = _NO_NUMBERS
+        if not any(found["antonym_sides"]):
+            found["antonym_sides"] = _NO_SIDES
+        return self
+
+    @_feature
     def lower(self) -> str:
         return self.text.lower().replace("\u2019", "'")
 
-    @cached_property
+    @_feature
     def tokens(self) -> list[str]:
-        return [t.replace(" ", "") for t in _TOKEN_RE.findall(self.lower)]
+        # Only "° c" / "°c" can hold a space.
+        found: list[str] = _TOKEN_RE.findall(self.lower)
+        return [t.replace(" ", "") for t in found] if "°" in self.lower else found
 
-    @cached_property
+    @_feature
     def words(self) -> frozenset[str]:
         # "don't" also counts as "do" + "n't" so that negation and lookups see both parts.
-        out: set[str] = set()
-        for token in self.tokens:
-            out.add(token)
-            if token.endswith("n't"):
-                out.add("n't")
-            elif "'" in token:
-                out.add(token.split("'")[0])
+        out = set(self.tokens)
+        if "'" in self.lower:
+            for token in self.tokens:
+                if token.endswith("n't"):
+                    out.add("n't")
+                elif "'" in token:
+                    out.add(token.split("'")[0])
         return frozenset(out)
 
-    @cached_property
+    @_feature
     def numbers(self) -> Counter[str]:
         """Every number, canonicalised, with its count ("2 + 2" has two 2s)."""
         # Compounds first, so "twenty-five" is 25 and not 20 and 5.
         text = _COMPOUND_RE.sub(lambda m: f" {_NUMBER_WORDS[m[1]] + _UNIT_WORDS[m[2]]} ", self.lower)
         found: Counter[str] = Counter(_canonical_number(m[1], m[2]) for m in _NUMBER_RE.finditer(text))
         for word in _LETTERS_RE.findall(text):
-            for table in (_NUMBER_WORDS, _ORDINAL_WORDS, _POWER_WORDS):
-                if word in table:
-                    found[str(table[word])] += 1
+            for value in _NUMBER_VALUES.get(word, ()):
+                found[value] += 1
         for m in _ROMAN_RE.finditer(self.text):
             if m[1] in _ROMAN:
                 found[str(_ROMAN[m[1]])] += 1
         return found
 
-    @cached_property
+    @_feature
     def units(self) -> frozenset[str]:
         """Units used as quantities: after a number ("5 kg", "15%"), before one ("$45"), after
         "how many", or at either end of a conversion. A bare "cup of tea" is not a quantity."""
@@ -393,11 +507,11 @@ class _Prompt:
         found.update(tag[2:] for pair in self.directions for tag in pair if tag.startswith("u:"))
         return frozenset(found)
 
-    @cached_property
+    @_feature
     def entities(self) -> list[str]:
         return [e for _, e in self.entity_slots]
 
-    @cached_property
+    @_feature
     def entity_slots(self) -> list[tuple[str, str]]:
         """Runs of capitalised words that do not start a sentence, lowercased, with the word before them:
         "fly to New York" -> ("to", "new york")."""
@@ -409,7 +523,8 @@ class _Prompt:
         for m in _NON_SPACE_RE.finditer(self.text):
             word = m[0].strip(_EDGE_PUNCTUATION)
             starts_sentence = previous_raw == "" or previous_raw[-1] in _SENTENCE_END
-            if word and _CAPITALISED_RE.fullmatch(word) and not starts_sentence and word != "I":
+            capitalised = word and "A" <= word[0] <= "Z" and _CAPITALISED_RE.fullmatch(word)
+            if capitalised and not starts_sentence and word != "I":
                 if not current:
                     before = previous
                 current.append(word.lower())
@@ -425,14 +540,14 @@ class _Prompt:
             runs.append((before, " ".join(current)))
         return runs
 
-    @cached_property
+    @_feature
     def code_languages(self) -> frozenset[str]:
         found = {_CODE_LANGUAGES[t] for t in self.tokens if t in _CODE_LANGUAGES}
         for m in _CASED_CODE_RE.finditer(self.text):
             found.add(_CODE_LANGUAGES_CASED[m[1]])
         return frozenset(found)
 
-    @cached_property
+    @_feature
     def terms(self) -> list[str | None]:
         """Token sequence where units, languages, formats and named entities become one tag each.
 
@@ -463,7 +578,7 @@ class _Prompt:
                 out.append(None)
         return out
 
-    @cached_property
+    @_feature
     def directions(self) -> frozenset[tuple[str, str]]:
         """Ordered (source, target) pairs: "miles to km" -> (mi, km); "how many oz in a lb" -> (lb, oz)."""
         terms = self.terms
@@ -482,22 +597,60 @@ class _Prompt:
                 pairs.add((x, y))
         return frozenset(pairs)
 
-    @cached_property
+    @_feature
     def acronyms(self) -> frozenset[str]:
         """Initials of multi-word names ("united states" -> "us") and dotless forms ("u.s" -> "us")."""
         out = {e.replace(".", "") for e in self.entities}
         out.update("".join(w[0] for w in e.split()) for e in self.entities if " " in e)
         return frozenset(out)
 
-    @cached_property
+    @_feature
     def alnum_words(self) -> frozenset[str]:
         return frozenset(_ALNUM_RE.findall(self.lower))
+
+    @_feature
+    def antonym_sides(self) -> tuple[frozenset[int], frozenset[int]]:
+        """The antonym pairs (by number) of which this prompt uses only the left group, and those of
+        which it uses only the right one."""
+        left: set[int] = set()
+        right: set[int] = set()
+        for word in self.words & _ANTONYM_WORDS:
+            for pair, side in _ANTONYM_SIDES[word]:
+                (right if side else left).add(pair)
+        return frozenset(left - right), frozenset(right - left)
+
+    @_feature
+    def negated(self) -> bool:
+        """A negation word, or a contraction ending in "n't"."""
+        return bool(self.words & _NEGATIONS) or "n't" in self.words
+
+    @_feature
+    def prefixed(self) -> tuple[tuple[str, str], ...]:
+        """Words made of "un"/"dis" and another word of at least 4 letters, with that word:
+        ("disconnect", "connect"). Stems whose prefixed form is not their opposite are left out."""
+        out = []
+        for word in self.words:
+            if word.startswith(("un", "dis")):
+                stem = word[2:] if word.startswith("un") else word[3:]
+                if len(stem) >= 4 and stem not in _NOT_PREFIXABLE:
+                    out.append((word, stem))
+        return tuple(out)
+
+    @_feature
+    def named_slots(self) -> tuple[tuple[str, str], ...]:
+        """The entity slots whose word before is not a determiner ("of France", not "the France")."""
+        return tuple((before, e) for before, e in self.entity_slots if before not in _DETERMINERS)
+
+    @_feature
+    def intents(self) -> frozenset[str]:
+        """The task verbs' intent groups ("summarise" and "tldr" are both "summarize")."""
+        return frozenset(_INTENTS[w] for w in self.words if w in _INTENTS)
 
     def _has_word(self, word: str) -> bool:
         if word.isalnum():
             return word in self.alnum_words
-        # Rare ("u.s", "o'brien"): a one-off pattern is cheaper than keeping a set of every span.
-        return re.search(r"(?<![a-z0-9])" + re.escape(word) + r"(?![a-z0-9])", self.lower) is not None
+        # Rare ("u.s", "o'brien"): a pattern is cheaper than keeping a set of every span.
+        return _word_pattern(word).search(self.lower) is not None
 
     def knows(self, entity: str) -> bool:
         """True if this prompt mentions ``entity`` by any content word, or by its acronym or expansion."""
@@ -526,76 +679,84 @@ class _Prompt:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _numbers(a: _Prompt, b: _Prompt) -> bool:
+def _numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Both sides must have a number the other lacks ("15% of 80" / "25% of 80"). A number on one side
     # only is usually an added detail in longer text ("fell 5%" / "fell 5%, to $32.75"); the
     # "extra_numbers" rule refuses those too.
-    return bool(a.numbers - b.numbers) and bool(b.numbers - a.numbers)
+    # Each rule reads the cached side (b, analysed when it was stored) first, so a query pays only for
+    # the features the cached prompt makes relevant: most prompts have no number, unit or direction.
+    return bool(b.numbers) and bool(a.numbers - b.numbers) and bool(b.numbers - a.numbers)
 
 
-def _extra_numbers(a: _Prompt, b: _Prompt) -> bool:
+def _extra_numbers(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     return a.numbers != b.numbers
 
 
-def _units(a: _Prompt, b: _Prompt) -> bool:
+def _units(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # Same reasoning as numbers: a unit swap ("3 cups to liters" / "3 cups to milliliters"), not a unit
     # that only one side spells out.
-    return bool(a.units - b.units) and bool(b.units - a.units)
+    return bool(b.units) and bool(a.units - b.units) and bool(b.units - a.units)
 
 
-def _direction(a: _Prompt, b: _Prompt) -> bool:
-    da, db = a.directions, b.directions
+def _direction(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    db = b.directions
+    if not db:  # then no pair of the query's can be reversed in it, and there is none of its own
+        return False
+    da = a.directions
     return any((y, x) in db and (x, y) not in db for x, y in da if (x, y) not in db) or any(
         (y, x) in da and (x, y) not in da for x, y in db
     )
 
 
-def _negation(a: _Prompt, b: _Prompt) -> bool:
-    neg_a = bool(a.words & _NEGATIONS) or "n't" in a.words
-    neg_b = bool(b.words & _NEGATIONS) or "n't" in b.words
-    return neg_a != neg_b
+def _negation(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    return a.negated != b.negated
 
 
-def _antonyms(a: _Prompt, b: _Prompt) -> bool:
-    for left, right in _ANTONYM_PAIRS:
-        a_left, a_right = bool(a.words & left), bool(a.words & right)
-        b_left, b_right = bool(b.words & left), bool(b.words & right)
-        if (a_left and not a_right and b_right and not b_left) or (
-            a_right and not a_left and b_left and not b_right
-        ):
-            return True
+def _antonyms(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    # One side uses only the left group of a pair and the other only its right group.
+    (a_left, a_right), (b_left, b_right) = a.antonym_sides, b.antonym_sides
+    if a_left & b_right or a_right & b_left:
+        return True
     # Morphological opposites without a list entry: "connect"/"disconnect", "install"/"uninstall".
-    only_a, only_b = a.words - b.words, b.words - a.words
+    return _prefixed_opposite(a, b) or _prefixed_opposite(b, a)
+
+
+def _prefixed_opposite(mine: PreparedPrompt, other: PreparedPrompt) -> bool:
+    """True if ``other`` alone uses "un"/"dis" + a word that ``mine`` alone uses."""
     return any(
-        prefix + word in other
-        for mine, other in ((only_a, only_b), (only_b, only_a))
-        for word in mine
-        if len(word) >= 4 and word not in _NOT_PREFIXABLE
-        for prefix in ("un", "dis")
+        stem in mine.words and stem not in other.words and full not in mine.words
+        for full, stem in other.prefixed
     )
 
 
-def _entities(a: _Prompt, b: _Prompt) -> bool:
+def _entities(a: PreparedPrompt, b: PreparedPrompt) -> bool:
     # A substitution in the same slot ("capital of France" / "capital of Spain"): each side has a name the
     # other never mentions, right after the same word. Long texts that merely name different people
     # ("said Smith" / "the minister told") do not count, nor do "the U.S." / "the United States".
-    only_a = {before for before, e in a.entity_slots if before not in _DETERMINERS and not b.knows(e)}
-    only_b = {before for before, e in b.entity_slots if before not in _DETERMINERS and not a.knows(e)}
+    only_b = {before for before, e in b.named_slots if not a.knows(e)}
+    if not only_b:
+        return False
+    only_a = {before for before, e in a.named_slots if not b.knows(e)}
     return bool(only_a & only_b)
 
 
-def _code_language(a: _Prompt, b: _Prompt) -> bool:
-    la, lb = a.code_languages, b.code_languages
-    return bool(la) and bool(lb) and la != lb
+def _code_language(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    lb = b.code_languages
+    if not lb:
+        return False
+    la = a.code_languages
+    return bool(la) and la != lb
 
 
-def _intent(a: _Prompt, b: _Prompt) -> bool:
-    ia = {_INTENTS[w] for w in a.words if w in _INTENTS}
-    ib = {_INTENTS[w] for w in b.words if w in _INTENTS}
-    return bool(ia) and bool(ib) and not (ia & ib)
+def _intent(a: PreparedPrompt, b: PreparedPrompt) -> bool:
+    ib = b.intents
+    if not ib:
+        return False
+    ia = a.intents
+    return bool(ia) and not (ia & ib)
 
 
-_RULES: dict[str, Callable[[_Prompt, _Prompt], bool]] = {
+_RULES: dict[str, Callable[[PreparedPrompt, PreparedPrompt], bool]] = {
     "numbers": _numbers,
     "extra_numbers": _extra_numbers,
     "units": _units,
@@ -615,6 +776,8 @@ DEFAULT_RULES: tuple[str, ...] = tuple(n for n in ALL_RULES if n != "extra_numbe
 
 
 def _expand(text: str) -> str:
+    if "WW" not in text:  # every alias starts so
+        return text
     for pattern, spelled in _ALIASES:
         text = pattern.sub(spelled, text)
     return text
@@ -622,6 +785,18 @@ def _expand(text: str) -> str:
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def prepare(text: str) -> PreparedPrompt:
+    """``text`` analysed for `FalseHitGuard.check_prepared`; features are computed as rules read them
+    (call `PreparedPrompt.complete` to compute them all now). The analysis does not depend on which
+    rules a guard applies, so one prepared prompt serves every guard.
+
+    Example:
+        >>> prepare("Convert WWII dates").text
+        'Convert World War II dates'
+    """
+    return PreparedPrompt(_expand(text), _normalise(text), text)
 
 
 class FalseHitGuard:
@@ -668,11 +843,42 @@ class FalseHitGuard:
             >>> FalseHitGuard().check("Is coffee good for you?", "Is coffee bad for you?")
             'antonyms'
         """
-        if not self._checks or _normalise(query) == _normalise(cached):
+        if not self._checks:
             return None
-        a, b = _Prompt(_expand(query)), _Prompt(_expand(cached))
+        return self._decide(prepare(query), prepare(cached))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that refines `check` alone keeps being asked through it by `check_prepared`
+        (which a cache calls), from the prompts as given; one that overrides `check_prepared` (and
+        `check`, for direct calls) keeps the prepared path."""
+        super().__init_subclass__(**kwargs)
+        if "check" in vars(cls) and "check_prepared" not in vars(cls):
+
+            def check_prepared(
+                self: FalseHitGuard, query: PreparedPrompt, cached: PreparedPrompt
+            ) -> str | None:
+                return self.check(query.source, cached.source)
+
+            cls.check_prepared = check_prepared  # type: ignore[method-assign]
+
+    def check_prepared(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
+        """`check` on prompts analysed beforehand with `prepare`: the same decision, without analysing
+        a prompt again for every pair it is in (a cache prepares each stored prompt once and each
+        query once for all its candidates).
+
+        Example:
+            >>> guard = FalseHitGuard()
+            >>> stored = prepare("What is 15% of 80?").complete()
+            >>> guard.check_prepared(prepare("What is 25% of 80?"), stored)
+            'numbers'
+        """
+        return self._decide(query, cached)
+
+    def _decide(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
+        if not self._checks or query.normalised == cached.normalised:
+            return None
         for name, refuses in self._checks:
-            if refuses(a, b):
+            if refuses(query, cached):
                 return name
         return None
 

@@ -2,42 +2,52 @@
 
 Three layers, cheapest first: an exact-repeat table (a hash of the normalised text, no embedding), then
 the embedding and the binary cache, then the false-hit guard and an optional verifier on each candidate.
+Each prompt is checked once here, tokenised once (by the embedding, which also says whether the text was
+too long to compare by meaning), and analysed for the guard once when it is stored (`bsc.text_entry`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
 import logging
 import os
 import threading
 import time
-import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bsc import _fork
-from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response
+from bsc.cache import BinarySemanticCache, CacheStats, Hit, Response, _check_namespace
 from bsc.embedders import Embedder, default_embedder
-from bsc.guard import FalseHitGuard
+from bsc.guard import FalseHitGuard, PreparedPrompt, prepare
+from bsc.text_entry import (
+    TextHit,
+    TextRecord,
+    normalise_prompt,
+    prompt_key,
+    prompt_of,
+    record_of,
+    stored_metadata,
+    user_metadata,
+)
 
 if TYPE_CHECKING:
     from bsc.store import RedisStore
 
-__all__ = ["SemanticCache", "SemanticCacheStats", "Verifier"]
+__all__ = ["SemanticCache", "SemanticCacheStats", "TextHit", "Verifier", "normalise_prompt"]
 
 logger = logging.getLogger(__name__)
 
 #: A second opinion on a semantic candidate: ``verifier(query_text, hit) -> accept?``. ``hit.prompt``
 #: holds the cached prompt. Use it for a cross-encoder or an LLM judge.
-Verifier = Callable[[str, Hit], bool]
+Verifier = Callable[[str, TextHit], bool]
 
 _CANDIDATES = 5
 # The exact-text tables may hold this many more keys than the cache has entries before stale ones
@@ -66,22 +76,6 @@ class SemanticCacheStats:
     search_seconds: float
     embedded_texts: int
     cache: CacheStats
-
-
-def normalise_prompt(text: str) -> str:
-    """The form used for exact matching: Unicode NFC, line endings unified, trailing spaces of each line
-    and blank lines before and after the text dropped. Everything else is kept: case, line breaks,
-    indentation and runs of spaces inside a line (code, tables and ASCII art turn on them; prompts that
-    differ there go through the semantic path and its guard), and compatibility characters (NFKC would
-    make "2³" read "23")."""
-    lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip(" \t") for line in lines).strip("\n")
-
-
-def _exact_key(text: str) -> bytes:
-    # surrogatepass: a lone surrogate (what `json.loads('"\\ud800"')` gives a web app) is hashed like
-    # any other character instead of raising, the same way on every path (update, lookup, reload).
-    return hashlib.blake2b(normalise_prompt(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _embeddable(text: str) -> str:
@@ -175,11 +169,14 @@ class SemanticCache:
             raise TypeError(f"memo_size must be an int, got {type(memo_size).__name__}")
         if memo_size < 0:
             raise ValueError(f"memo_size must be >= 0 (0 turns the memo off), got {memo_size}")
-        self._memo: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        # text -> (embedding, whether the text was longer than the embedder reads)
+        self._memo: OrderedDict[str, tuple[npt.NDArray[np.float32], bool]] = OrderedDict()
         self._memo_size = memo_size
         # namespace -> digest of the normalised prompt -> entry id; `_exact_keys` counts the keys of all.
         self._exact: dict[str, dict[bytes, int]] = {}
         self._exact_keys = 0
+        # entry id -> what the text layer knows of it (its key, exact-only flag, guard analysis).
+        self._records: dict[int, TextRecord] = {}
         self._lock = threading.Lock()
         self._exact_hits = self._semantic_hits = 0
         self._guard_rejections = self._verifier_rejections = 0
@@ -189,7 +186,7 @@ class SemanticCache:
         if subscribe is not None:  # a shared cache: other processes' prompts join the exact table too
             subscribe(self._remember_exact)
         elif len(self.cache):
-            self._exact = _exact_table(self.cache)
+            self._exact, self._records = _text_tables(self.cache)
             self._exact_keys = sum(map(len, self._exact.values()))
         if autosave:
             atexit.register(_autosave, weakref.ref(self))
@@ -202,9 +199,11 @@ class SemanticCache:
         self._lock.release()
 
     # ---------------------------------------------------------------- embedding with a memo
-    def _memo_get(self, texts: Sequence[str]) -> tuple[list[npt.NDArray[np.float32] | None], list[int]]:
+    def _memo_get(
+        self, texts: Sequence[str]
+    ) -> tuple[list[tuple[npt.NDArray[np.float32], bool] | None], list[int]]:
         with self._lock:
-            found: list[npt.NDArray[np.float32] | None] = []
+            found: list[tuple[npt.NDArray[np.float32], bool] | None] = []
             for t in texts:
                 v = self._memo.get(t)
                 if v is not None:
@@ -212,131 +211,192 @@ class SemanticCache:
                 found.append(v)
         return found, [i for i, v in enumerate(found) if v is None]
 
-    def _memo_put(self, texts: Sequence[str], vectors: npt.NDArray[np.float32], seconds: float) -> None:
+    def _memo_put(
+        self, texts: Sequence[str], vectors: npt.NDArray[np.float32], long: list[bool], seconds: float
+    ) -> list[tuple[npt.NDArray[np.float32], bool]]:
+        # Copies: a view would keep the embedder's whole batch array alive while any row is memoised.
+        fresh = [(np.array(v, dtype=np.float32), bool(f)) for v, f in zip(vectors, long, strict=True)]
         with self._lock:
             self._embed_seconds += seconds
             self._embedded += len(texts)
-            for t, v in zip(texts, vectors, strict=True):
-                # A copy: a view would keep the embedder's whole batch array alive while any row is memoised.
-                self._memo[t] = np.array(v, dtype=np.float32)
+            for t, item in zip(texts, fresh, strict=True):
+                self._memo[t] = item
                 self._memo.move_to_end(t)
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
+        return fresh
 
-    def _embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def _embed_fresh(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """Embeddings of ``texts`` and which of them overflow, from one tokenisation when the embedder
+        can tell (`bsc.embedders.OverflowAwareEmbedder`); otherwise ``overflows()`` asks separately,
+        and an embedder with neither truncates nothing the cache knows of."""
+        with_overflow = getattr(self.embedder, "embed_with_overflow", None)
+        if callable(with_overflow):
+            vectors, long = with_overflow(texts)
+            return vectors, list(long)
+        return self.embedder.embed(texts), self._overflowing(texts)
+
+    async def _aembed_fresh(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        with_overflow = getattr(self.embedder, "aembed_with_overflow", None)
+        if callable(with_overflow):
+            vectors, long = await with_overflow(texts)
+            return vectors, list(long)
+        return await self.embedder.aembed(texts), self._overflowing(texts)
+
+    def _overflowing(self, texts: list[str]) -> list[bool]:
+        """Which texts the embedder cannot read whole, for an embedder that says so only through an
+        ``overflows`` method. Their tail never reaches the embedding: a RAG prompt whose context fills
+        the window would look the same whatever question follows it, so such texts are matched
+        exactly only."""
+        check = getattr(self.embedder, "overflows", None)
+        return list(check(texts)) if callable(check) else [False] * len(texts)
+
+    def _embed(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """The embeddings of ``texts`` (checked str) and which texts overflow, through the memo."""
         found, missing = self._memo_get(texts)
         if missing:
             todo = [texts[i] for i in missing]
             start = time.perf_counter()
-            fresh = self.embedder.embed([_embeddable(t) for t in todo])
-            self._memo_put(todo, fresh, time.perf_counter() - start)
-            for i, v in zip(missing, fresh, strict=True):
-                found[i] = v
-        return np.stack([v for v in found if v is not None])
+            vectors, long = self._embed_fresh([_embeddable(t) for t in todo])
+            fresh = self._memo_put(todo, vectors, long, time.perf_counter() - start)
+            for i, item in zip(missing, fresh, strict=True):
+                found[i] = item
+        return _stacked(found)
 
-    async def _aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    async def _aembed(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
         found, missing = self._memo_get(texts)
         if missing:
             todo = [texts[i] for i in missing]
             start = time.perf_counter()
-            fresh = await self.embedder.aembed([_embeddable(t) for t in todo])
-            self._memo_put(todo, fresh, time.perf_counter() - start)
-            for i, v in zip(missing, fresh, strict=True):
-                found[i] = v
-        return np.stack([v for v in found if v is not None])
+            vectors, long = await self._aembed_fresh([_embeddable(t) for t in todo])
+            fresh = self._memo_put(todo, vectors, long, time.perf_counter() - start)
+            for i, item in zip(missing, fresh, strict=True):
+                found[i] = item
+        return _stacked(found)
 
     # ---------------------------------------------------------------- lookups
-    def lookup(self, text: str, *, namespace: str = "default") -> Hit | None:
-        """The cached answer for ``text`` (or a paraphrase of it) in ``namespace``, or None."""
+    def lookup(self, text: str, *, namespace: str = "default") -> TextHit | None:
+        """The cached answer for ``text`` (or a paraphrase of it) in ``namespace``, or None.
+
+        Raises:
+            TypeError: ``text`` or ``namespace`` is not a str.
+            ValueError: ``namespace`` is not valid Unicode.
+        """
         _check_text(text, 0)
+        _check_prompt_namespace(namespace)
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
-        if not self.cache.namespace_len(namespace) or self._overflowing([text])[0]:
-            self._miss()  # nothing to compare with, or too long to compare by meaning: don't embed
+        if not self.cache.namespace_len(namespace):
+            self._miss()  # nothing to compare with: don't embed
             return None
-        return self._semantic_hit(text, self._embed([text])[0], namespace)
+        vectors, long = self._embed([text])
+        return self._semantic_or_miss(text, vectors[0], long[0], namespace)
 
-    async def alookup(self, text: str, *, namespace: str = "default") -> Hit | None:
+    async def alookup(self, text: str, *, namespace: str = "default") -> TextHit | None:
         """`lookup` that awaits the embedder instead of blocking the event loop."""
         _check_text(text, 0)
+        _check_prompt_namespace(namespace)
         exact = self._exact_hit(text, namespace)
         if exact is not None:
             return exact
-        if not self.cache.namespace_len(namespace) or self._overflowing([text])[0]:
+        if not self.cache.namespace_len(namespace):
             self._miss()
             return None
-        return self._semantic_hit(text, (await self._aembed([text]))[0], namespace)
+        vectors, long = await self._aembed([text])
+        return self._semantic_or_miss(text, vectors[0], long[0], namespace)
 
-    def lookup_many(self, texts: Sequence[str], *, namespace: str = "default") -> list[Hit | None]:
+    def lookup_many(self, texts: Sequence[str], *, namespace: str = "default") -> list[TextHit | None]:
         """`lookup` for many texts, embedding all the non-exact ones in one batch."""
         for i, t in enumerate(texts):
             _check_text(t, i)
-        out: list[Hit | None] = [self._exact_hit(t, namespace) for t in texts]
+        _check_prompt_namespace(namespace)
+        out: list[TextHit | None] = [self._exact_hit(t, namespace) for t in texts]
         todo = [i for i, h in enumerate(out) if h is None]
-        too_long = self._overflowing([texts[i] for i in todo]) if todo else []
-        for _ in range(sum(too_long)):
-            self._miss()
-        todo = [i for i, long in zip(todo, too_long, strict=True) if not long]
         if todo:
-            vectors = self._embed([texts[i] for i in todo])
-            for i, v in zip(todo, vectors, strict=True):
-                out[i] = self._semantic_hit(texts[i], v, namespace)
+            vectors, long = self._embed([texts[i] for i in todo])
+            for i, v, too_long in zip(todo, vectors, long, strict=True):
+                out[i] = self._semantic_or_miss(texts[i], v, too_long, namespace)
         return out
 
-    def _overflowing(self, texts: list[str]) -> list[bool]:
-        """Which texts the embedder cannot read whole (an embedder may say so with an ``overflows``
-        method; the local ones do). Their tail never reaches the embedding: a RAG prompt whose context
-        fills the window would look the same whatever question follows it, so such texts are matched
-        exactly only."""
-        check = getattr(self.embedder, "overflows", None)
-        return list(check([_embeddable(t) for t in texts])) if callable(check) else [False] * len(texts)
+    def _semantic_or_miss(
+        self, text: str, vector: npt.NDArray[np.float32], too_long: bool, namespace: str
+    ) -> TextHit | None:
+        if too_long:  # its tail never reached the embedding: matched exactly only (see `_overflowing`)
+            self._miss()
+            return None
+        return self._semantic_hit(text, vector, namespace)
 
     def _miss(self) -> None:
-        """Counts a lookup answered without a search (an empty namespace)."""
+        """Counts a lookup answered without a search (an empty namespace, a text too long)."""
         self.cache.record_lookup(False)
 
-    def _exact_hit(self, text: str, namespace: str) -> Hit | None:
+    def _record(self, hit: Hit) -> TextRecord:
+        """The text layer's record of a live entry; built from its stored metadata if this process has
+        none yet (an entry put straight into the vector cache)."""
+        record = self._records.get(hit.id)
+        if record is None:
+            record = record_of(hit.metadata)
+            with self._lock:  # a sweep iterates the records under the lock
+                record = self._records.setdefault(hit.id, record)
+        return record
+
+    def _exact_hit(self, text: str, namespace: str) -> TextHit | None:
         table = self._exact.get(namespace)
         if not table:
             return None
-        key = _exact_key(text)
+        key = prompt_key(text)
         entry_id = table.get(key)
         if entry_id is None:
             return None
+        record = self._records.get(entry_id)
+        hit = None if record is None else record.exact_hit
+        if hit is None or hit.namespace != namespace or not self._live(entry_id):
+            hit = self._first_exact_hit(entry_id, key, namespace)
+            if hit is None:
+                return None
+        self.cache.touch(entry_id)
+        with self._lock:
+            self._exact_hits += 1
+        self.cache.record_lookup(True)
+        return hit
+
+    def _live(self, entry_id: int) -> bool:
+        # Without a TTL an entry lives while the index holds it; with one, `entry` also checks the clock.
+        return entry_id in self.cache if self.cache.ttl is None else self.cache.entry(entry_id) is not None
+
+    def _first_exact_hit(self, entry_id: int, key: bytes, namespace: str) -> TextHit | None:
+        """The exact hit on ``entry_id``, kept in its record for the next repeats; None (and the key
+        dropped) if the id is stale: evicted, expired or deleted. Ids carry a 40-bit generation, so a
+        stale one names no later entry, and the key check makes sure the hit is this very prompt."""
         entry = self.cache.entry(entry_id)
-        stored = None if entry is None or entry.metadata is None else entry.metadata.get("prompt")
-        # The id may be stale (evicted, expired, deleted); ids carry a 40-bit generation, so a stale one
-        # names no later entry, and the prompt check below makes sure an exact hit is this very prompt.
-        if (
-            entry is None
-            or entry.namespace != namespace
-            or not isinstance(stored, str)
-            or _exact_key(stored) != key
-        ):
+        record = None if entry is None else self._record(entry)
+        if entry is None or record is None or entry.namespace != namespace or record.key != key:
+            table = self._exact.get(namespace, {})
             with self._lock:
                 if table.get(key) == entry_id:
                     del table[key]
                     self._exact_keys -= 1
             return None
-        self.cache.touch(entry_id)
-        with self._lock:
-            self._exact_hits += 1
-        self.cache.record_lookup(True)
-        return self._text_hit(entry, exact=True)
+        hit = record.exact_hit = _text_hit(entry, exact=True)
+        return hit
 
-    def _semantic_hit(self, text: str, vector: npt.NDArray[np.float32], namespace: str) -> Hit | None:
+    def _semantic_hit(self, text: str, vector: npt.NDArray[np.float32], namespace: str) -> TextHit | None:
         start = time.perf_counter()
         candidates = self.cache.search(vector, namespace=namespace, k=_CANDIDATES)
         elapsed = time.perf_counter() - start
         guard_rejections = verifier_rejections = 0
-        chosen: Hit | None = None
+        chosen: TextHit | None = None
+        query: PreparedPrompt | None = None  # analysed once, for all the candidates, if any need it
         for candidate in candidates:
-            if (candidate.metadata or {}).get("exact_only"):
+            record = self._record(candidate)
+            if record.exact_only:
                 continue  # stored from a prompt too long to compare by meaning
-            hit = self._text_hit(candidate, exact=False)
+            hit = _text_hit(candidate, exact=False)
             if self.guard is not None and hit.prompt is not None:
-                rule = self.guard.check(text, hit.prompt)
+                if query is None:
+                    query = prepare(text)
+                rule = self.guard.check_prepared(query, record.prepared(hit.prompt))
                 if rule is not None:
                     logger.debug("guard rule %r refused %r for %r", rule, hit.prompt, text)
                     guard_rejections += 1
@@ -357,17 +417,6 @@ class SemanticCache:
         self.cache.record_lookup(chosen is not None)
         return chosen
 
-    @staticmethod
-    def _text_hit(hit: Hit, *, exact: bool) -> Hit:
-        stored = hit.metadata or {}
-        user = stored.get("metadata")
-        return replace(
-            hit,
-            metadata=user,  # already a read-only copy (see `bsc.cache.freeze`)
-            prompt=stored.get("prompt"),
-            exact=exact,
-        )
-
     # ---------------------------------------------------------------- updates
     def update(
         self,
@@ -377,9 +426,17 @@ class SemanticCache:
         namespace: str = "default",
         metadata: Mapping[str, Any] | None = None,
     ) -> int:
-        """Caches ``response`` for ``text``; an earlier answer to the identical text is replaced."""
+        """Caches ``response`` for ``text``; an earlier answer to the identical text is replaced.
+
+        Raises:
+            TypeError: ``text`` or ``namespace`` is not a str, ``response`` not str/bytes, or metadata
+                that JSON cannot encode.
+            ValueError: ``namespace`` is not valid Unicode, or metadata nested too deep.
+        """
         _check_text(text, 0)
-        return self._store([text], self._embed([text]), [response], namespace, [metadata])[0]
+        _check_prompt_namespace(namespace)
+        vectors, long = self._embed([text])
+        return self._store([text], vectors, long, [response], namespace, [metadata])[0]
 
     async def aupdate(
         self,
@@ -392,11 +449,12 @@ class SemanticCache:
         """`update` that awaits the embedder instead of blocking the event loop (and, for a cache shared
         through Redis, runs the write's round trip in a worker thread)."""
         _check_text(text, 0)
-        vectors = await self._aembed([text])
+        _check_prompt_namespace(namespace)
+        vectors, long = await self._aembed([text])
+        args = ([text], vectors, long, [response], namespace, [metadata])
         if getattr(self.cache, "store", None) is not None:
-            stored = await asyncio.to_thread(self._store, [text], vectors, [response], namespace, [metadata])
-            return stored[0]
-        return self._store([text], vectors, [response], namespace, [metadata])[0]
+            return (await asyncio.to_thread(self._store, *args))[0]
+        return self._store(*args)[0]
 
     def update_many(
         self,
@@ -409,6 +467,7 @@ class SemanticCache:
         """`update` for many texts, embedded in one batch."""
         for i, t in enumerate(texts):
             _check_text(t, i)
+        _check_prompt_namespace(namespace)
         if len(responses) != len(texts):
             raise ValueError(f"expected {len(texts)} responses (one per text), got {len(responses)}")
         metas: list[Mapping[str, Any] | None] = (
@@ -416,25 +475,27 @@ class SemanticCache:
         )
         if not texts:
             return []
-        return self._store(list(texts), self._embed(texts), list(responses), namespace, metas)
+        vectors, long = self._embed(texts)
+        return self._store(list(texts), vectors, long, list(responses), namespace, metas)
 
     def _store(
         self,
         texts: list[str],
         vectors: npt.NDArray[np.float32],
+        too_long: list[bool],
         responses: list[Response],
         namespace: str,
         metas: list[Mapping[str, Any] | None],
     ) -> list[int]:
-        too_long = self._overflowing(texts)
-        stored: list[dict[str, Any]] = [
-            {"prompt": t, "metadata": None if m is None else dict(m)}
-            for t, m in zip(texts, metas, strict=True)
+        stored = [
+            stored_metadata(t, m, exact_only=long) for t, m, long in zip(texts, metas, too_long, strict=True)
         ]
-        for entry, long in zip(stored, too_long, strict=True):
-            if long:
-                entry["exact_only"] = True
-        keys = [_exact_key(t) for t in texts]
+        keys = [prompt_key(t) for t in texts]
+        records = [TextRecord(k, long) for k, long in zip(keys, too_long, strict=True)]
+        if self.guard is not None:  # analysed for the guard now, once, not at every lookup finding it
+            for record, text in zip(records, texts, strict=True):
+                if not record.exact_only:
+                    record.prepared(text)
         with self._lock:  # read before the put: a shared cache's listener records the new ids at once
             table = self._exact.setdefault(namespace, {})
             before = {k: table.get(k) for k in keys}
@@ -442,6 +503,7 @@ class SemanticCache:
         replaced = []
         with self._lock:
             table = self._exact.setdefault(namespace, {})
+            self._records.update(zip(ids, records, strict=True))
             for key, new_id in zip(keys, ids, strict=True):
                 old = before[key]
                 if key not in table:
@@ -452,31 +514,36 @@ class SemanticCache:
             # Evicted entries leave stale ids behind, possibly in namespaces no longer written to (one
             # per conversation, say); sweep every table once they could outnumber the live entries, so
             # the tables stay within twice the live entries plus a constant (amortised O(1) per key).
-            if self._exact_keys > 2 * len(self.cache) + _EXACT_SLACK:
+            limit = 2 * len(self.cache) + _EXACT_SLACK
+            if self._exact_keys > limit or len(self._records) > limit:
                 self._sweep_exact()
         for old in replaced:  # outside the lock: a shared cache's delete applies changes (and listeners)
             self.cache.delete(old)
         return ids
 
     def _sweep_exact(self) -> None:
-        """Drops the keys of entries that are gone and the tables left empty (caller holds the lock)."""
+        """Drops the keys and records of entries that are gone, and the tables left empty (caller holds
+        the lock)."""
         swept = {ns: {k: v for k, v in t.items() if v in self.cache} for ns, t in self._exact.items()}
         self._exact = {ns: t for ns, t in swept.items() if t}
         self._exact_keys = sum(map(len, self._exact.values()))
+        self._records = {i: r for i, r in self._records.items() if i in self.cache}
 
     def _remember_exact(
         self, namespace: str, ids: list[int], metadata: list[Mapping[str, Any] | None]
     ) -> None:
-        """Adds entries a shared cache's replica received (from any process) to the exact-text table."""
+        """Adds entries a shared cache's replica received (from any process) to the text tables (their
+        guard analysis waits for their first lookup: most entries of a busy store are never candidates
+        here)."""
+        records = [record_of(meta) for meta in metadata]
         with self._lock:
             table = self._exact.setdefault(namespace, {})
-            for entry_id, meta in zip(ids, metadata, strict=True):
-                prompt = None if meta is None else meta.get("prompt")
-                if isinstance(prompt, str):
-                    key = _exact_key(prompt)
-                    if key not in table:
+            for entry_id, record in zip(ids, records, strict=True):
+                self._records.setdefault(entry_id, record)
+                if record.key is not None:
+                    if record.key not in table:
                         self._exact_keys += 1
-                    table[key] = entry_id
+                    table[record.key] = entry_id
 
     # ---------------------------------------------------------------- the rest
     def clear(self, namespace: str | None = None) -> None:
@@ -485,7 +552,8 @@ class SemanticCache:
         with self._lock:
             if namespace is None:
                 self._exact = {}
-            else:
+                self._records = {}
+            else:  # the namespace's records go with the next sweep
                 self._exact.pop(namespace, None)
             self._exact_keys = sum(map(len, self._exact.values()))
 
@@ -564,16 +632,43 @@ def _load_cache(path: str, dim: int, options: dict[str, Any]) -> BinarySemanticC
     return cache
 
 
-def _exact_table(cache: BinarySemanticCache) -> dict[str, dict[bytes, int]]:
-    """The exact-text table rebuilt from the prompts stored in the entries' metadata; least recently used
-    first, so where two entries share a prompt the most recently used one wins."""
+def _text_tables(cache: BinarySemanticCache) -> tuple[dict[str, dict[bytes, int]], dict[int, TextRecord]]:
+    """The exact-text table and the records rebuilt from the prompts stored in the entries' metadata;
+    least recently used first, so where two entries share a prompt the most recently used one wins. The
+    guard's analysis of each prompt is left to its first lookup (a load should not analyse every prompt)."""
     table: dict[str, dict[bytes, int]] = {}
+    records: dict[int, TextRecord] = {}
     for entry_id in cache._index.lru_order():
         hit = cache.entry(entry_id)
-        prompt = None if hit is None or hit.metadata is None else hit.metadata.get("prompt")
-        if hit is not None and isinstance(prompt, str):
-            table.setdefault(hit.namespace, {})[_exact_key(prompt)] = entry_id
-    return table
+        if hit is None:
+            continue
+        record = records[entry_id] = record_of(hit.metadata)
+        if record.key is not None:
+            table.setdefault(hit.namespace, {})[record.key] = entry_id
+    return table, records
+
+
+def _text_hit(hit: Hit, *, exact: bool) -> TextHit:
+    """The text-level hit of a vector-level one: the stored metadata unpacked into the prompt and the
+    user's own metadata (already a read-only copy, see `bsc.cache.freeze`)."""
+    stored = hit.metadata
+    return TextHit(
+        hit.response,
+        hit.similarity,
+        hit.distance,
+        hit.id,
+        user_metadata(stored),
+        hit.namespace,
+        prompt_of(stored),
+        exact,
+    )
+
+
+def _stacked(
+    found: list[tuple[npt.NDArray[np.float32], bool] | None],
+) -> tuple[npt.NDArray[np.float32], list[bool]]:
+    items = [item for item in found if item is not None]
+    return np.stack([v for v, _ in items]), [long for _, long in items]
 
 
 def _autosave(ref: weakref.ReferenceType[SemanticCache]) -> None:
@@ -584,6 +679,13 @@ def _autosave(ref: weakref.ReferenceType[SemanticCache]) -> None:
         cache.save()
     except Exception:  # at exit there is no caller left to raise to
         logger.exception("autosave of the semantic cache to %s failed", cache.path)
+
+
+def _check_prompt_namespace(namespace: object) -> None:
+    """The vector layer's namespace check, with the common case (a plain ASCII str) decided here: an
+    exact hit never reaches the vector layer's own check."""
+    if type(namespace) is not str or not namespace.isascii():
+        _check_namespace(namespace)
 
 
 def _check_text(text: object, index: int) -> None:

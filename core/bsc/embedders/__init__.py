@@ -16,7 +16,7 @@ from bsc.embedders.local import SentenceTransformerEmbedder, packaged_minilm_pat
 from bsc.embedders.ollama_api import OllamaEmbedder, OllamaError
 from bsc.embedders.onnx_runtime import OnnxEmbedder
 from bsc.embedders.openai_api import OpenAIEmbedder
-from bsc.embedders.protocol import Embedder
+from bsc.embedders.protocol import Embedder, OverflowAwareEmbedder
 
 __all__ = [
     "Embedder",
@@ -26,6 +26,7 @@ __all__ = [
     "OllamaError",
     "OnnxEmbedder",
     "OpenAIEmbedder",
+    "OverflowAwareEmbedder",
     "SentenceTransformerEmbedder",
     "default_embedder",
     "packaged_minilm_path",

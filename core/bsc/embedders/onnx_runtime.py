@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, build_bert_graph, open_session
 from bsc.embedders.local import _local_model_name, packaged_minilm_path
-from bsc.embedders.protocol import _chunks, _EmbedderBase
+from bsc.embedders.protocol import _checked_texts, _chunks, _EmbedderBase
 
 logger = logging.getLogger(__name__)
 
@@ -215,11 +215,32 @@ class OnnxEmbedder(_EmbedderBase):
         text does not reach the embedding, so a cache must not match it by meaning."""
         return [bool(e.overflowing) for e in self._tokenizer.encode_batch(self._cased(texts))]
 
+    def embed_with_overflow(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """`embed` and `overflows` from one tokenisation: the vectors, and which texts were cut at
+        ``max_seq_length`` (what a cache needs to know about each text it embeds).
+
+        Example:
+            >>> vectors, long = OnnxEmbedder().embed_with_overflow(["hi", "word " * 300])
+            >>> vectors.shape, long
+            ((2, 384), [False, True])
+        """
+        batch = _checked_texts(texts)
+        overflow: list[bool] = []
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32), overflow
+        return self._finish(self._embed_batch(batch, overflow), len(batch)), overflow
+
+    async def aembed_with_overflow(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """`embed_with_overflow` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_with_overflow, texts)
+
     def _cased(self, texts: list[str]) -> list[str]:
         return [t.lower() for t in texts] if self._layout.do_lower_case else texts
 
-    def _pooled(self, texts: list[str]) -> npt.NDArray[np.float32]:
+    def _pooled(self, texts: list[str], overflow: list[bool] | None = None) -> npt.NDArray[np.float32]:
         encodings = self._tokenizer.encode_batch(texts)
+        if overflow is not None:  # the caller wants the lengths too: read them off this tokenisation
+            overflow.extend(bool(e.overflowing) for e in encodings)
         columns = {
             "input_ids": [e.ids for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
@@ -229,16 +250,22 @@ class OnnxEmbedder(_EmbedderBase):
         pooled: npt.NDArray[np.float32] = self._session.run([OUTPUT], feed)[0]
         return pooled
 
-    def _embed_batch(self, texts: list[str]) -> object:
+    def _embed_batch(self, texts: list[str], overflow: list[bool] | None = None) -> object:
         texts = self._cased(texts)
         if len(texts) <= self._batch_size:
-            return self._pooled(texts)
+            return self._pooled(texts, overflow)
         # Longest first, like sentence-transformers: batches of similar length pad less.
         order = np.argsort([-len(t) for t in texts], kind="stable")
         ordered = [texts[i] for i in order]
-        pooled = np.concatenate([self._pooled(chunk) for chunk in _chunks(ordered, self._batch_size)])
+        flags: list[bool] | None = None if overflow is None else []
+        pooled = np.concatenate([self._pooled(c, flags) for c in _chunks(ordered, self._batch_size)])
         rows = np.empty_like(pooled)
         rows[order] = pooled
+        if overflow is not None and flags is not None:
+            unsorted = [False] * len(texts)
+            for position, flag in zip(order.tolist(), flags, strict=True):
+                unsorted[position] = flag
+            overflow.extend(unsorted)
         return rows
 
     async def _aembed_batch(self, texts: list[str]) -> object:

@@ -38,7 +38,11 @@ class Embedder(Protocol):
 
     Optionally, an embedder that truncates long input says so with
     ``overflows(texts: list[str]) -> list[bool]`` (the local embedders do): `bsc.SemanticCache`
-    then matches such texts exactly only, since their tail never reached the embedding.
+    then matches such texts exactly only, since their tail never reached the embedding. One that can
+    tell from the tokenisation it embeds with also offers
+    ``embed_with_overflow(texts) -> (vectors, list[bool])`` and its awaitable twin
+    ``aembed_with_overflow`` (the default `OnnxEmbedder` does), which the cache prefers: each text is
+    then tokenised once. See `OverflowAwareEmbedder`.
 
     Example:
         >>> def width(e: Embedder) -> int:
@@ -61,6 +65,27 @@ class Embedder(Protocol):
 
     async def aembed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Like `embed`, without blocking the event loop."""
+        ...
+
+
+@runtime_checkable
+class OverflowAwareEmbedder(Protocol):
+    """An embedder that reports, with the vectors and from the same tokenisation, which texts were
+    longer than the model reads (and so were cut before embedding). ``flags[i]`` must equal what
+    ``overflows([texts[i]])`` would say.
+
+    Example:
+        >>> def embed_checked(e: OverflowAwareEmbedder, text: str) -> bool:
+        ...     _, (too_long,) = e.embed_with_overflow([text])
+        ...     return too_long
+    """
+
+    def embed_with_overflow(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """`Embedder.embed`'s array, and one flag per text: True where the text was truncated."""
+        ...
+
+    async def aembed_with_overflow(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[bool]]:
+        """Like `embed_with_overflow`, without blocking the event loop."""
         ...
 
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from bsc import Hit, SemanticCache
+from bsc import SemanticCache, TextHit
 from bsc.embedders import Embedder
 from bsc.serve.config import ServeConfig
 from bsc.serve.keys import BadRequest, CacheKey, Endpoint, cache_key, parse_body, tenant_of
@@ -238,7 +238,7 @@ class _Proxy:
             "request_too_large",
         )
 
-    async def _lookup(self, key: CacheKey) -> tuple[Hit, dict[str, Any]] | None:
+    async def _lookup(self, key: CacheKey) -> tuple[TextHit, dict[str, Any]] | None:
         """The hit and its stored answer, or None (a miss, an expired entry, or a cache that failed)."""
         try:
             hit = await self.cache.alookup(key.text, namespace=key.namespace)
@@ -260,7 +260,7 @@ class _Proxy:
     def _answer_hit(
         self,
         endpoint: Endpoint,
-        found: tuple[Hit, dict[str, Any]],
+        found: tuple[TextHit, dict[str, Any]],
         request_body: dict[str, Any],
         stream: bool,
         started: float,

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bsc import SemanticCache
-from bsc.guard import FalseHitGuard
+from bsc.guard import FalseHitGuard, PreparedPrompt
 
 __all__ = ["OUTCOMES", "ProxyMetrics", "RecordingGuard"]
 
@@ -52,6 +52,13 @@ class RecordingGuard(FalseHitGuard):
         rule = super().check(query, cached)
         if rule is not None:
             self._on_reject(query, cached, rule)
+        return rule
+
+    def check_prepared(self, query: PreparedPrompt, cached: PreparedPrompt) -> str | None:
+        # What `SemanticCache` calls: the prompts analysed once, reported as they were given.
+        rule = super().check_prepared(query, cached)
+        if rule is not None:
+            self._on_reject(query.source, cached.source, rule)
         return rule
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bsc import Hit
+from bsc import TextHit
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     AsyncCallbackManagerForLLMRun,
@@ -41,7 +41,7 @@ HIT_EVENT = "bsc_cache_hit"
 MARKER_KEY = "bsc_cache"
 
 
-def marker(hit: Hit) -> dict[str, Any]:
+def marker(hit: TextHit) -> dict[str, Any]:
     """The marker of a hit: ``{"hit": True, "similarity": float, "exact": bool}``."""
     return {"hit": True, "similarity": round(float(hit.similarity), 6), "exact": bool(hit.exact)}
 

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
+from bsc import FalseHitGuard, SemanticCache, TextHit, Verifier
 from bsc.fail_open import FailOpenCache
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -258,7 +258,7 @@ class CachingLLM(FunctionCallingLLM):
 
     # ---------------------------------------------------------------- cache access (fail open)
     @staticmethod
-    def _answer(hit: Hit | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
+    def _answer(hit: TextHit | None, kind: str) -> tuple[StoredAnswer, dict[str, Any]] | None:
         if hit is None:
             return None
         answer = loads_answer(hit.response)

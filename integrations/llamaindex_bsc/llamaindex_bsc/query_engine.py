@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bsc import FalseHitGuard, Hit, SemanticCache, Verifier
+from bsc import FalseHitGuard, SemanticCache, TextHit, Verifier
 from bsc.fail_open import FailOpenCache
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import (
@@ -207,7 +207,7 @@ def _dumps(
     )
 
 
-def _cached_response(hit: Hit | None, *, asynchronous: bool) -> RESPONSE_TYPE | None:
+def _cached_response(hit: TextHit | None, *, asynchronous: bool) -> RESPONSE_TYPE | None:
     if hit is None:
         return None
     try:
