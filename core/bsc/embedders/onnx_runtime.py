@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, build_bert_graph, open_session
+from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, Quantize, build_bert_graph, open_session
 from bsc.embedders.local import _local_model_name, packaged_minilm_path
 from bsc.embedders.protocol import _chunks, _EmbedderBase
 
@@ -136,18 +136,24 @@ class OnnxEmbedder(_EmbedderBase):
         model: None for the packaged all-MiniLM-L6-v2, or a local sentence-transformers model
             directory (hub names are not resolved here).
         batch_size: Texts per forward pass (texts are sorted by length first, like
-            sentence-transformers, to pad less).
+            sentence-transformers, to pad less). With ``quantize="int8"`` every text has its own pass.
         threads: onnxruntime intra-op threads; None means 1. More threads help only while cores are
             idle; when other processes load the cores the extra threads spin against them and
             latency collapses, so raise it only on a machine you have to yourself.
-        name: Identifier to key caches by; defaults to the torch embedder's name for `model`.
+        name: Identifier to key caches by; defaults to the torch embedder's name for `model`, with
+            ``":int8"`` appended when quantised.
+        quantize: None (float32, the default) or ``"int8"``: the matrix products on int8 weights
+            (quantised in NumPy at start-up) and int8 activations, run by onnxruntime's integer
+            kernels. Several times faster at batch 1 (VNNI/AMX CPUs gain most) but not the same
+            vectors: cosine to sentence-transformers' about 0.99 on average, so some hit decisions
+            and most 256-bit codes change (``benchmarks/bench_embed.py`` measures it). Opt-in.
 
     Raises:
         ImportError: If onnxruntime, tokenizers or safetensors is missing; the message says what to install.
         FileNotFoundError: If `model` is not a model directory or lacks ``tokenizer.json``/weights.
         NotImplementedError: If the model is not a BERT, or not Transformer -> mean/CLS Pooling
             [-> Normalize].
-        ValueError: If `batch_size` or `threads` is not positive.
+        ValueError: If `batch_size` or `threads` is not positive, or `quantize` is unknown.
 
     Example:
         >>> e = OnnxEmbedder()
@@ -164,7 +170,10 @@ class OnnxEmbedder(_EmbedderBase):
         batch_size: int = 64,
         threads: int | None = None,
         name: str | None = None,
+        quantize: Quantize = None,
     ) -> None:
+        if quantize not in (None, "int8"):
+            raise ValueError(f'quantize must be None or "int8", got {quantize!r}')
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         threads = 1 if threads is None else threads
@@ -183,11 +192,14 @@ class OnnxEmbedder(_EmbedderBase):
         layout = _read_layout(model_dir)
         self._layout = layout
         self._dim = layout.dim
-        self._name = name or _local_model_name(model_dir)
-        self._batch_size = batch_size
+        # int8 vectors differ from the float ones, so they must not share a cache.
+        self._name = name or _local_model_name(model_dir) + ("" if quantize is None else f":{quantize}")
+        # int8 activations are quantised with one range per forward pass, so in a batch a text's vector
+        # would depend on its neighbours; one text per pass keeps it a function of the text alone.
+        self._batch_size = batch_size if quantize is None else 1
         self._tokenizer = _sentence_transformers_tokenizer(Tokenizer, layout)
 
-        graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling)
+        graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling, quantize=quantize)
         if graph.hidden_size != layout.dim:
             raise ValueError(
                 f"{model_dir}: encoder width {graph.hidden_size} but pooling config width {layout.dim}"
@@ -198,7 +210,13 @@ class OnnxEmbedder(_EmbedderBase):
         self._session = open_session(graph, options)
         # The session reads the weights in place: they must live as long as it does.
         self._weights = graph.external
-        logger.info("loaded %s on onnxruntime %s (%d threads)", model_dir, ort.__version__, threads)
+        logger.info(
+            "loaded %s on onnxruntime %s (%d threads, %s weights)",
+            model_dir,
+            ort.__version__,
+            threads,
+            quantize or "float32",
+        )
 
     @property
     def name(self) -> str:
