@@ -18,7 +18,6 @@ import numpy.typing as npt
 import pytest
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
 
 from bsc import BinaryEncoder, SemanticCache
@@ -118,13 +117,14 @@ def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transforme
     assert 0 < sum(ours) < len(ours)  # both outcomes occur, so a disagreement could show
 
 
-def test_a_fresh_process_embeds_without_importing_torch_or_onnx(onnx: OnnxEmbedder, texts: list[str]) -> None:
+def test_a_fresh_process_embeds_without_importing_torch_onnx_tokenizers_or_safetensors(onnx: OnnxEmbedder, texts: list[str]) -> None:
     code = (
         "import json, sys\n"
         "from bsc.embedders import default_embedder\n"
         "vectors = default_embedder().embed(json.loads(sys.stdin.read()))\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
-        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnx'} & loaded\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnx', 'tokenizers', 'safetensors',\n"
+        "         'huggingface_hub'} & loaded\n"
         "assert not heavy, heavy\n"
         "print(json.dumps(vectors.tolist()))\n"
     )

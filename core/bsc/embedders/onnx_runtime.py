@@ -1,10 +1,11 @@
 """The default local embedder: a sentence-transformers BERT model run by ONNX Runtime, without torch.
 
 The encoder graph is built at start-up straight from the model's ``*.safetensors`` weights
-(`bsc.embedders.bert_graph`); tokenization uses the model's own ``tokenizer.json`` through the
-``tokenizers`` package, with sentence-transformers' truncation (at ``max_seq_length``), padding
+(`bsc.embedders.bert_graph`); tokenization reads the model's own ``tokenizer.json``
+(`bsc.embedders.wordpiece`, the ``tokenizers`` package's BERT rules in Python), with
+sentence-transformers' truncation (at ``max_seq_length``), padding
 (to the longest text of a batch) and pooling. So the vectors equal sentence-transformers' own to
-float rounding, and a process needs only onnxruntime, tokenizers and numpy.
+float rounding, and a process needs only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy.typing as npt
 from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, Quantize, build_bert_graph, open_session
 from bsc.embedders.local import _local_model_name, packaged_minilm_path
 from bsc.embedders.protocol import _chunks, _EmbedderBase
+from bsc.embedders.wordpiece import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ class OnnxEmbedder(_EmbedderBase):
     Loads any sentence-transformers directory whose ``config.json`` is a BERT (``model_type``
     ``"bert"``: MiniLM-L6/L12, bge-small, e5-small, ...) with its weights in ``*.safetensors``;
     other architectures raise `NotImplementedError` (use `SentenceTransformerEmbedder` for them).
-    Safe to call from several threads: the session and the configured tokenizer are read-only
+    Safe to call from several threads: the session and the tokenizer's settings are read-only
     while embedding.
 
     Args:
@@ -149,10 +151,10 @@ class OnnxEmbedder(_EmbedderBase):
             and most 256-bit codes change (``benchmarks/bench_embed.py`` measures it). Opt-in.
 
     Raises:
-        ImportError: If onnxruntime or tokenizers is missing; the message says what to install.
+        ImportError: If onnxruntime is missing; the message says what to install.
         FileNotFoundError: If `model` is not a model directory or lacks ``tokenizer.json``/weights.
-        NotImplementedError: If the model is not a BERT, or not Transformer -> mean/CLS Pooling
-            [-> Normalize].
+        NotImplementedError: If the model is not a BERT, its tokenizer not BERT's WordPiece, or the
+            pipeline not Transformer -> mean/CLS Pooling [-> Normalize].
         ValueError: If `batch_size` or `threads` is not positive, or `quantize` is unknown.
 
     Example:
@@ -181,10 +183,9 @@ class OnnxEmbedder(_EmbedderBase):
             raise ValueError(f"threads must be positive, got {threads}")
         try:
             import onnxruntime as ort
-            from tokenizers import Tokenizer
         except ImportError as exc:
             raise ImportError(
-                f'the local embedder needs onnxruntime and tokenizers: pip install "bsc-cache[local]" ({exc})'
+                f'the local embedder needs onnxruntime: pip install "bsc-cache[local]" ({exc})'
             ) from exc
         model_dir = packaged_minilm_path() if model is None else Path(model).resolve()
         layout = _read_layout(model_dir)
@@ -195,7 +196,11 @@ class OnnxEmbedder(_EmbedderBase):
         # int8 activations are quantised with one range per forward pass, so in a batch a text's vector
         # would depend on its neighbours; one text per pass keeps it a function of the text alone.
         self._batch_size = batch_size if quantize is None else 1
-        self._tokenizer = _sentence_transformers_tokenizer(Tokenizer, layout)
+        # sentence-transformers' setup: truncation at max_seq_length, padding to the longest text of a
+        # batch (tokenizer.json's own padding and truncation settings are not what it uses).
+        self._tokenizer = Tokenizer.from_file(
+            layout.transformer_dir / "tokenizer.json", max_length=layout.max_seq_length
+        )
 
         graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling, quantize=quantize)
         if graph.hidden_size != layout.dim:
@@ -258,28 +263,6 @@ class OnnxEmbedder(_EmbedderBase):
         return rows
 
     async def _aembed_batch(self, texts: list[str]) -> object:
-        # onnxruntime and tokenizers release the GIL, so a worker thread keeps the loop responsive.
+        # onnxruntime releases the GIL for the forward pass, nearly all of a call: a worker thread keeps
+        # the loop responsive.
         return await asyncio.to_thread(self._embed_batch, texts)
-
-
-def _sentence_transformers_tokenizer(tokenizer_class: Any, layout: _Layout) -> Any:
-    """The model's ``tokenizer.json`` set up as sentence-transformers uses it.
-
-    tokenizer.json often carries fixed-length padding and another truncation length;
-    sentence-transformers pads to the longest text of a batch and truncates at max_seq_length.
-    Configured once here and only read afterwards, so concurrent ``encode_batch`` calls are safe.
-    """
-    tokenizer = tokenizer_class.from_file(str(layout.transformer_dir / "tokenizer.json"))
-    padding = tokenizer.padding or {}
-    pad_token = padding.get("pad_token") or _read_json(layout.transformer_dir / "tokenizer_config.json").get(
-        "pad_token", "[PAD]"
-    )
-    pad_id = tokenizer.token_to_id(pad_token)
-    tokenizer.enable_padding(
-        direction=padding.get("direction", "right"),
-        pad_id=padding.get("pad_id", 0 if pad_id is None else pad_id),
-        pad_type_id=padding.get("pad_type_id", 0),
-        pad_token=pad_token,
-    )
-    tokenizer.enable_truncation(max_length=layout.max_seq_length)
-    return tokenizer
