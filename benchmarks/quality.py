@@ -23,7 +23,8 @@ meaning, a hit would be correct; label 0: a hit would be a false hit):
 3. The guard at the recommended settings: false hits removed and correct hits lost, by rule and kind.
 4. The recommended default threshold and rerank, by the rules in `recommend`.
 
-Embeddings (all-MiniLM-L6-v2 via `bsc.embedders.SentenceTransformerEmbedder`, unit norm) are cached in
+Embeddings (all-MiniLM-L6-v2 via `bsc.embedders.default_embedder`, the cache's own default embedder, whose
+vectors equal sentence-transformers' to float rounding; unit norm) are cached in
 ``benchmarks/results/embeddings/`` (``<hash>.npy`` + ``<hash>.texts.json``), so only the first run embeds
 (~24k sentences: a few minutes at 100-200 sentences/s, over 20 on a busy 2-core machine); a rerun takes
 seconds. Tables are printed as markdown; the numbers go to ``benchmarks/results/quality.json``.
@@ -162,9 +163,9 @@ class EmbeddingStore:
 
     def _embed_fresh(self, texts: list[str], what: str) -> F32:
         if self._embedder is None:
-            from bsc.embedders import SentenceTransformerEmbedder
+            from bsc.embedders import default_embedder
 
-            self._embedder = SentenceTransformerEmbedder()
+            self._embedder = default_embedder()
         embedder = self._embedder
         start = time.perf_counter()
         parts: list[F32] = []

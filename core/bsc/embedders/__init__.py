@@ -1,6 +1,6 @@
 """Embedders: turn prompts into unit-length float32 vectors for the binary cache.
 
-Importing this package is cheap: onnxruntime, tokenizers, torch, sentence-transformers, openai, httpx
+Importing this package is cheap: onnxruntime, torch, sentence-transformers, openai, httpx
 and the frameworks are imported only when the embedder that needs them is constructed. The default,
 `OnnxEmbedder` on the packaged all-MiniLM-L6-v2, never imports torch.
 

