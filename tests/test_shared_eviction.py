@@ -38,7 +38,8 @@ def replicas(redis_server: Any) -> Iterator[Callable[..., ReplicatedCache]]:
 
 def unit_rows(n: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
 def responses(cache: ReplicatedCache) -> set[str]:

@@ -20,7 +20,8 @@ appends one line::
 No header is written: not the API key, not the upstream key, not cookies. The prompts are the users'
 data: the file is created readable by its owner only (0600). A malformed request (answered 400) and a body
 over the size limit (413) are not logged. Workers of ``bsc serve --workers N`` append to one file; each
-line is one ``write`` on a file opened with ``O_APPEND``, so lines do not interleave.
+line is one ``write`` on a file opened with ``O_APPEND``, so on a local file system (Linux) lines do not
+interleave.
 """
 
 from __future__ import annotations
