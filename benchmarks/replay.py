@@ -10,7 +10,7 @@
 4. Eviction cost per put: the same codes inserted into a `HammingIndex` that is full (every insert
    evicts) and into one with room, per policy, interleaved rounds, median; the difference over the
    number of inserts is the amortised cost of choosing and removing a victim (and, for ``diverse``, its
-   two neighbour scans). Memory overhead: bytes per entry of the policy state (`bytes_in_use`).
+   neighbour scan on insert). Memory overhead: bytes per entry of the policy state (`bytes_in_use`).
 5. Live overhead: one short replay that embeds every lookup with the real model, for the plan table's
    lookup overhead (what an application pays).
 6. Stress: 8 threads replaying slices of the skewed workload against one cache at a fixed capacity
@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch on a shared 2-core machine: see README
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the model on a shared 2-core machine: see README
 
 import argparse
 import json
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bsc import BinarySemanticCache, SemanticCache
+from bsc import SemanticCache
 from bsc._native import BinaryEncoder, HammingIndex
 from bsc.embedders import Embedder, default_embedder
 from bsc.thresholds import radius_for
@@ -59,6 +59,9 @@ from bsc.workloads import (
 )
 
 POLICIES = ("lru", "lfu", "sieve", "diverse")
+#: Rows of the sweep: (label, policy, neighbourhood radius or None for the cache's own). "diverse r=0"
+#: counts only identical codes as neighbours: the protected window alone, without neighbourhood admission.
+VARIANTS = (*((p, p, None) for p in POLICIES), ("diverse r=0", "diverse", 0))
 SHARES = (0.01, 0.05, 0.20)
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -66,49 +69,39 @@ RESULTS = ROOT / "results"
 
 def sweep(
     streams: dict[str, list[Request]], embedder: PrecomputedEmbedder, progress: bool
-) -> tuple[list[ReplayResult], dict[str, float]]:
-    """Every (workload, capacity, policy) replay, and the share of entries left at the end that have a
-    neighbour within the hit radius (what ``diverse`` can act on)."""
-    results, redundant = [], {}
+) -> list[ReplayResult]:
+    """Every (workload, capacity, variant) replay, each through a fresh cache."""
+    results = []
     for name, stream in streams.items():
         distinct = distinct_prompts(stream)
         for share in SHARES:
             capacity = max(2, round(share * distinct))
-            for policy in POLICIES:
+            for label, policy, radius in VARIANTS:
                 cache = SemanticCache(embedder, max_entries=capacity, eviction=policy)
-                results.append(replay(stream, cache, workload=name, progress=progress))
-                redundant[f"{name}/{capacity}/{policy}"] = neighbour_share(cache.cache)
-    return results, redundant
+                if radius is not None:
+                    cache.cache._index.set_eviction(policy, radius)
+                result = replay(stream, cache, workload=name, progress=progress)
+                result.eviction = label
+                results.append(result)
+    return results
 
 
-def neighbour_share(cache: BinarySemanticCache) -> float:
-    """Share of the cache's entries with another entry of their namespace within the hit radius."""
-    _, counts, codes, *_ = cache._index.to_parts()
-    radius = radius_for(cache.threshold, cache.code_bits)
-    rows = codes.reshape(-1, cache.code_bits // 64)
-    with_neighbour, start = 0, 0
-    for count in counts.tolist():
-        block = rows[start : start + count]
-        start += count
-        for i in range(0, len(block), 512):
-            d = np.bitwise_count(block[i : i + 512, None, :] ^ block[None, :, :]).sum(axis=2)
-            with_neighbour += int(((d <= radius).sum(axis=1) > 1).sum())
-    return with_neighbour / len(rows) if len(rows) else 0.0
-
-
-def radius_sweep(
-    stream: list[Request], embedder: PrecomputedEmbedder, radii: tuple[int, ...] = (36, 52, 64, 80)
-) -> dict[str, float]:
-    """``diverse`` with neighbourhoods wider than the hit radius (36 bits at 0.90): does counting
-    topic-level neighbours (cosine ~0.8 at 52 bits) help where hit-radius neighbours are absent?"""
-    out = {}
-    for share in SHARES[1:]:
-        capacity = max(2, round(share * distinct_prompts(stream)))
-        out[f"{capacity}/lru"] = replay(stream, SemanticCache(embedder, max_entries=capacity)).hit_rate
-        for radius in radii:
-            cache = SemanticCache(embedder, max_entries=capacity, eviction="diverse")
-            cache.cache._index.set_eviction("diverse", radius)  # a wider radius than the cache's own
-            out[f"{capacity}/diverse-r{radius}"] = replay(stream, cache).hit_rate
+def false_hits(results: list[ReplayResult]) -> dict[str, dict[str, float]]:
+    """Per variant: false hits over labelled hits pooled over every cell, and the cells whose rate is
+    above LRU's by more than two standard errors of the difference (what "more false hits" means here;
+    a cell holds 20-200 false hits, so smaller differences are noise)."""
+    lru = {(r.workload, r.capacity): r for r in results if r.eviction == "lru"}
+    out: dict[str, dict[str, float]] = {}
+    for label, *_ in VARIANTS:
+        mine = [r for r in results if r.eviction == label]
+        worse = 0
+        for r in mine:
+            base = lru[(r.workload, r.capacity)]
+            p1, n1, p0, n0 = r.false_hit_rate, r.labelled_hits, base.false_hit_rate, base.labelled_hits
+            se = float(np.sqrt(p1 * (1 - p1) / max(n1, 1) + p0 * (1 - p0) / max(n0, 1)))
+            worse += p1 - p0 > 2 * se
+        pooled = sum(r.false_hits for r in mine) / max(1, sum(r.labelled_hits for r in mine))
+        out[label] = {"pooled_false_hit_rate": pooled, "cells_worse_than_lru": worse, "cells": len(mine)}
     return out
 
 
@@ -145,6 +138,7 @@ def eviction_cost(
 
 
 def policy_bytes() -> dict[str, float]:
+    """Bytes per entry of each policy's state: an index with the policy minus one with LRU."""
     out = {}
     for policy in POLICIES:
         with_policy = HammingIndex(4, 100, False, policy, 36)
@@ -207,10 +201,11 @@ def print_sweep(
         base = lru[(r.workload, r.capacity)]
         gain = (r.hit_rate / base.hit_rate - 1) * 100 if base.hit_rate else 0.0
         share = 100 * r.capacity / r.distinct_prompts
-        micro = cost.get(r.capacity, {}).get(r.eviction, float("nan"))
+        policy = next(p for label, p, _ in VARIANTS if label == r.eviction)
+        micro = cost.get(r.capacity, {}).get(policy, float("nan"))
         print(
             f"| {r.workload} | {share:.0f} % ({r.capacity}) | {r.eviction} | {100 * r.hit_rate:.1f} % | "
-            f"{gain:+.1f} % | {100 * r.false_hit_rate:.2f} % | {micro:.2f} | {nbytes[r.eviction]:.0f} |"
+            f"{gain:+.1f} % | {100 * r.false_hit_rate:.2f} % | {micro:.2f} | {nbytes[policy]:.0f} |"
         )
 
 
@@ -237,9 +232,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", type=Path, help="directory for the PNG plots")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
     requests = 3000 if args.quick else args.requests
     pools = [load_pool(ROOT / "data" / "prompt_pairs.tsv", "prompts")]
     if not args.quick and (args.data / "msrp_all.tsv").exists():
@@ -254,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"embedded {len(set(texts))} distinct prompts once in {embedder.seconds:.0f} s (all-MiniLM-L6-v2)")
     started = time.perf_counter()
     load = os.getloadavg()
-    results, redundant = sweep(streams, embedder, not args.no_progress)
+    results = sweep(streams, embedder, not args.no_progress)
     sweep_seconds = time.perf_counter() - started
 
     capacities = sorted({r.capacity for r in results})
@@ -263,19 +255,14 @@ def main(argv: list[str] | None = None) -> None:
     for capacity in [*capacities, 10_000]:
         cost[capacity] = eviction_cost(all_vectors, capacity, args.rounds)
     nbytes = policy_bytes()
-    radii = radius_sweep(streams["skewed-paraphrase"], embedder)
-    print("\ndiverse with wider neighbourhoods, skewed-paraphrase, hit rate:")
-    print("  " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in radii.items()))
     print_sweep(results, cost, nbytes)
-    print("\nShare of entries with a neighbour within the hit radius at the end (diverse runs):")
-    print(
-        "  "
-        + ", ".join(
-            f"{k.removesuffix('/diverse')} {100 * v:.1f} %"
-            for k, v in redundant.items()
-            if k.endswith("/diverse")
+    fh = false_hits(results)
+    print("\nFalse hits pooled over the 9 cells, and cells above LRU by more than 2 standard errors:")
+    for label, row in fh.items():
+        print(
+            f"  {label:<12} {100 * row['pooled_false_hit_rate']:.2f} %, "
+            f"{row['cells_worse_than_lru']:.0f} of {row['cells']:.0f} cells worse"
         )
-    )
     print(
         "\nEviction cost, µs per insert into a full index (median of rounds; insert with room for reference):"
     )
@@ -322,8 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         "eviction_cost_us": cost,
         "policy_bytes_per_entry": nbytes,
         "live": live.to_json(),
-        "neighbour_share": redundant,
-        "diverse_radius_sweep": radii,
+        "false_hits": fh,
         "stress": {
             "threads": args.threads,
             "capacity": stress_capacity,

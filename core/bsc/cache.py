@@ -151,9 +151,9 @@ class BinarySemanticCache:
         threshold: minimum cosine similarity for a hit, in [-1, 1].
         max_entries: capacity; beyond it the eviction policy chooses an entry to drop (expired first).
         eviction: "lru" (least recently used, the default), "lfu" (least frequently used, with ageing),
-            "sieve" (SIEVE: scan-resistant, no reordering on hits) or "diverse" (of the 16 least
-            recently used, the one with the most near-duplicates within the hit radius). 0 or 1 byte
-            an entry.
+            "sieve" (SIEVE: scan-resistant, no reordering on hits) or "diverse" (SIEVE that never
+            evicts the newest 40 % and treats a new entry near a kept one as used). 0 or 1 byte an
+            entry.
         ttl: seconds an entry lives, or None for no expiry.
         rerank: shortlist size for the exact-cosine second stage; 0 for codes only.
         clock: monotonic time source in seconds (for tests).

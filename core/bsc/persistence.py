@@ -490,9 +490,9 @@ def read_snapshot(
         threshold: a new similarity threshold (default: the saved one).
         max_entries: a new capacity, at least the number of saved entries (default: the saved one).
         eviction: a new eviction policy (default: the saved one). The policy's per-entry state
-            (LFU counters, SIEVE bits) is not saved: it restarts at zero, in the saved list order;
-            "diverse" recounts neighbours (up to 20,000 entries; beyond, counts refill as entries arrive).
-        clock: the monotonic clock the snapshot's expiry times are moved onto.
+            (LFU counters, SIEVE and diverse visited bits) is not saved: it restarts at zero, in the
+            saved list order.
+        clock: the loaded cache's monotonic clock; saved expiry times are moved onto it.
         wall_clock: wall-clock time source, used to age entries by the time since the save (for tests).
 
     Raises:

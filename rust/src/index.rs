@@ -220,41 +220,27 @@ impl Index {
         self.row_dim
     }
 
-    /// Chooses the eviction policy; `radius` is the Hamming hit radius (`diverse` counts neighbours
-    /// within it). Resets the policy's per-entry state; `diverse` rebuilds its neighbour counts when
-    /// the index holds at most `eviction::REBUILD_LIMIT` entries (one scan per entry).
+    /// Chooses the eviction policy; `radius` is the Hamming radius of a neighbourhood (`diverse`: a new
+    /// entry with a neighbour within it starts visited). Resets the policy's per-entry state.
     pub fn set_eviction(&mut self, policy: Policy, radius: u32) {
-        self.eviction = Eviction::new(policy, radius, self.slots.len());
-        if policy.counts_neighbours() && self.len <= eviction::REBUILD_LIMIT {
-            for space in 0..self.spaces.len() {
-                for pos in 0..self.spaces[space].ids.len() {
-                    let neighbours = self.neighbours(space, pos);
-                    let h = handle_of(self.spaces[space].ids[pos]);
-                    // Every entry is visited, so each sets only its own count.
-                    self.eviction.set_count(h, neighbours.len());
-                }
-            }
-        }
+        self.eviction = Eviction::new(policy, radius, self.slots.len(), self.len);
     }
 
     pub fn eviction(&self) -> Policy {
         self.eviction.policy()
     }
 
-    /// The eviction policy's byte for a live entry (counter, visited bit or neighbour count).
+    /// The eviction policy's byte for a live entry (counter or visited bit).
     pub fn eviction_state(&self, id: EntryId) -> Option<u8> {
         self.contains(id)
             .then(|| self.eviction.state_of(handle_of(id)))
     }
 
-    /// Handles of the entries of `space` within the eviction radius of the entry at `pos` (itself excluded).
-    fn neighbours(&self, space: usize, pos: usize) -> Vec<u32> {
+    /// Whether another entry of `space` lies within the eviction radius of the entry at `pos`.
+    fn has_neighbour(&self, space: usize, pos: usize) -> bool {
         let sp = &self.spaces[space];
         let code = &sp.codes[pos * self.words..(pos + 1) * self.words];
-        eviction::neighbour_rows(&sp.codes, self.words, code, self.eviction.radius(), pos)
-            .into_iter()
-            .map(|row| handle_of(sp.ids[row]))
-            .collect()
+        eviction::has_neighbour(&sp.codes, self.words, code, self.eviction.radius(), pos)
     }
 
     pub fn words(&self) -> usize {
@@ -412,12 +398,9 @@ impl Index {
         }
         self.link_front(handle);
         self.len += 1;
-        let neighbours = if self.eviction.policy().counts_neighbours() {
-            self.neighbours(space as usize, pos as usize)
-        } else {
-            Vec::new()
-        };
-        self.eviction.inserted(handle, &neighbours);
+        let has_neighbour = self.eviction.policy().admits_by_neighbour()
+            && self.has_neighbour(space as usize, pos as usize);
+        self.eviction.inserted(handle, has_neighbour);
         Ok((id, evicted))
     }
 
@@ -487,24 +470,13 @@ impl Index {
 
     /// Deletes an entry; false if it was not there (already deleted, evicted, or a stale id).
     pub fn remove(&mut self, id: EntryId) -> bool {
-        self.remove_with(id, true)
-    }
-
-    /// `remove`; `update_neighbours` false skips the `diverse` bookkeeping scan when the entry's whole
-    /// namespace is going anyway.
-    fn remove_with(&mut self, id: EntryId, update_neighbours: bool) -> bool {
         if !self.contains(id) {
             return false;
         }
         let h = handle_of(id);
         let slot = self.slots[h as usize];
         let (space, pos) = (slot.space() as usize, slot.field(POS) as usize);
-        let neighbours = if update_neighbours && self.eviction.needs_neighbours_on_removal(h) {
-            self.neighbours(space, pos)
-        } else {
-            Vec::new()
-        };
-        self.eviction.removing(h, slot.field(PREV), &neighbours);
+        self.eviction.removing(h, slot.field(PREV));
         self.unlink(h);
         let words = self.words;
         let sp = &mut self.spaces[space];
@@ -693,9 +665,8 @@ impl Index {
         };
         // One by one, so every freed handle moves to its next generation and ids handed out before
         // the clear never name a later entry. Last positions first: no codes are moved.
-        // Whole namespaces go, so no neighbour count outside them needs updating.
         for &id in ids.iter().rev() {
-            self.remove_with(id, false);
+            self.remove(id);
         }
         ids
     }

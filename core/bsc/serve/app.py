@@ -33,6 +33,7 @@ from bsc.embedders import Embedder
 from bsc.serve.config import ServeConfig
 from bsc.serve.keys import BadRequest, CacheKey, Endpoint, cache_key, parse_body, tenant_of
 from bsc.serve.metrics import ProxyMetrics, RecordingGuard
+from bsc.serve.request_log import RequestLog
 from bsc.serve.streaming import SSEDecoder, StreamRecorder, recorder_for, replay
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -101,6 +102,7 @@ class _Proxy:
         self.metrics.watch(self.cache)
         self.client: httpx.AsyncClient | None = None
         self.ready = False
+        self.request_log = RequestLog(config.request_log) if config.request_log is not None else None
 
     def _build_cache(self, embedder: Embedder | None) -> SemanticCache:
         c = self.config
@@ -147,6 +149,8 @@ class _Proxy:
                 close = getattr(self.cache.cache, "close", None)
                 if self.owns_cache and close is not None:
                     await asyncio.to_thread(close)
+                if self.request_log is not None:
+                    self.request_log.close()
                 self.client = None
 
     async def _snapshot_loop(self) -> None:
@@ -220,13 +224,31 @@ class _Proxy:
             self.metrics.count(endpoint, "error")
             return error_response(400, str(exc), "invalid_request_error", "invalid_request", exc.param)
         stream = bool(body.get("stream"))
+        log = self.request_log
         if isinstance(key, str) or not (control.read or control.write):
             reason = key if isinstance(key, str) else "client"
+            if log is not None:
+                log.write(endpoint, body, None, "bypass", tenant=tenant, reason=reason)
             return await self._forward(request, route, endpoint, raw, body, stream, None, control, reason)
         if control.read:
             found = await self._lookup(key)
             if found is not None:
+                if log is not None:
+                    hit, answer = found
+                    usage = answer.get("usage") or {}
+                    tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+                    log.write(
+                        endpoint,
+                        body,
+                        key,
+                        "hit",
+                        tenant=tenant,
+                        similarity=hit.similarity,
+                        output_tokens=tokens,
+                    )
                 return self._answer_hit(endpoint, found, body, stream, started)
+        if log is not None:
+            log.write(endpoint, body, key, "miss", tenant=tenant)
         return await self._forward(request, route, endpoint, raw, body, stream, key, control, None)
 
     def _too_large(self) -> Response:

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-tool-results", action="store_const", const=True, help="cache conversations with tool results"
     )
     add("--prices", metavar="FILE", help='JSON {"model-prefix": [input, output] $ per 1M tokens}')
+    add("--request-log", metavar="FILE", help="append one JSON line per request here (prompts; never keys)")
     add("--no-dashboard", dest="dashboard", action="store_const", const=False, help="disable /dashboard")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default info")
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if config.workers == 1:
         try:
             app = create_app(config)
-        except (ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             return _fail(exc)
         uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
         return 0

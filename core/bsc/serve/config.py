@@ -69,6 +69,8 @@ class ServeConfig:
         replay_chunk_chars: about how many characters each replayed stream piece carries.
         prices: model-name prefix -> (input, output) dollars per million tokens, over `DEFAULT_PRICES`.
         dashboard: serve ``/dashboard`` and its JSON (they show cached prompts of every tenant).
+        request_log: a JSONL file to append one line per request to (prompt, model, hit/miss, tenant
+            hash; never a key): off when None. See `bsc.serve.request_log`; `bsc.workloads` replays it.
         log_level: uvicorn's log level.
 
     Raises:
@@ -102,6 +104,7 @@ class ServeConfig:
     replay_chunk_chars: int = 24
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     dashboard: bool = True
+    request_log: str | None = None
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -13,8 +13,14 @@ per-namespace entry hashes are built from the prefix inside the scripts, on that
 - ``bsc:{name}:ns`` / ``bsc:{name}:nsn``  hashes: namespace -> number and number -> namespace.
 - ``bsc:{name}:e:<n>``  hash per namespace number: uid -> packed entry (`bsc.store.codec`).
   A uid is ``"<namespace number>:<counter>"``.
-- ``bsc:{name}:lru``    sorted set: uid -> last use (wall-clock seconds), the global LRU order.
+- ``bsc:{name}:lru``    sorted set: uid -> last use (wall-clock seconds), the global LRU order (and the
+  set of live entries, whatever the policy).
 - ``bsc:{name}:exp``    sorted set: uid -> deadline, for entries with a TTL.
+- ``bsc:{name}:ord``    sorted set, policies other than ``lru``: uid -> position in the policy's queue
+  (insertion order; ``lfu`` moves an entry it spares to the head with a new position).
+- ``bsc:{name}:st``     hash, policies other than ``lru``: uid -> use counter (``lfu``) or ``1`` for a
+  visited entry (``sieve``, ``diverse``); a missing field is 0. ``meta``'s ``hand`` is the position the
+  SIEVE hand looks at next.
 - ``bsc:{name}:log``    stream of events, trimmed to about ``stream_len`` events. Every event has
   ``s`` (seq), ``e`` (epoch), ``o`` (``p`` put, ``d`` delete, ``c`` clear a namespace, ``C`` clear all),
   ``n`` (namespace), ``x`` (comma-separated uids removed); a put also has ``u``, the new uids. A
@@ -25,11 +31,16 @@ per-namespace entry hashes are built from the prefix inside the scripts, on that
 
 from __future__ import annotations
 
-__all__ = ["CLEAR", "DELETE", "INIT", "PUT", "STATE"]
+__all__ = ["CLEAR", "DELETE", "INIT", "PUT", "STATE", "TOUCH"]
 
-# Shared by every script. KEYS: meta, ns, nsn, lru, exp, log. ARGV[1] is the key prefix.
+#: `diverse`: the newest share of the entries, in percent, that the hand never reaches (as
+#: ``PROTECTED_PERCENT`` in ``rust/src/eviction.rs``).
+PROTECTED_PERCENT = 40
+
+# Shared by every script. KEYS: meta, ns, nsn, lru, exp, log, ord, st. ARGV[1] is the key prefix.
 _PRELUDE = """
 local meta, nsmap, nsrev, lru, exp, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ord, st = KEYS[7], KEYS[8]
 local prefix = ARGV[1]
 
 local function entry_key(uid)
@@ -41,6 +52,8 @@ local function drop(uid, removed)
   if redis.call('HDEL', entry_key(uid), uid) == 1 then
     redis.call('ZREM', lru, uid)
     redis.call('ZREM', exp, uid)
+    redis.call('ZREM', ord, uid)
+    redis.call('HDEL', st, uid)
     removed[#removed + 1] = uid
   end
 end
@@ -78,16 +91,60 @@ return ensure_meta(ARGV[2], ARGV[3])
 """
 )
 
-#: ARGV: prefix, epoch candidate, cfg, now, stream_len, max_entries, namespace, then one
-#: (deadline, packed entry) pair per new entry (at most max_entries of them).
+# The eviction policies other than lru, as in rust/src/eviction.rs, over `ord` and `st`.
+_POLICIES = """
+-- LFU with ageing (a counted CLOCK): the oldest goes if unused; otherwise its counter is halved and it
+-- moves to the head. At most 32 looked at; then the least used of them goes.
+local function lfu_victim()
+  local best, best_count
+  for _ = 1, 32 do
+    local oldest = redis.call('ZRANGE', ord, 0, 0)
+    if #oldest == 0 then break end
+    local uid = oldest[1]
+    local count = tonumber(redis.call('HGET', st, uid) or '0')
+    if count == 0 then return uid end
+    if best == nil or count < best_count then best, best_count = uid, count end
+    if count > 1 then redis.call('HSET', st, uid, math.floor(count / 2)) else redis.call('HDEL', st, uid) end
+    redis.call('ZADD', ord, redis.call('HINCRBY', meta, 'next', 1), uid)
+  end
+  return best
+end
+
+-- SIEVE: the hand walks towards the newest, clearing visited bits, and evicts the first unvisited entry.
+-- It goes back to the oldest when no more than `protected` percent of the entries are ahead of it (0 for
+-- sieve, which wraps at the newest; diverse never reaches its newest window).
+local function sieve_victim(protected)
+  local live = redis.call('ZCARD', ord)
+  local window = math.floor(live * protected / 100)
+  local hand = tonumber(redis.call('HGET', meta, 'hand') or '0')
+  for _ = 1, 2 * live + 2 do
+    if redis.call('ZCOUNT', ord, hand, '+inf') <= window then hand = 0 end
+    local found = redis.call('ZRANGEBYSCORE', ord, hand, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #found == 0 then return nil end
+    local uid = found[1]
+    hand = tonumber(found[2]) + 1
+    if redis.call('HDEL', st, uid) == 0 then  -- unvisited (a visited one has its bit cleared here)
+      redis.call('HSET', meta, 'hand', hand)
+      return uid
+    end
+  end
+  return nil
+end
+"""
+
+#: ARGV: prefix, epoch candidate, cfg, now, stream_len, max_entries, namespace, eviction policy, then
+#: one (deadline, admitted, packed entry) triple per new entry (at most max_entries of them); admitted
+#: "1" starts the entry visited (``diverse``: it has a neighbour in the writer's replica).
 #: Returns {epoch, seq, stream id, new uids (comma-separated)}.
 PUT = (
     _PRELUDE
+    + _POLICIES
     + """
 local epoch = ensure_meta(ARGV[2], ARGV[3])
 if type(epoch) == 'table' then return epoch end
 local now, maxlen, capacity, ns = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local n = (#ARGV - 7) / 2
+local policy = ARGV[8]
+local n = (#ARGV - 8) / 3
 local nsnum = redis.call('HGET', nsmap, ns)
 if not nsnum then
   nsnum = tostring(redis.call('HINCRBY', meta, 'nsnext', 1))
@@ -95,21 +152,36 @@ if not nsnum then
   redis.call('HSET', nsrev, nsnum, ns)
 end
 local removed = {}
--- Expired entries go first (a bounded sweep per put), then the least recently used beyond capacity.
+-- Expired entries go first (a bounded sweep per put), then what the policy chooses beyond capacity.
 local old = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 128)
 for i = 1, #old do drop(old[i], removed) end
 local over = redis.call('ZCARD', lru) + n - capacity
-if over > 0 then
+if over > 0 and policy == 'lru' then
   local popped = redis.call('ZPOPMIN', lru, over)
   for i = 1, #popped, 2 do drop(popped[i], removed) end
+elseif over > 0 then
+  for _ = 1, over do
+    local victim
+    if policy == 'lfu' then
+      victim = lfu_victim()
+    else
+      victim = sieve_victim(policy == 'diverse' and DIVERSE_PROTECTED or 0)
+    end
+    if not victim then break end
+    drop(victim, removed)
+  end
 end
 local last = redis.call('HINCRBY', meta, 'next', n)
 local key = prefix .. 'e:' .. nsnum
 local uids, scores = {}, {}
 for i = 1, n do
   local uid = nsnum .. ':' .. (last - n + i)
-  local deadline, blob = tonumber(ARGV[6 + 2 * i]), ARGV[7 + 2 * i]
+  local deadline, admitted, blob = tonumber(ARGV[6 + 3 * i]), ARGV[7 + 3 * i], ARGV[8 + 3 * i]
   redis.call('HSET', key, uid, blob)
+  if policy ~= 'lru' then
+    redis.call('ZADD', ord, last - n + i, uid)
+    if admitted == '1' then redis.call('HSET', st, uid, 1) end
+  end
   scores[#scores + 1] = now
   scores[#scores + 1] = uid
   if deadline > 0 then redis.call('ZADD', exp, deadline, uid) end
@@ -119,7 +191,7 @@ redis.call('ZADD', lru, unpack(scores))
 local id, seq = emit(maxlen, 'p', ns, removed, {'u', table.concat(uids, ',')})
 return {epoch, seq, id, table.concat(uids, ',')}
 """
-)
+).replace("DIVERSE_PROTECTED", str(PROTECTED_PERCENT))
 
 #: ARGV: prefix, stream_len, then uids. Returns {seq (0 when nothing was removed), stream id, removed}.
 DELETE = (
@@ -145,6 +217,8 @@ local function forget(key)
     local chunk = {unpack(uids, i, math.min(i + 999, #uids))}
     redis.call('ZREM', lru, unpack(chunk))
     redis.call('ZREM', exp, unpack(chunk))
+    redis.call('ZREM', ord, unpack(chunk))
+    redis.call('HDEL', st, unpack(chunk))
   end
   redis.call('UNLINK', key)
 end
@@ -152,7 +226,7 @@ local id, seq
 if ARGV[3] == 'all' then
   local nums = redis.call('HVALS', nsmap)
   for i = 1, #nums do redis.call('UNLINK', prefix .. 'e:' .. nums[i]) end
-  redis.call('UNLINK', lru, exp)
+  redis.call('UNLINK', lru, exp, ord, st)
   id, seq = emit(ARGV[2], 'C', '', {}, {})
 else
   local nsnum = redis.call('HGET', nsmap, ARGV[4])
@@ -160,6 +234,25 @@ else
   id, seq = emit(ARGV[2], 'c', ARGV[4], {}, {})
 end
 return {seq, id}
+"""
+)
+
+#: ARGV: prefix, eviction policy (not lru), then uids used since the last call. Marks the live ones
+#: visited (sieve, diverse) or adds one to their counter (lfu, saturating at 255).
+TOUCH = (
+    _PRELUDE
+    + """
+for i = 3, #ARGV do
+  local uid = ARGV[i]
+  if redis.call('ZSCORE', ord, uid) then
+    if ARGV[2] == 'lfu' then
+      if tonumber(redis.call('HGET', st, uid) or '0') < 255 then redis.call('HINCRBY', st, uid, 1) end
+    else
+      redis.call('HSET', st, uid, 1)
+    end
+  end
+end
+return 0
 """
 )
 

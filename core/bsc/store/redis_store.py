@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from bsc.store.redis_scripts import CLEAR, DELETE, INIT, PUT, STATE
+from bsc.store.redis_scripts import CLEAR, DELETE, INIT, PUT, STATE, TOUCH
 
 if TYPE_CHECKING:
     from bsc.cache import BinarySemanticCache
@@ -129,13 +129,14 @@ class RedisStore:
         self.timeout = float(timeout)
         self.url = redact_url(url) if url else "<client>"
         self._prefix = f"bsc:{{{name}}}:"
-        self._keys = [self._prefix + k for k in ("meta", "ns", "nsn", "lru", "exp", "log")]
+        self._keys = [self._prefix + k for k in ("meta", "ns", "nsn", "lru", "exp", "log", "ord", "st")]
         self._client = client if client is not None else _connect(url or "", timeout)
         self._put = self._client.register_script(PUT)
         self._delete = self._client.register_script(DELETE)
         self._clear = self._client.register_script(CLEAR)
         self._init = self._client.register_script(INIT)
         self._state = self._client.register_script(STATE)
+        self._touch = self._client.register_script(TOUCH)
 
     def open(self, dim: int, *, model: str = "", **options: Any) -> ReplicatedCache:
         """A local replica of this shared cache (see `ReplicatedCache`); ``options`` as for
@@ -183,10 +184,12 @@ class RedisStore:
         cfg: str,
         namespace: str,
         max_entries: int,
-        entries: Sequence[tuple[float, bytes]],
+        entries: Sequence[tuple[float, bool, bytes]],
+        eviction: str = "lru",
     ) -> PutResult:
-        """Stores packed entries (deadline, blob) in one namespace, evicting expired then least recently
-        used entries beyond ``max_entries``, and appends one put event."""
+        """Stores packed entries (deadline, admitted, blob) in one namespace, evicting expired entries
+        and then, beyond ``max_entries``, the ones the ``eviction`` policy chooses, and appends one put
+        event. ``admitted`` starts an entry visited (``diverse``)."""
         args: list[Any] = [
             self._prefix,
             epoch,
@@ -195,9 +198,10 @@ class RedisStore:
             self.stream_len,
             max_entries,
             namespace,
+            eviction,
         ]
-        for deadline, blob in entries:
-            args += [repr(deadline), blob]
+        for deadline, admitted, blob in entries:
+            args += [repr(deadline), "1" if admitted else "0", blob]
         with self._calling():
             reply = self._put(keys=self._keys, args=args)
         uids = _text(reply[3])
@@ -217,11 +221,16 @@ class RedisStore:
             reply = self._clear(keys=self._keys, args=args)
         return int(reply[0])
 
-    def touch(self, uses: dict[str, float]) -> None:
-        """Moves entries up the global LRU order (only ever later; entries gone stay gone)."""
-        if uses:
-            with self._calling():
+    def touch(self, uses: dict[str, float], eviction: str = "lru") -> None:
+        """Records uses for the global eviction policy: ``lru`` moves entries up the order (only ever
+        later); the others mark them visited or count the use. Entries gone stay gone."""
+        if not uses:
+            return
+        with self._calling():
+            if eviction == "lru":
                 self._client.zadd(self._keys[3], uses, xx=True, gt=True)
+            else:
+                self._touch(keys=self._keys, args=[self._prefix, eviction, *uses])
 
     # ------------------------------------------------------------ reads
     def state(self) -> StoreState:

@@ -35,6 +35,7 @@ from bsc.cache import BinarySemanticCache, EncodedRows, Hit, Response, _check_na
 from bsc.persistence import CacheFormatError
 from bsc.store.codec import DecodedRows, decode_entries, encode_entry
 from bsc.store.redis_store import RedisStore, StoreUnavailableError
+from bsc.thresholds import radius_for
 
 __all__ = ["PutListener", "ReplicaStats", "ReplicatedCache"]
 
@@ -80,14 +81,19 @@ class ReplicatedCache(BinarySemanticCache):
 
     - ``put``/``put_many``/``delete``/``clear`` change the shared cache (one Redis round trip plus
       applying the change locally); other processes see them within their propagation delay.
-    - ``max_entries`` is global: Redis evicts the least recently used entry of all processes. Uses are
-      sent in batches every ``touch_interval`` seconds, so the order is approximate: an entry used by
-      another process within the last interval can be evicted as if it had not been.
+    - ``max_entries`` and ``eviction`` are global: when the shared cache is full, Redis evicts the entry
+      the policy chooses over the entries and uses of all processes, in the put script (``lru``: the
+      least recently used; ``lfu``, ``sieve``, ``diverse``: the same algorithms as a local cache, over a
+      queue and a state field per entry kept in Redis). Each replica's own index never evicts. Uses
+      are sent in batches every ``touch_interval`` seconds, so an entry used by another process within
+      the last interval can be evicted as if it had not been, and ``lfu`` counts at most one use per
+      entry, process and interval. ``diverse``'s neighbourhood admission is judged by the writer against
+      its replica. While Redis is unreachable (``fail_open``), local writes are trimmed oldest first.
     - ``ttl`` is global: a deadline in wall-clock seconds is stored with each entry and honoured by every
       replica (so clocks of the hosts should agree to well within the TTL).
-    - ``dim``, ``code_bits``, ``seed``, ``max_entries``, ``ttl`` and the embedder's name are pinned in
-      Redis by the first process; a process with other settings gets ValueError. ``threshold`` and
-      ``rerank`` may differ per process.
+    - ``dim``, ``code_bits``, ``seed``, ``max_entries``, ``ttl``, ``eviction`` and the embedder's name
+      are pinned in Redis by the first process; a process with other settings gets ValueError.
+      ``threshold`` and ``rerank`` may differ per process.
     - Ids are local to a process (the same entry has different ids in different processes).
 
     Args:
@@ -129,11 +135,14 @@ class ReplicatedCache(BinarySemanticCache):
         # its own LRU must never evict on its own (the replicas would then differ).
         super().__init__(dim, max_entries=2 * max_entries, ttl=ttl, **options)
         self.max_entries = max_entries
+        self._hit_radius = radius_for(self.threshold, self.code_bits)
         self.store = store
         self.fail_open = store.fail_open
         self._cfg = (
             f"v1 dim={dim} code_bits={self.code_bits} seed={self.seed} max_entries={max_entries} "
             f"ttl={None if ttl is None else float(ttl)!r} model={model}"
+            # Only a policy other than the default shows, so caches made before policies still match.
+            + ("" if self.eviction == "lru" else f" eviction={self.eviction}")
         )
         # Held while applying changes (by the follower thread or a writer catching up): one applier at
         # a time, in stream order. Reentrant because applying may rebuild.
@@ -219,6 +228,7 @@ class ReplicatedCache(BinarySemanticCache):
         frozen = checked_payloads(namespace, responses, metas)
         expires = math.inf if self.ttl is None else self._clock() + self.ttl
         deadline = 0.0 if math.isinf(expires) else time.time() + (expires - self._clock())
+        admitted = self._has_neighbours(namespace, codes)
         blobs = [
             encode_entry(
                 rows.codes[i], rows.vectors[i], float(rows.norms[i]), responses[i], frozen[i], deadline
@@ -238,7 +248,8 @@ class ReplicatedCache(BinarySemanticCache):
                     self._cfg,
                     namespace,
                     self.max_entries,
-                    [(deadline, b) for b in blobs[start : start + chunk]],
+                    [(deadline, admitted[start + i], b) for i, b in enumerate(blobs[start : start + chunk])],
+                    self.eviction,
                 )
                 written.update(zip(result.uids, blobs[start : start + chunk], strict=True))
                 uids += result.uids
@@ -251,6 +262,14 @@ class ReplicatedCache(BinarySemanticCache):
         if target is not None:
             self._catch_up(*target, written)
         return [self._by_uid.get(u, self._recent.get(u, _NO_ID)) for u in uids]
+
+    def _has_neighbours(self, namespace: str, codes: npt.NDArray[np.uint64]) -> list[bool]:
+        """Per row, whether this replica holds an entry of ``namespace`` within the hit radius of it
+        (``diverse`` admits those as visited); all False for the other policies."""
+        if self.eviction != "diverse":
+            return [False] * len(codes)
+        now = self._clock()
+        return [bool(self._index.search(namespace, code, 1, self._hit_radius, now)[0]) for code in codes]
 
     def _local_only(
         self,
@@ -332,7 +351,7 @@ class ReplicatedCache(BinarySemanticCache):
     def _flush_uses(self) -> None:
         with self._uses_lock:
             uses, self._uses = self._uses, {}
-        self.store.touch(uses)
+        self.store.touch(uses, self.eviction)
 
     # ---------------------------------------------------------------- following the stream
     def sync(self, timeout: float = 10.0) -> None:

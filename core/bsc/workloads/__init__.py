@@ -17,7 +17,15 @@ from bsc.workloads.replay import (
     plan_table,
     replay,
 )
-from bsc.workloads.requests import LogFormatError, Request, distinct_prompts, iter_log, read_log, write_log
+from bsc.workloads.requests import (
+    LogFormatError,
+    Request,
+    distinct_prompts,
+    iter_log,
+    read_log,
+    read_proxy_log,
+    write_log,
+)
 
 __all__ = [
     "WORKLOADS",
@@ -39,6 +47,7 @@ __all__ = [
     "merge_pools",
     "plan_table",
     "read_log",
+    "read_proxy_log",
     "replay",
     "scaled",
     "write_log",

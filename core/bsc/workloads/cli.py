@@ -3,6 +3,7 @@
 Example:
     $ bsc replay --workload skewed-paraphrase --requests 2000 --capacity-share 0.05 --eviction sieve
     $ bsc replay requests.jsonl --embeddings live --plot replay.png
+    $ bsc replay --from-proxy-log proxy-requests.jsonl --write-log requests.jsonl
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from bsc.cache import EVICTION_POLICIES
 from bsc.workloads.generators import WORKLOADS, generate, scaled
 from bsc.workloads.pools import builtin_pool, load_pool, merge_pools
 from bsc.workloads.replay import PrecomputedEmbedder, format_report, replay
-from bsc.workloads.requests import LogFormatError, Request, distinct_prompts, read_log, write_log
+from bsc.workloads.requests import (
+    LogFormatError,
+    Request,
+    distinct_prompts,
+    read_log,
+    read_proxy_log,
+    write_log,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,6 +36,11 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bsc replay``."""
     parser.add_argument("log", nargs="?", help="a JSONL request log (format: bsc.workloads.requests)")
+    parser.add_argument(
+        "--from-proxy-log",
+        metavar="PATH",
+        help="replay a `bsc serve --request-log` file (its hits and misses, in the proxy's partitions)",
+    )
     parser.add_argument(
         "--workload",
         choices=sorted(WORKLOADS),
@@ -117,8 +130,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _requests(args: argparse.Namespace) -> tuple[list[Request], str]:
-    if args.log is not None and args.workload is not None:
-        raise ValueError("give a log or --workload, not both")
+    given = [args.log is not None, args.from_proxy_log is not None, args.workload is not None]
+    if sum(given) > 1:
+        raise ValueError("give one of a log, --from-proxy-log or --workload")
+    if args.from_proxy_log is not None:
+        try:
+            return read_proxy_log(args.from_proxy_log), args.from_proxy_log
+        except LogFormatError as exc:
+            raise ValueError(f"{args.from_proxy_log}: {exc}") from None
     if args.log is not None:
         try:
             return read_log(args.log), args.log

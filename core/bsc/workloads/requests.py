@@ -17,7 +17,9 @@ The format (JSON Lines, UTF-8, one request per line; blank lines are skipped)::
   requests count towards the false-hit rate;
 - ``output_tokens`` (optional integer >= 0): the answer's length, for the cost model;
 - ``kind`` (optional string): what the request is (first, exact, paraphrase, near_miss, one_off), for
-  reports. Other fields (ids, responses) are ignored.
+  reports;
+- ``partition`` (optional string): requests in different partitions never share answers (a tenant, or
+  the proxy's cache namespace: `read_proxy_log` sets it). Other fields (ids, responses) are ignored.
 
 For chat requests only the last user message is compared by meaning; the model, the earlier messages and
 any non-text part of the last one must match exactly (they choose the cache namespace), as the LangChain
@@ -31,11 +33,19 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-__all__ = ["LogFormatError", "Request", "distinct_prompts", "iter_log", "read_log", "write_log"]
+__all__ = [
+    "LogFormatError",
+    "Request",
+    "distinct_prompts",
+    "iter_log",
+    "read_log",
+    "read_proxy_log",
+    "write_log",
+]
 
 _KINDS = ("first", "exact", "paraphrase", "near_miss", "one_off")
 
@@ -57,6 +67,7 @@ class Request:
         label: requests with the same label share an answer; None when unknown.
         output_tokens: the answer's length in tokens, or None (the cost model then estimates it).
         kind: first | exact | paraphrase | near_miss | one_off for generated requests, or None.
+        partition: what must also match exactly (a tenant, or the proxy's cache namespace), or "".
 
     Example:
         >>> Request("What is 2 + 2?", label="sum-2-2").namespace
@@ -70,14 +81,16 @@ class Request:
     label: str | None = None
     output_tokens: int | None = None
     kind: str | None = None
+    partition: str = ""
 
     @property
     def namespace(self) -> str:
         """The cache namespace: "default" for a bare prompt to no named model, otherwise a digest of the
         model and the context, so only requests that agree on both can share answers."""
-        if not self.context and self.model is None:
+        if not self.context and self.model is None and not self.partition:
             return "default"
-        key = json.dumps([self.model, self.context], ensure_ascii=False)
+        parts = [self.model, self.context, self.partition] if self.partition else [self.model, self.context]
+        key = json.dumps(parts, ensure_ascii=False)
         return "ctx-" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
@@ -122,6 +135,52 @@ def read_log(path: str | os.PathLike[str]) -> list[Request]:
     return requests
 
 
+def read_proxy_log(path: str | os.PathLike[str]) -> list[Request]:
+    """The cacheable requests of a ``bsc serve`` request log (`bsc.serve.request_log`), as a replayable
+    stream: each hit or miss becomes a `Request` of the text the proxy compared by meaning, in the
+    proxy's cache partition (its tenant, endpoint, model, parameters and earlier turns), with its
+    timestamp, model and (for hits) output tokens. Bypassed requests are left out: the cache never saw
+    them. Replayed through a cache with the proxy's settings, every request gets the proxy's decision.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        LogFormatError: a line is not a proxy log line (the message names it), or no line is cacheable.
+
+    Example:
+        >>> stream = read_proxy_log("proxy-requests.jsonl")  # doctest: +SKIP
+        >>> write_log(stream, "requests.jsonl")  # doctest: +SKIP
+        120
+    """
+    requests: list[Request] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or row.get("cache") not in ("hit", "miss", "bypass"):
+                    raise LogFormatError("expected a bsc serve log line with 'cache': hit, miss or bypass")
+                if row["cache"] == "bypass":
+                    continue
+                text, partition = row.get("text"), row.get("partition")
+                if not isinstance(text, str) or not text.strip() or not isinstance(partition, str):
+                    raise LogFormatError("a hit or miss needs a non-empty string 'text' and a 'partition'")
+                parsed = _parse(
+                    {k: row[k] for k in ("model", "timestamp", "output_tokens") if k in row}
+                    | {"prompt": text}
+                )
+            except json.JSONDecodeError as exc:
+                raise LogFormatError(
+                    f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            except LogFormatError as exc:
+                raise LogFormatError(f"line {number}: {exc}") from None
+            requests.append(replace(parsed, partition=partition))
+    if not requests:
+        raise LogFormatError(f"{os.fspath(path)!r} holds no cached or cacheable requests")
+    return requests
+
+
 def write_log(requests: Iterable[Request], path: str | os.PathLike[str]) -> int:
     """Writes requests as a JSONL log that `read_log` reads back equal; returns how many were written.
 
@@ -146,9 +205,9 @@ def _row(request: Request) -> dict[str, Any]:
         row = {"messages": [*earlier["messages"], {"role": "user", "content": _last_content(request)}]}
     else:
         row = {"prompt": request.prompt}
-    for name in ("model", "timestamp", "label", "output_tokens", "kind"):
+    for name in ("model", "timestamp", "label", "output_tokens", "kind", "partition"):
         value = getattr(request, name)
-        if value is not None:
+        if value is not None and value != "":
             row[name] = value
     return row
 
@@ -185,7 +244,10 @@ def _parse(row: object) -> Request:
     kind = row.get("kind")
     if kind is not None and kind not in _KINDS:
         raise LogFormatError(f"'kind' must be one of {', '.join(_KINDS)}, got {kind!r}")
-    return Request(prompt, context, model, _timestamp(row.get("timestamp")), label, tokens, kind)
+    partition = row.get("partition", "")
+    if not isinstance(partition, str):
+        raise LogFormatError(f"'partition' must be a string, got {type(partition).__name__}")
+    return Request(prompt, context, model, _timestamp(row.get("timestamp")), label, tokens, kind, partition)
 
 
 def _parse_messages(messages: object) -> tuple[str, str]:
