@@ -228,7 +228,7 @@ class ReplicatedCache(BinarySemanticCache):
         frozen = checked_payloads(namespace, responses, metas)
         expires = math.inf if self.ttl is None else self._clock() + self.ttl
         deadline = 0.0 if math.isinf(expires) else time.time() + (expires - self._clock())
-        admitted = self._has_neighbours(namespace, codes)
+        admitted = self._has_neighbours(namespace, rows.codes)
         blobs = [
             encode_entry(
                 rows.codes[i], rows.vectors[i], float(rows.norms[i]), responses[i], frozen[i], deadline
