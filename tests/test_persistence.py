@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 from bsc import BinarySemanticCache, CacheFormatError, SemanticCache
 from bsc._native import xxh3_64
-from bsc.persistence import _SECTIONS, codes_view, load, read_index, save
+from bsc.persistence import _SECTIONS, codes_view, read_index
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,9 +143,9 @@ def test_load_equals_the_saved_cache_in_every_observable_way(
     clock = FakeClock()
     cache = build(ops, code_bits=code_bits, rerank=rerank, ttl=ttl, clock=clock)
     path = tmp_path / "cache.bsc"
-    save(cache, path)
+    cache.save(path)
     loaded_clock = FakeClock(clock.now)
-    loaded = load(path, clock=loaded_clock, wall_clock=frozen_wall())
+    loaded = BinarySemanticCache.load(path, clock=loaded_clock, wall_clock=frozen_wall())
     # The wall clock did not move: saved expiry times are bit-identical.
     assert observable(loaded) == observable(cache)
     assert future(loaded, loaded_clock) == future(cache, clock)
@@ -160,8 +160,8 @@ def test_saving_twice_writes_identical_files_and_index_only_load_matches(
     cache = build(ops, code_bits=256, rerank=3, ttl=None, clock=clock)
     # The wall-clock time of the save is in the header; frozen, nothing else may differ.
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
-    save(cache, tmp_path / "one.bsc")
-    save(cache, tmp_path / "two.bsc")
+    cache.save(tmp_path / "one.bsc")
+    cache.save(tmp_path / "two.bsc")
     assert (tmp_path / "one.bsc").read_bytes() == (tmp_path / "two.bsc").read_bytes()
     assert read_index(tmp_path / "one.bsc").to_parts()[0] == cache._index.to_parts()[0]
     for mine, theirs in zip(
@@ -205,11 +205,11 @@ def test_ttls_survive_a_restart_aged_by_the_wall_clock_time_between(tmp_path: Pa
     entry_id = cache.put(vector(1), "short-lived")
     clock.now += 2.0  # 8 s left at the save
     path = tmp_path / "c.bsc"
-    save(cache, path)
+    cache.save(path)
     # A new process: its monotonic clock starts elsewhere, and 3 s of wall time passed.
     new_clock = FakeClock(7.0)
     saved_wall = _saved_wall(path)
-    loaded = load(path, clock=new_clock, wall_clock=lambda: saved_wall + 3.0)
+    loaded = BinarySemanticCache.load(path, clock=new_clock, wall_clock=lambda: saved_wall + 3.0)
     new_clock.now += 4.9
     assert loaded.entry(entry_id) is not None
     new_clock.now += 0.2
@@ -331,7 +331,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         [*ops, ("delete", 2), ("delete", 5), ("get", 7)], code_bits=256, rerank=3, ttl=60.0, clock=clock
     )
     path = tmp_path_factory.mktemp("snap") / "good.bsc"
-    save(cache, path)
+    cache.save(path)
     return path.read_bytes()
 
 
@@ -350,7 +350,7 @@ def _rejected(tmp_path: Path, data: bytes, *, index_only: bool = False) -> Cache
         if index_only:
             read_index(path)
         else:
-            load(path)
+            BinarySemanticCache.load(path)
     return info.value
 
 
@@ -556,7 +556,7 @@ def test_format_errors_name_the_file(tmp_path: Path, snapshot: bytes) -> None:
     data = bytearray(snapshot)
     data[40] ^= 0x10  # in the header
     (tmp_path / "bad.bsc").write_bytes(bytes(data))
-    for reader in (load, read_index, codes_view):
+    for reader in (BinarySemanticCache.load, read_index, codes_view):
         with pytest.raises(CacheFormatError) as info:
             reader(tmp_path / "bad.bsc")
         assert str(info.value).startswith(f"{tmp_path / 'bad.bsc'}: header")
@@ -714,7 +714,7 @@ def test_a_version_1_snapshot_still_loads_with_the_same_ids_and_entries(
     new, old = tmp_path / "v2.bsc", tmp_path / "v1.bsc"
     new.write_bytes(snapshot)
     old.write_bytes(_as_version_1(snapshot))
-    a = load(new, clock=FakeClock(), wall_clock=frozen_wall())
-    b = load(old, clock=FakeClock(), wall_clock=frozen_wall())
+    a = BinarySemanticCache.load(new, clock=FakeClock(), wall_clock=frozen_wall())
+    b = BinarySemanticCache.load(old, clock=FakeClock(), wall_clock=frozen_wall())
     assert observable(a) == observable(b)
     assert len(read_index(old)) == len(a)

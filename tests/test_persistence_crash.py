@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bsc import BinarySemanticCache
-from bsc.persistence import load, save
 
 KILLS = 60
 ENTRIES = 60_000
@@ -58,7 +57,7 @@ def saving_child(cache: BinarySemanticCache, path: Path, stop_before: tuple[str,
         try:
             if stop_before is not None:
                 _stop_before(*stop_before)
-            save(cache, path)
+            cache.save(path)
         except BaseException:
             code = 1
         finally:
@@ -91,7 +90,7 @@ STEPS = [(("fsync", 1), "old"), (("replace", 1), "old"), (("fsync", 2), "new")]
 def test_a_save_killed_at_each_step_of_the_write_leaves_the_old_or_the_new_snapshot(tmp_path: Path) -> None:
     path = tmp_path / "cache.bsc"
     old, new = filled(ENTRIES // 10, seed=1), filled(ENTRIES // 10, seed=2)
-    save(old, path)
+    old.save(path)
     old_bytes = path.read_bytes()
     expected = {"old": fingerprint(old), "new": fingerprint(new)}
     for step, outcome in STEPS:
@@ -101,7 +100,7 @@ def test_a_save_killed_at_each_step_of_the_write_leaves_the_old_or_the_new_snaps
         assert os.WIFSTOPPED(status), f"the save never reached os.{step[0]} call {step[1]}"
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        assert fingerprint(load(path)) == expected[outcome], (step, outcome)
+        assert fingerprint(BinarySemanticCache.load(path)) == expected[outcome], (step, outcome)
 
 
 @pytest.mark.slow
@@ -110,7 +109,7 @@ def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_snapshot(tmp_path
     old, new = filled(ENTRIES, seed=1), filled(ENTRIES, seed=2)
     for entry_id in new._index.lru_order()[::7]:
         new.delete(entry_id)
-    save(old, path)
+    old.save(path)
     old_bytes = path.read_bytes()
     old_state, new_state = fingerprint(old), fingerprint(new)
     assert old_state != new_state
@@ -128,7 +127,7 @@ def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_snapshot(tmp_path
         time.sleep(rng.uniform(0, 1.2 * save_seconds))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        state = fingerprint(load(path))
+        state = fingerprint(BinarySemanticCache.load(path))
         assert state in (old_state, new_state)
         seen["old" if state == old_state else "new"] += 1
         for leftover in tmp_path.glob(".cache.bsc.*.tmp"):

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from bsc import _fork, persistence
 from bsc._input import as_embeddings, as_float, as_int
-from bsc._native import BinaryEncoder, HammingIndex
+from bsc._native import BinaryEncoder, CacheFormatError, HammingIndex
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 from bsc.thresholds import radius_for, shortlist_radius
@@ -601,6 +601,7 @@ class BinarySemanticCache:
         max_entries: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         eviction: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> BinarySemanticCache:
         """Loads a snapshot written by `save`. Nothing in the file is executed (no pickle).
 
@@ -610,6 +611,7 @@ class BinarySemanticCache:
             threshold, max_entries, eviction: new settings (default: the saved ones; files written
                 before eviction policies existed load as "lru").
             clock: the new cache's clock; remaining TTLs carry over.
+            wall_clock: wall-clock time source, which ages entries by the time since the save (for tests).
 
         Raises:
             bsc.CacheFormatError: the file is truncated, corrupted, foreign, or of another version.
@@ -618,7 +620,7 @@ class BinarySemanticCache:
         Example:
             >>> cache = BinarySemanticCache.load("cache.bsc", dim=384)  # doctest: +SKIP
         """
-        return persistence.load(
+        snapshot = persistence.read_snapshot(
             path,
             dim=dim,
             code_bits=code_bits,
@@ -626,9 +628,17 @@ class BinarySemanticCache:
             threshold=threshold,
             max_entries=max_entries,
             clock=clock,
+            wall_clock=wall_clock,
             eviction=eviction,
-            build=cls.from_snapshot,
         )
+        try:
+            return cls.from_snapshot(snapshot, clock=clock)
+        except CacheFormatError as exc:
+            raise CacheFormatError(f"{os.fspath(path)}: index: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            if threshold is not None or max_entries is not None or eviction is not None:
+                raise  # a setting the caller chose
+            raise CacheFormatError(f"{os.fspath(path)}: header: invalid cache settings: {exc}") from exc
 
     # ---------------------------------------------------------------- introspection
     def __len__(self) -> int:

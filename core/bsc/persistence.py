@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -72,24 +72,15 @@ from bsc._native import CacheFormatError, HammingIndex, xxh3_64
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, freeze
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 
-if TYPE_CHECKING:
-    from bsc.cache import BinarySemanticCache
-
 __all__ = [
     "FORMAT_VERSION",
     "CacheFormatError",
     "codes_view",
     "format_version",
-    "load",
     "read_index",
     "read_snapshot",
-    "save",
     "write_snapshot",
 ]
-
-
-class _Snapshotting(Protocol):
-    def to_snapshot(self) -> CacheSnapshot: ...
 
 
 #: The layout version this module writes (it also reads version 1, whose ids were 32-bit).
@@ -180,12 +171,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def save(cache: _Snapshotting, path: PathLike) -> None:
-    """Writes a snapshot of ``cache`` to ``path`` atomically: `write_snapshot` of ``cache.to_snapshot()``
-    (what `BinarySemanticCache.save` does)."""
-    write_snapshot(cache.to_snapshot(), path)
 
 
 def write_snapshot(snapshot: CacheSnapshot, path: PathLike) -> None:
@@ -418,56 +403,6 @@ def _write_atomically(path: str, header: bytes, sections: list[memoryview]) -> N
 
 
 # ---------------------------------------------------------------------------------------------- load
-def load(
-    path: PathLike,
-    *,
-    dim: int | None = None,
-    code_bits: int | None = None,
-    seed: int | None = None,
-    threshold: float | None = None,
-    max_entries: int | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    wall_clock: Callable[[], float] = time.time,
-    eviction: str | None = None,
-    build: Callable[..., Any] | None = None,
-) -> BinarySemanticCache:
-    """Loads a snapshot written by `save`: `read_snapshot`, then ``build(snapshot, clock=clock)``
-    (default `BinarySemanticCache.from_snapshot`; `BinarySemanticCache.load` passes its own class's).
-
-    Args:
-        path, dim, code_bits, seed, threshold, max_entries, eviction, clock, wall_clock: as for
-            `read_snapshot`.
-        build: makes the cache from the snapshot.
-
-    Raises:
-        CacheFormatError: the file is truncated, corrupted, foreign, of another version or byte order,
-            or its index breaks an invariant.
-        ValueError: dim/code_bits/seed differ from the file, or max_entries is below its entry count.
-        OSError: the file cannot be read.
-
-    Example:
-        >>> cache = load("cache.bsc", dim=384)  # doctest: +SKIP
-    """
-    if build is None:
-        # The one import of the cache here, and only when a caller did not say what to build.
-        from bsc.cache import BinarySemanticCache
-
-        build = BinarySemanticCache.from_snapshot
-    path = os.fspath(path)
-    with _naming(path):
-        snap, explicit = _read(
-            path, dim, code_bits, seed, threshold, max_entries, clock, wall_clock, eviction
-        )
-        try:
-            return cast("BinarySemanticCache", build(snap, clock=clock))
-        except CacheFormatError as exc:
-            raise CacheFormatError(f"index: {exc}") from None
-        except (ValueError, TypeError) as exc:
-            if explicit:
-                raise
-            raise CacheFormatError(f"header: invalid cache settings: {exc}") from exc
-
-
 def read_snapshot(
     path: PathLike,
     *,
@@ -505,7 +440,7 @@ def read_snapshot(
     """
     path = os.fspath(path)
     with _naming(path):
-        return _read(path, dim, code_bits, seed, threshold, max_entries, clock, wall_clock, eviction)[0]
+        return _read(path, dim, code_bits, seed, threshold, max_entries, clock, wall_clock, eviction)
 
 
 def _read(
@@ -518,8 +453,7 @@ def _read(
     clock: Callable[[], float],
     wall_clock: Callable[[], float],
     eviction: str | None,
-) -> tuple[CacheSnapshot, bool]:
-    """The snapshot, and whether the caller chose any of its settings."""
+) -> CacheSnapshot:
     _remove_stale_temp_files(path)
     header, buf = _read_snapshot(path)
     _check_expected(header, dim=dim, code_bits=code_bits, seed=seed)
@@ -537,7 +471,7 @@ def _read(
     with _gc_paused():
         handles, responses, metadata = _read_entries(buf, header, len(names), counts, ids, free)
     rows, width = (header.handles, header.dim) if header.rerank else (0, 0)
-    snap = CacheSnapshot(
+    return CacheSnapshot(
         dim=header.dim,
         code_bits=header.code_bits,
         seed=header.seed,
@@ -561,7 +495,6 @@ def _read(
         counters=header.counters,
         clock_at=clock(),
     )
-    return snap, threshold is not None or max_entries is not None or eviction is not None
 
 
 def read_index(

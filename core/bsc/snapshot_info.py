@@ -1,6 +1,6 @@
 """`bsc info FILE`: what a cache snapshot holds, after checking every checksum in it.
 
-The file is read with `bsc.persistence.load`, the same reader a cache uses, so "checksums ok" means the
+The file is read with `BinarySemanticCache.load`, the same reader a cache uses, so "checksums ok" means the
 file would load: the header, every section's xxh3-64 checksum, the padding between sections and every
 invariant of the index were verified.
 
@@ -24,7 +24,8 @@ import os
 import sys
 from typing import Any
 
-from bsc.persistence import format_version, load
+from bsc.cache import BinarySemanticCache
+from bsc.persistence import format_version
 
 __all__ = ["add_arguments", "describe", "run"]
 
@@ -36,7 +37,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         bsc.CacheFormatError: the file is not a valid snapshot (the message names the part).
         OSError: the file cannot be read.
     """
-    cache = load(path)
+    cache = BinarySemanticCache.load(path)
     stats = cache.stats()
     return {
         "path": os.fspath(path),
