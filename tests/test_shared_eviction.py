@@ -122,3 +122,16 @@ def test_expired_entries_still_go_before_the_policy_evicts(replicas: Any) -> Non
     a.put(x[4], "new 4")
     a.sync()
     assert responses(a) == {"new 2", "new 3", "new 4"} and a.store.entry_count() == 3
+
+
+def test_one_shared_eviction_looks_at_1024_entries_at_most(replicas: Any, redis_server: Any) -> None:
+    # Every entry visited: a full SIEVE pass would clear 1,100 bits inside one script (blocking Redis);
+    # the bound clears 1,024 and evicts the last of them.
+    a = replicas(max_entries=1100, eviction="sieve")
+    a.put_many(unit_rows(1100, seed=7), [f"r{i}" for i in range(1100)])
+    a.store.touch({uid: 0.0 for uid in a._by_uid}, "sieve")
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.hlen("bsc:{evict}:st") == 1100
+    a.put(unit_rows(1, seed=8)[0], "one more")
+    assert a.store.entry_count() == 1100 and "r1023" not in responses(a) and "r1024" in responses(a)
+    assert client.hlen("bsc:{evict}:st") == 1100 - 1024

@@ -112,23 +112,23 @@ end
 
 -- SIEVE: the hand walks towards the newest, clearing visited bits, and evicts the first unvisited entry.
 -- It goes back to the oldest when no more than `protected` percent of the entries are ahead of it (0 for
--- sieve, which wraps at the newest; diverse never reaches its newest window).
+-- sieve, which wraps at the newest; diverse never reaches its newest window). A script blocks Redis, so
+-- one eviction looks at 1024 entries at most (a local index has no such bound): then the last one goes.
 local function sieve_victim(protected)
   local live = redis.call('ZCARD', ord)
   local window = math.floor(live * protected / 100)
   local hand = tonumber(redis.call('HGET', meta, 'hand') or '0')
-  for _ = 1, 2 * live + 2 do
+  local uid
+  for _ = 1, math.min(2 * live + 2, 1024) do
     if redis.call('ZCOUNT', ord, hand, '+inf') <= window then hand = 0 end
     local found = redis.call('ZRANGEBYSCORE', ord, hand, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     if #found == 0 then return nil end
-    local uid = found[1]
+    uid = found[1]
     hand = tonumber(found[2]) + 1
-    if redis.call('HDEL', st, uid) == 0 then  -- unvisited (a visited one has its bit cleared here)
-      redis.call('HSET', meta, 'hand', hand)
-      return uid
-    end
+    if redis.call('HDEL', st, uid) == 0 then break end  -- unvisited (a visited one has its bit cleared)
   end
-  return nil
+  redis.call('HSET', meta, 'hand', hand)
+  return uid
 end
 """
 
