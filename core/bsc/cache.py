@@ -258,7 +258,8 @@ class BinarySemanticCache:
             ValueError: wrong shape, NaN/inf, or an all-zero embedding. Nothing is stored on error.
         """
         x = self._embedding(embedding)
-        return self._put_rows(x, [response], namespace, [metadata])[0]
+        frozen = checked_payloads(namespace, [response], [metadata], rows=1)
+        return self._put_rows(x, [response], namespace, frozen)[0]
 
     def put_many(
         self,
@@ -270,12 +271,8 @@ class BinarySemanticCache:
     ) -> list[int]:
         """Stores one response per row of ``embeddings`` (shape ``(n, dim)``); returns their ids in order."""
         x = as_embeddings(embeddings, self.dim, ndim=2, what="embeddings")
-        if len(responses) != len(x):
-            raise ValueError(f"expected {len(x)} responses (one per embedding), got {len(responses)}")
-        metas: list[Mapping[str, Any] | None] = list(metadata) if metadata is not None else [None] * len(x)
-        if len(metas) != len(x):
-            raise ValueError(f"expected {len(x)} metadata items (one per embedding), got {len(metas)}")
-        return self._put_rows(x, list(responses), namespace, metas)
+        frozen = checked_payloads(namespace, responses, metadata, rows=len(x))
+        return self._put_rows(x, list(responses), namespace, frozen)
 
     def _embedding(self, embedding: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
         """One embedding as the Rust side reads it. A float32/float64 array of shape ``(dim,)`` goes as it
@@ -290,9 +287,8 @@ class BinarySemanticCache:
         x: npt.NDArray[np.floating[Any]],
         responses: list[Response],
         namespace: str,
-        metas: list[Mapping[str, Any] | None],
+        frozen: list[Mapping[str, Any] | None],
     ) -> list[int]:
-        frozen = checked_payloads(namespace, responses, metas)
         expires = self._expiry()
         with self._write_lock:
             if self.ttl is not None:
@@ -691,14 +687,25 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def checked_payloads(
-    namespace: object, responses: Sequence[object], metas: Sequence[Mapping[str, Any] | None]
+    namespace: object,
+    responses: Sequence[object],
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+    *,
+    rows: int,
 ) -> list[Mapping[str, Any] | None]:
-    """Checks what is stored beside embeddings (a str namespace; str/bytes responses; JSON-compatible
-    metadata) and returns the metadata frozen (`freeze`), for `put` and for stores that write first.
+    """Checks what is stored beside ``rows`` embeddings (a str namespace; one str/bytes response and one
+    JSON-compatible metadata item or None per row, ``metadata=None`` for none at all) and returns the
+    metadata frozen (`freeze`), for `put` and for stores that write first.
 
     Raises:
-        TypeError / ValueError: as for `BinarySemanticCache.put`.
+        TypeError / ValueError: as for `BinarySemanticCache.put`; ValueError for counts that are not one
+        per embedding.
     """
+    if len(responses) != rows:
+        raise ValueError(f"expected {rows} responses (one per embedding), got {len(responses)}")
+    metas = list(metadata) if metadata is not None else [None] * rows
+    if len(metas) != rows:
+        raise ValueError(f"expected {rows} metadata items (one per embedding), got {len(metas)}")
     _check_namespace(namespace)
     for i, r in enumerate(responses):
         if not isinstance(r, str | bytes):

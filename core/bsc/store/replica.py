@@ -220,12 +220,7 @@ class ReplicatedCache(BinarySemanticCache):
         carries its int8 rerank copy, even with ``rerank=0`` here: peers may rerank."""
         rows = self.encode_rows(embeddings)
         n = len(rows.codes)
-        if len(responses) != n:
-            raise ValueError(f"expected {n} responses (one per embedding), got {len(responses)}")
-        metas = list(metadata) if metadata is not None else [None] * n
-        if len(metas) != n:
-            raise ValueError(f"expected {n} metadata items (one per embedding), got {len(metas)}")
-        frozen = checked_payloads(namespace, responses, metas)
+        frozen = checked_payloads(namespace, responses, metadata, rows=n)
         expires = math.inf if self.ttl is None else self._clock() + self.ttl
         deadline = 0.0 if math.isinf(expires) else time.time() + (expires - self._clock())
         admitted = self._has_neighbours(namespace, rows.codes)
