@@ -117,7 +117,9 @@ def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transforme
     assert 0 < sum(ours) < len(ours)  # both outcomes occur, so a disagreement could show
 
 
-def test_a_fresh_process_embeds_without_importing_torch_onnx_tokenizers_or_safetensors(onnx: OnnxEmbedder, texts: list[str]) -> None:
+def test_a_fresh_process_embeds_without_importing_torch_onnx_tokenizers_or_safetensors(
+    onnx: OnnxEmbedder, texts: list[str]
+) -> None:
     code = (
         "import json, sys\n"
         "from bsc.embedders import default_embedder\n"

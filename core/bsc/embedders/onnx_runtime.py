@@ -146,9 +146,9 @@ class OnnxEmbedder(_EmbedderBase):
             ``":int8"`` appended when quantised.
         quantize: None (float32, the default) or ``"int8"``: the matrix products on int8 weights
             (quantised in NumPy at start-up) and int8 activations, run by onnxruntime's integer
-            kernels. Several times faster at batch 1 (VNNI/AMX CPUs gain most) but not the same
-            vectors: cosine to sentence-transformers' about 0.99 on average, so some hit decisions
-            and most 256-bit codes change (``benchmarks/bench_embed.py`` measures it). Opt-in.
+            kernels. Faster (``benchmarks/bench_embed.py`` measures how much on your CPU) but not the
+            same vectors: cosine to sentence-transformers' about 0.99 on average, so some hit
+            decisions and most 256-bit codes change. Opt-in.
 
     Raises:
         ImportError: If onnxruntime is missing; the message says what to install.
