@@ -5,7 +5,8 @@ Peers, measured in the same run:
   cache);
 - a semantic hit against the embedding of its text (``embedder.embed``), which every semantic cache
   pays: the row "above its embedding" is a lookup whose embedding is already memoised, so it is the
-  exact-table probe, the scan and rerank, the guard and the hit, and nothing else;
+  exact-table probe, the scan and rerank, the guard and the hit, and nothing else; beside it the vector
+  layer's ``search`` on the same embeddings, so the text layer's own share is the difference;
 - the false-hit guard per candidate, from two strings (``FalseHitGuard.check``, what each lookup paid
   before the cached prompt's analysis was kept) against the prepared path the cache uses;
 - the length check by a second tokenisation (``overflows``), which the cache no longer runs: the
@@ -67,7 +68,7 @@ def main() -> None:
     from bsc import SemanticCache
     from bsc.embedders import default_embedder
     from bsc.guard import FalseHitGuard, prepare
-    from bsc.text_cache import normalise_prompt
+    from bsc.text_cache import _CANDIDATES, normalise_prompt
 
     rows = [line.split("\t") for line in PAIRS.read_text().splitlines()[1:]]
     positives = [(q1, q2) for q1, q2, label, _ in rows if label == "1"]
@@ -101,6 +102,10 @@ def main() -> None:
     hitting = [p for p in paraphrases if (h := cache.lookup(p)) is not None and not h.exact]
     first_hits = [t for t, p in zip(first, paraphrases, strict=True) if p in set(hitting)]
     above = _per_call_us(cache.lookup, hitting, args.passes)
+    # The vector layer's share of it: the same search (k and namespace as `lookup` asks) on the memoised
+    # embeddings, so the text layer's own cost is the difference.
+    memoised = [cache._embed([p])[0][0] for p in hitting]
+    vector_search = _per_call_us(lambda v: cache.cache.search(v, k=_CANDIDATES), memoised, args.passes)
     guard = cache.guard
     cache.guard = None
     unguarded = _per_call_us(cache.lookup, hitting, args.passes)
@@ -127,6 +132,7 @@ def main() -> None:
         ("  embed_with_overflow (embedding + length flag)", with_flag),
         ("semantic hit above its embedding, guard on", above),
         ("semantic hit above its embedding, guard off", unguarded),
+        (f"  peer: its vector search alone (search, k={_CANDIDATES})", vector_search),
         ("guard per candidate, from strings (check)", from_strings),
         ("guard per candidate, stored prompt prepared", prepared),
         ("length check by a 2nd tokenisation (overflows)", second_tokenisation),
@@ -150,6 +156,10 @@ def main() -> None:
     print(
         f"semantic hit above its embedding: {above_p50:.1f} µs p50 (target <= 100 µs) = "
         f"{above_p50 / embed_p50 * 100:.1f}% of the embedding ({embed_p50:.0f} µs p50)"
+    )
+    print(
+        f"text layer above its vector search: {above_p50 - _p(vector_search, 50):.1f} µs p50 guard on, "
+        f"{_p(unguarded, 50) - _p(vector_search, 50):.1f} µs guard off"
     )
     print(
         f"guard: {_p(from_strings, 50) / _p(prepared, 50):.1f}x cheaper per candidate prepared; the 2nd "

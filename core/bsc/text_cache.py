@@ -668,6 +668,12 @@ def _stacked(
     found: list[tuple[npt.NDArray[np.float32], bool] | None],
 ) -> tuple[npt.NDArray[np.float32], list[bool]]:
     items = [item for item in found if item is not None]
+    if len(items) == 1:
+        # One text (every lookup): a view, not `np.stack`, whose Python-level work costs ~20 µs when a
+        # large scan has just pushed the interpreter's data out of the caches (bench_text at 100k).
+        # The memo's arrays are private and nothing downstream writes to them.
+        vector, long = items[0]
+        return vector[np.newaxis], [long]
     return np.stack([v for v, _ in items]), [long for _, long in items]
 
 
