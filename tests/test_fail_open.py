@@ -29,6 +29,22 @@ def _failures(caplog: pytest.LogCaptureFixture, what: str) -> list[logging.LogRe
     return [r for r in caplog.records if f"semantic cache {what} failed" in r.getMessage() and r.exc_info]
 
 
+def _langchain_view(server: FakeEmbeddingServer) -> Any:
+    """A LangChain ``Embeddings`` over the same HTTP embedder (so it fails when the server does)."""
+    from langchain_core.embeddings import Embeddings
+
+    ollama = ollama_embedder(server, max_retries=0)
+
+    class OllamaEmbeddings(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[float(x) for x in row] for row in ollama.embed(texts)]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    return OllamaEmbeddings()
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_lookup_and_update_log_the_failure_and_report_a_miss(
     server: FakeEmbeddingServer, mode: str, caplog: pytest.LogCaptureFixture
@@ -94,21 +110,11 @@ def test_langchain_cache_answers_from_the_model_when_the_cache_fails(
 ) -> None:
     pytest.importorskip("langchain_core")
     from langchain_bsc import BinarySemanticLLMCache
-    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    ollama = ollama_embedder(server, max_retries=0)
-
-    class OllamaEmbeddings(Embeddings):
-        """LangChain's view of the same HTTP embedder."""
-
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return [[float(x) for x in row] for row in ollama.embed(texts)]
-
-        def embed_query(self, text: str) -> list[float]:
-            return self.embed_documents([text])[0]
-
-    model = FakeListChatModel(responses=["Paris", "Madrid"], cache=BinarySemanticLLMCache(OllamaEmbeddings()))
+    model = FakeListChatModel(
+        responses=["Paris", "Madrid"], cache=BinarySemanticLLMCache(_langchain_view(server))
+    )
     assert model.invoke("What is the capital of France?").content == "Paris"
     _going_down(server)
     with caplog.at_level(logging.WARNING, logger="langchain_bsc"):
@@ -123,19 +129,7 @@ async def test_langchain_runnable_answers_from_the_chain_when_the_cache_fails(
 ) -> None:
     pytest.importorskip("langchain_core")
     from langchain_bsc import SemanticCacheRunnable
-    from langchain_core.embeddings import Embeddings
     from langchain_core.runnables import RunnableLambda
-
-    ollama = ollama_embedder(server, max_retries=0)
-
-    class OllamaEmbeddings(Embeddings):
-        """LangChain's view of the same HTTP embedder."""
-
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return [[float(x) for x in row] for row in ollama.embed(texts)]
-
-        def embed_query(self, text: str) -> list[float]:
-            return self.embed_documents([text])[0]
 
     calls: list[str] = []
 
@@ -143,7 +137,7 @@ async def test_langchain_runnable_answers_from_the_chain_when_the_cache_fails(
         calls.append(question)
         return f"answer to {question}"
 
-    chain = SemanticCacheRunnable(RunnableLambda(answer), embedding=OllamaEmbeddings())
+    chain = SemanticCacheRunnable(RunnableLambda(answer), embedding=_langchain_view(server))
     chain.invoke("What is the capital of France?")
     _going_down(server)
     questions = ["Which city is the capital of France?", "Name a city in Spain"]
