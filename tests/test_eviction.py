@@ -80,7 +80,7 @@ def test_expired_entries_go_before_live_ones_under_every_policy(policy: str) -> 
 
 def test_diverse_keeps_the_newest_entries_that_sieve_and_lru_evict() -> None:
     # Ten entries, the eight oldest used once: LRU and SIEVE evict the 9th (unused, nearly the newest);
-    # diverse's hand goes back to the oldest before it reaches the newest 45 % and evicts the 1st.
+    # diverse's hand goes back to the oldest before it reaches the newest 40 % and evicts the 1st.
     v = unit_rows(11, seed=6)
     for policy, expected_gone in (("lru", 8), ("sieve", 8), ("diverse", 0)):
         cache = BinarySemanticCache(DIM, max_entries=10, eviction=policy)

@@ -152,7 +152,7 @@ class BinarySemanticCache:
         max_entries: capacity; beyond it the eviction policy chooses an entry to drop (expired first).
         eviction: "lru" (least recently used, the default), "lfu" (least frequently used, with ageing),
             "sieve" (SIEVE: scan-resistant, no reordering on hits) or "diverse" (SIEVE that never
-            evicts the newest 45 % and treats a new entry near a kept one as used). 0 or 1 byte an
+            evicts the newest 40 % and treats a new entry near a kept one as used). 0 or 1 byte an
             entry.
         ttl: seconds an entry lives, or None for no expiry.
         rerank: shortlist size for the exact-cosine second stage; 0 for codes only.

@@ -35,7 +35,7 @@ __all__ = ["CLEAR", "DELETE", "INIT", "PUT", "STATE", "TOUCH"]
 
 #: `diverse`: the newest share of the entries, in percent, that the hand never reaches (as
 #: ``PROTECTED_PERCENT`` in ``rust/src/eviction.rs``).
-PROTECTED_PERCENT = 45
+PROTECTED_PERCENT = 40
 
 # Shared by every script. KEYS: meta, ns, nsn, lru, exp, log, ord, st. ARGV[1] is the key prefix.
 _PRELUDE = """
