@@ -6,7 +6,8 @@
    (`PrecomputedEmbedder`), so the sweep measures the cache, not the model; hit decisions are the same.
 3. Policy sweep: for each workload, capacity (1 %, 5 %, 20 % of its distinct prompts) and policy, a fresh
    `SemanticCache(max_entries=..., eviction=...)` replays the stream (lookup; on a miss a simulated LLM
-   call and an update): hit rate, false-hit rate (labelled), evictions.
+   call and an update): hit rate, false hits per labelled hit (the share of served answers that are
+   wrong) and per request, evictions; and, under drift, which entries served the false hits.
 4. Eviction cost per put: the same codes inserted into a `HammingIndex` that is full (every insert
    evicts) and into one with room, per policy, interleaved rounds, median; the difference over the
    number of inserts is the amortised cost of choosing and removing a victim (and, for ``diverse``, its
@@ -105,6 +106,22 @@ def false_hits(results: list[ReplayResult]) -> dict[str, dict[str, float]]:
     return out
 
 
+def false_hit_sources(result: ReplayResult, phases: int) -> dict[str, float]:
+    """Which entries served one cell's false hits: how many of those requests had their own answer
+    cached, how long ago the serving entry was stored (requests, median), and how many were served by
+    an entry stored in an earlier popularity phase (``phases`` equal phases, as the drift generator
+    makes them; 1 for a stationary stream)."""
+    n = max(1, result.requests)
+    ages = [i - at for i, at in result.false_hit_sources]
+    earlier = sum(i * phases // n != at * phases // n for i, at in result.false_hit_sources)
+    return {
+        "false_hits": result.false_hits,
+        "own_answer_cached": result.false_hits_own_answer_cached,
+        "median_age": float(np.median(ages)) if ages else 0.0,
+        "from_earlier_phase": earlier,
+    }
+
+
 def eviction_cost(
     vectors: np.ndarray, capacity: int, rounds: int, threshold: float = 0.90
 ) -> dict[str, float]:
@@ -194,8 +211,11 @@ def stress(
 def print_sweep(
     results: list[ReplayResult], cost: dict[int, dict[str, float]], nbytes: dict[str, float]
 ) -> None:
-    print("\n| workload | capacity | policy | hit rate | vs LRU | false-hit rate | evict µs/put | B/entry |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| workload | capacity | policy | hit rate | vs LRU | false hits / hit | false hits / request "
+        "| evict µs/put | B/entry |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     lru = {(r.workload, r.capacity): r for r in results if r.eviction == "lru"}
     for r in results:
         base = lru[(r.workload, r.capacity)]
@@ -205,7 +225,8 @@ def print_sweep(
         micro = cost.get(r.capacity, {}).get(policy, float("nan"))
         print(
             f"| {r.workload} | {share:.0f} % ({r.capacity}) | {r.eviction} | {100 * r.hit_rate:.1f} % | "
-            f"{gain:+.1f} % | {100 * r.false_hit_rate:.2f} % | {micro:.2f} | {nbytes[policy]:.0f} |"
+            f"{gain:+.1f} % | {100 * r.false_hit_rate:.2f} % | {100 * r.false_hits_per_lookup:.2f} % | "
+            f"{micro:.2f} | {nbytes[policy]:.0f} |"
         )
 
 
@@ -263,6 +284,22 @@ def main(argv: list[str] | None = None) -> None:
             f"  {label:<12} {100 * row['pooled_false_hit_rate']:.2f} %, "
             f"{row['cells_worse_than_lru']:.0f} of {row['cells']:.0f} cells worse"
         )
+    phases = WORKLOADS["drift"].drift_phases + 1
+    sources = {
+        f"{r.workload} {r.capacity} {r.eviction}": false_hit_sources(
+            r, phases if r.workload == "drift" else 1
+        )
+        for r in results
+    }
+    print("\nWho served the false hits under drift (serving entry's age in requests; phase = stream / 5):")
+    for r in results:
+        if r.workload == "drift":
+            row = sources[f"{r.workload} {r.capacity} {r.eviction}"]
+            print(
+                f"  {r.capacity:>5} {r.eviction:<12} {row['false_hits']:>4.0f} false hits: own answer cached "
+                f"{row['own_answer_cached']:.0f}, served by an entry from an earlier phase "
+                f"{row['from_earlier_phase']:.0f}, median age {row['median_age']:.0f}"
+            )
     print(
         "\nEviction cost, µs per insert into a full index (median of rounds; insert with room for reference):"
     )
@@ -310,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         "policy_bytes_per_entry": nbytes,
         "live": live.to_json(),
         "false_hits": fh,
+        "false_hit_sources": sources,
         "stress": {
             "threads": args.threads,
             "capacity": stress_capacity,

@@ -105,3 +105,21 @@ def test_replay_counts_a_false_hit_when_labels_differ(single_thread_default_embe
     result = replay(stream, SemanticCache(single_thread_default_embedder))
     assert (result.semantic_hits, result.false_hits, result.labelled_hits) == (1, 1, 1)
     assert result.false_hit_rate == 1.0
+    assert result.false_hits_per_lookup == 0.5  # one of the two requests got a wrong answer
+    assert result.false_hit_sources == [(1, 0)]  # served by the entry the first request stored
+    assert result.false_hits_own_answer_cached == 0
+
+
+def test_replay_says_whether_a_false_hit_had_its_own_answer_cached(
+    single_thread_default_embedder: object,
+) -> None:
+    # "b" has an entry, but its third request reads like a's entry and is served a's answer: the cache
+    # held the right answer and picked a wrong one (not a miss served by a look-alike).
+    stream = [
+        Request("How do I reset my password?", label="a"),
+        Request("What is the capital of France?", label="b"),
+        Request("How can I reset my password?", label="b"),
+    ]
+    result = replay(stream, SemanticCache(single_thread_default_embedder))
+    assert result.false_hits == 1 and result.false_hits_own_answer_cached == 1
+    assert result.false_hit_sources == [(2, 0)]

@@ -106,7 +106,7 @@ class _Proxy:
 
     def _build_cache(self, embedder: Embedder | None) -> SemanticCache:
         c = self.config
-        options: dict[str, Any] = {"max_entries": c.max_entries}
+        options: dict[str, Any] = {"max_entries": c.max_entries, "eviction": c.eviction}
         if c.threshold is not None:
             options["threshold"] = c.threshold
         if c.ttl is not None:

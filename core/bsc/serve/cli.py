@@ -20,6 +20,7 @@ import uvicorn
 
 from bsc.serve.app import create_app
 from bsc.serve.config import ServeConfig
+from bsc.snapshot import EVICTION_POLICIES
 
 __all__ = ["add_arguments", "run"]
 
@@ -34,7 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--prefix", help="path clients call under, mapped onto the upstream URL (default /v1)")
     add("--workers", type=int, help="uvicorn worker processes, each with its own cache (default 1)")
     add("--threshold", type=float, help="minimum cosine similarity of two questions for a hit")
-    add("--max-entries", type=int, help="cache capacity (least recently used evicted; default 100000)")
+    add("--max-entries", type=int, help="cache capacity (default 100000; beyond it --eviction chooses)")
+    add(
+        "--eviction",
+        choices=EVICTION_POLICIES,
+        help="which entry a full cache drops (default lru; see the README, 'Workloads and eviction')",
+    )
     add("--ttl", type=float, help="seconds an entry lives (default: no expiry)")
     add("--path", metavar="FILE", help="snapshot file: loaded at start, written periodically and at shutdown")
     add("--snapshot-interval", type=float, metavar="SECONDS", help="seconds between snapshots (default 300)")

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bsc.snapshot import EVICTION_POLICIES
+
 __all__ = ["DEFAULT_PRICES", "ENV_PREFIX", "ServeConfig"]
 
 #: Environment variables ``BSC_SERVE_<FIELD>`` (upper case) set any field; flags win over them.
@@ -50,6 +52,9 @@ class ServeConfig:
         prefix: the path clients call under (``/v1``); ``<prefix>/x`` goes to ``<upstream>/x``.
         workers: uvicorn worker processes (each holds its own in-memory cache unless ``redis_url``).
         threshold, max_entries, ttl: passed to `bsc.SemanticCache`.
+        eviction: which entry a full cache drops, passed to `bsc.SemanticCache` (``"lru"``, ``"lfu"``,
+            ``"sieve"`` or ``"diverse"``; README, "Workloads and eviction"). A snapshot loaded from
+            ``path`` takes this policy; a shared cache must have been made with it.
         path: snapshot file, loaded at start and written every ``snapshot_interval`` seconds and at
             shutdown.
         redis_url: a shared store (needs ``bsc.store``) so several replicas share one cache; needs a
@@ -88,6 +93,7 @@ class ServeConfig:
     workers: int = 1
     threshold: float | None = None
     max_entries: int = 100_000
+    eviction: str = "lru"
     ttl: float | None = None
     path: str | None = None
     snapshot_interval: float = 300.0
@@ -118,6 +124,10 @@ class ServeConfig:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value <= 0 and not (name == "port" and value == 0):
                 raise ValueError(f"{name} must be positive, got {value}")
+        if not isinstance(self.eviction, str):
+            raise TypeError(f"eviction must be a str, got {type(self.eviction).__name__}")
+        if self.eviction not in EVICTION_POLICIES:
+            raise ValueError(f"eviction must be one of {', '.join(EVICTION_POLICIES)}, got {self.eviction!r}")
         for name in ("snapshot_interval", "connect_timeout", "read_timeout", "ttl"):
             value = getattr(self, name)
             if value is None and name == "ttl":

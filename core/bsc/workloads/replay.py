@@ -137,9 +137,10 @@ class PrecomputedEmbedder(_EmbedderBase):
 
 @dataclass(slots=True)
 class ReplayResult:
-    """What a replay measured. Rates are shares of all requests; ``false_hit_rate`` is false hits over
-    hits whose request and cached entry are both labelled. Memory is the cache's index and rerank copies
-    (``CacheStats.bytes_per_entry``), not responses or prompts."""
+    """What a replay measured. Rates are shares of all requests, but ``false_hit_rate`` is false hits over
+    hits whose request and cached entry are both labelled (the share of served answers that are wrong);
+    ``false_hits_per_lookup`` is false hits over all requests. Memory is the cache's index and rerank
+    copies (``CacheStats.bytes_per_entry``), not responses or prompts."""
 
     workload: str
     eviction: str
@@ -166,6 +167,11 @@ class ReplayResult:
     requests_by_kind: dict[str, int] = field(default_factory=dict)
     #: hit rate per window of the stream, in order (``curve_points`` windows).
     hit_rate_curve: list[float] = field(default_factory=list)
+    #: per false hit: (the request's position in the stream, the position of the request that stored the
+    #: entry it was served), for telling which entries serve wrong answers.
+    false_hit_sources: list[tuple[int, int]] = field(default_factory=list)
+    #: false hits whose request's own answer (an entry stored under its label) was in the cache at the time.
+    false_hits_own_answer_cached: int = 0
 
     @property
     def hits(self) -> int:
@@ -180,6 +186,10 @@ class ReplayResult:
         return self.false_hits / self.labelled_hits if self.labelled_hits else 0.0
 
     @property
+    def false_hits_per_lookup(self) -> float:
+        return self.false_hits / self.requests if self.requests else 0.0
+
+    @property
     def cost_savings(self) -> float:
         return self.dollars_saved / self.dollars_total if self.dollars_total else 0.0
 
@@ -190,7 +200,8 @@ class ReplayResult:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: the fields and the derived rates."""
         out = asdict(self)
-        for name in ("hit_rate", "false_hit_rate", "cost_savings", "memory_mb_per_100k"):
+        rates = ("hit_rate", "false_hit_rate", "false_hits_per_lookup", "cost_savings", "memory_mb_per_100k")
+        for name in rates:
             out[name] = getattr(self, name)
         return out
 
@@ -232,7 +243,9 @@ def replay(
     lookups: list[float] = []
     updates: list[float] = []
     hit_flags = np.zeros(len(requests), dtype=bool)
-    label_of: dict[tuple[str, str], str | None] = {}
+    # (namespace, prompt) -> (label, stream position) of the request that stored it; label -> its entries
+    stored_by: dict[tuple[str, str], tuple[str | None, int]] = {}
+    entries_of: dict[tuple[str, str], list[int]] = {}
     evictions_before = inner.stats().evictions
     for i, request in enumerate(_progress(requests, workload, progress)):
         ns = request.namespace
@@ -248,9 +261,11 @@ def replay(
         result.requests_by_kind[kind] = result.requests_by_kind.get(kind, 0) + 1
         if hit is None:
             t0 = time.perf_counter()
-            cache.update(request.prompt, _answer(request), namespace=ns)
+            entry = cache.update(request.prompt, _answer(request), namespace=ns)
             updates.append(time.perf_counter() - t0)
-            label_of[(ns, request.prompt)] = request.label
+            stored_by[(ns, request.prompt)] = (request.label, i)
+            if request.label is not None:
+                entries_of.setdefault((ns, request.label), []).append(entry)
             continue
         hit_flags[i] = True
         result.exact_hits += hit.exact
@@ -259,10 +274,14 @@ def replay(
         result.tokens_saved += tokens_in + tokens_out
         result.dollars_saved += price
         result.llm_seconds_saved += cost.seconds(tokens_out)
-        stored = label_of.get((ns, hit.prompt or ""))
+        stored, at = stored_by.get((ns, hit.prompt or ""), (None, -1))
         if request.label is not None and stored is not None:
             result.labelled_hits += 1
-            result.false_hits += stored != request.label
+            if stored != request.label:
+                result.false_hits += 1
+                result.false_hit_sources.append((i, at))
+                own = entries_of.get((ns, request.label), [])
+                result.false_hits_own_answer_cached += any(e in inner for e in own)
     result.requests = len(requests)
     result.evictions = inner.stats().evictions - evictions_before
     result.lookup_ms_p50, result.lookup_ms_p99 = (float(v) * 1e3 for v in np.percentile(lookups, [50, 99]))
@@ -339,7 +358,8 @@ def format_report(result: ReplayResult) -> str:
         f"workload {r.workload}: {r.requests} requests, {r.distinct_prompts} distinct prompts; "
         f"capacity {r.capacity}, eviction {r.eviction}, embeddings {r.embeddings}",
         f"  hits {r.hits} ({100 * r.hit_rate:.1f} %): exact {r.exact_hits}, semantic {r.semantic_hits}; "
-        f"false hits {r.false_hits} of {r.labelled_hits} labelled ({100 * r.false_hit_rate:.1f} %)",
+        f"false hits {r.false_hits} of {r.labelled_hits} labelled hits ({100 * r.false_hit_rate:.2f} %; "
+        f"{100 * r.false_hits_per_lookup:.2f} % of requests)",
         f"  lookup p50 {r.lookup_ms_p50:.3f} ms, p99 {r.lookup_ms_p99:.3f} ms; "
         f"update p50 {r.update_ms_p50:.3f} ms; evictions {r.evictions}",
         f"  saved {r.tokens_saved:,} of {r.tokens_total:,} tokens, ${r.dollars_saved:.2f} of "
