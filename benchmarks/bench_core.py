@@ -81,12 +81,17 @@ QUERIES = 64
 HIT_NOISE = 0.25
 CHUNK = 100_000
 
+# The scan is memory-bound (../shared/bench/scan_anchors.py), so it is judged against faiss in the same
+# run, not in absolute µs; what a `get` or `put` costs above the kernel is issue #12's bar.
 TARGETS = {
     "encode_us": 5.0,
     "batch_vps": 200_000.0,
-    "scan_us": {100_000: 40.0, 1_000_000: 800.0},
-    "scan_vs_faiss": {100_000: 2.0, 1_000_000: 1.3},
-    "bytes_per_entry": 48.0,
+    "scan_vs_faiss": {100_000: 1.3, 1_000_000: 1.3},
+    "bytes_per_entry": 52.0,
+    "codes_only_get_over_kernel_us": 3.0,
+    "two_stage_hit_over_kernel_us": {10_000: 10.0, 100_000: 15.0},
+    "put_us": 10.0,
+    "get_vs_read": {1_000_000: 1.1},
 }
 
 F32 = npt.NDArray[np.float32]
@@ -649,14 +654,11 @@ def print_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     print("|---:|---|---:|---:|---:|---|")
     for r in scans:
         tgt = ""
-        if r["peer"] == "bsc" and r["n"] in TARGETS["scan_us"]:
+        if r["peer"] == "bsc" and r["n"] in TARGETS["scan_vs_faiss"]:
             faiss_r = next(x for x in scans if x["n"] == r["n"] and x["peer"] == "faiss")
             vs = faiss_r["median_us"] / r["median_us"]
-            lim, want = TARGETS["scan_us"][r["n"]], TARGETS["scan_vs_faiss"][r["n"]]
-            tgt = (
-                f"≤ {lim:g} µs: {_verdict(r['median_us'] <= lim)}; faiss/bsc {vs:.2f}x ≥ {want:g}x: "
-                f"{_verdict(vs >= want)}"
-            )
+            want = TARGETS["scan_vs_faiss"][r["n"]]
+            tgt = f"faiss/bsc {vs:.2f}x ≥ {want:g}x: {_verdict(vs >= want)}"
         print(
             f"| {r['n']:,} | {r['peer']} | {_us(r['median_us'])} | {_iqr(r)} | {r['vs_bsc']:.2f}x | {tgt} |"
         )
@@ -680,9 +682,9 @@ def print_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     print("\n### get above the scan (same run, interleaved with the rows above)\n")
     print(
         "| N | kernel µs | plain read µs | peer | get hit - kernel | get miss - kernel | own scan µs "
-        "| get hit / miss - own scan | put | get / read |"
+        "| get hit / miss - own scan | put | get / read | issue #12's targets |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for (n, peer), ops in seen.items():
         if not peer.startswith("bsc"):
             continue
@@ -693,7 +695,8 @@ def print_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             f"| {n:,} | {_us(k)} | {_us(read)} | {peer} | {ops['get hit']['over_kernel_us']:+.1f} µs "
             f"| {ops['get miss']['over_kernel_us']:+.1f} µs | {_us(own)} "
             f"| {ops['get hit']['over_own_scan_us']:+.1f} / {ops['get miss']['over_own_scan_us']:+.1f} µs "
-            f"| {_us(ops['put']['median_us'])} | {worst / read:.2f}x |"
+            f"| {_us(ops['put']['median_us'])} | {worst / read:.2f}x "
+            f"| {_hot_path_verdicts(n, peer, ops, worst / read)} |"
         )
 
     mem = [r for r in rows if r["section"] == "memory"]
@@ -710,6 +713,25 @@ def print_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         if src == "stats()" and r["peer"] == "bsc rerank=10":
             src = "stats(): index + int8 vectors"
         print(f"| {r['n']:,} | {r['peer']} | {r['bytes_per_entry']:.1f} | {src} | {tgt} |")
+
+
+def _hot_path_verdicts(n: int, peer: str, ops: dict[str, dict[str, Any]], vs_read: float) -> str:
+    """Issue #12's bar for one cache at one size: a codes-only `get` (hit and miss) within 3 µs of the
+    kernel, a two-stage hit within 10 µs (10k) or 15 µs (100k), a `put` within 10 µs, and a `get` of a
+    million codes within 1.1x a plain read of them."""
+    checks = []
+    hit, miss = ops["get hit"]["over_kernel_us"], ops["get miss"]["over_kernel_us"]
+    if peer == "bsc rerank=0":
+        lim = TARGETS["codes_only_get_over_kernel_us"]
+        checks.append(f"get ≤ kernel + {lim:g} µs: {_verdict(max(hit, miss) <= lim)}")
+    elif n in TARGETS["two_stage_hit_over_kernel_us"]:
+        lim = TARGETS["two_stage_hit_over_kernel_us"][n]
+        checks.append(f"hit ≤ kernel + {lim:g} µs: {_verdict(hit <= lim)}")
+    checks.append(f"put ≤ {TARGETS['put_us']:g} µs: {_verdict(ops['put']['median_us'] <= TARGETS['put_us'])}")
+    if n in TARGETS["get_vs_read"]:
+        lim = TARGETS["get_vs_read"][n]
+        checks.append(f"get ≤ {lim:g}x read: {_verdict(vs_read <= lim)}")
+    return "; ".join(checks)
 
 
 def _git(*args: str) -> str:
