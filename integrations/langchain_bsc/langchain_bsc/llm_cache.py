@@ -7,14 +7,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc import DEFAULT_THRESHOLD, SemanticCacheStats
 from bsc.digest import digest
-from bsc.embedders import LangChainEmbedder
-from bsc.fail_open import FailOpenCache
 from bsc.store import RedisStore
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 
+from langchain_bsc._cache import fail_open_cache
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
 from langchain_bsc.hits import areport_hit, marked, marker, report_hit
 from langchain_bsc.keys import PromptKeyFunction, default_prompt_key
@@ -98,12 +97,11 @@ class BinarySemanticLLMCache(BaseCache):
         autosave: bool = False,
         redis_url: str | None = None,
     ) -> None:
-        if embedding is not None and not isinstance(embedding, Embeddings):
-            raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
-        self._cache = SemanticCache(
-            None if embedding is None else LangChainEmbedder(embedding),
+        # Lookups and updates go through this: a cache failure must not fail the model call.
+        self._fail_open = fail_open_cache(
+            embedding,
             threshold=threshold,
             max_entries=max_entries,
             ttl=ttl,
@@ -111,8 +109,7 @@ class BinarySemanticLLMCache(BaseCache):
             autosave=autosave,
             store=None if redis_url is None else RedisStore(redis_url, fail_open=True),
         )
-        # Lookups and updates go through this: a cache failure must not fail the model call.
-        self._fail_open = FailOpenCache(self._cache, logger)
+        self._cache = self._fail_open.cache
         self.namespace = namespace
         self._key: PromptKeyFunction = key if key is not None else default_prompt_key
         # Every bsc namespace this cache writes starts with this, so clear() can find them.

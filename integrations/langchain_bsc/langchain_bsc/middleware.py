@@ -26,10 +26,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc import DEFAULT_THRESHOLD, SemanticCacheStats
 from bsc.digest import digest
-from bsc.embedders import LangChainEmbedder
-from bsc.fail_open import FailOpenCache
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
@@ -38,6 +36,7 @@ from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from langchain_bsc._cache import fail_open_cache
 from langchain_bsc._serialization import GENERATION_CLASSES, dump, load
 from langchain_bsc.hits import areport_hit, marked, marker, report_hit
 from langchain_bsc.keys import default_prompt_key
@@ -119,8 +118,6 @@ class SemanticCacheMiddleware(AgentMiddleware):
         autosave: bool = False,
     ) -> None:
         super().__init__()
-        if embedding is not None and not isinstance(embedding, Embeddings):
-            raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         if tool_results not in ("exact", "bypass"):
@@ -129,16 +126,11 @@ class SemanticCacheMiddleware(AgentMiddleware):
         self.namespace_key = namespace_key
         self.tool_results = tool_results
         self.deterministic_tools = frozenset(deterministic_tools)
-        self._cache = SemanticCache(
-            None if embedding is None else LangChainEmbedder(embedding),
-            threshold=threshold,
-            max_entries=max_entries,
-            ttl=ttl,
-            path=path,
-            autosave=autosave,
-        )
         # A cache failure (an embedder that cannot be reached, say) must never fail the agent's call.
-        self._fail_open = FailOpenCache(self._cache, logger)
+        self._fail_open = fail_open_cache(
+            embedding, threshold=threshold, max_entries=max_entries, ttl=ttl, path=path, autosave=autosave
+        )
+        self._cache = self._fail_open.cache
 
     # ---------------------------------------------------------------- keys
     def _plan(self, request: ModelRequest) -> _Plan | None:

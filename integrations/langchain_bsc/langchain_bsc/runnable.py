@@ -14,10 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bsc import DEFAULT_THRESHOLD, SemanticCache, SemanticCacheStats
+from bsc import DEFAULT_THRESHOLD, SemanticCacheStats
 from bsc.digest import digest
-from bsc.embedders import LangChainEmbedder
-from bsc.fail_open import FailOpenCache
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
@@ -27,6 +25,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from langchain_core.runnables.utils import accepts_config, gather_with_concurrency
 
+from langchain_bsc._cache import fail_open_cache
 from langchain_bsc._serialization import OUTPUT_CLASSES, dump, load
 from langchain_bsc.hits import areport_hit, marked, marker, report_hit
 from langchain_bsc.tenancy import namespace_from
@@ -123,8 +122,6 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     ) -> None:
         if not isinstance(chain, Runnable):
             raise TypeError(f"chain must be a LangChain Runnable, got {type(chain).__name__}")
-        if embedding is not None and not isinstance(embedding, Embeddings):
-            raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         self.chain = chain
@@ -135,15 +132,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self.namespace_key = namespace_key
         self.allowed_objects = tuple(allowed_objects)
         # Fail-open: an embedder that fails (a server down) costs a chain call, never the user's call.
-        self._cache = FailOpenCache(
-            SemanticCache(
-                None if embedding is None else LangChainEmbedder(embedding),
-                threshold=threshold,
-                max_entries=max_entries,
-                ttl=ttl,
-            ),
-            logger,
-        )
+        self._cache = fail_open_cache(embedding, threshold=threshold, max_entries=max_entries, ttl=ttl)
 
     # ---------------------------------------------------------------- Runnable plumbing
     @property
