@@ -106,20 +106,29 @@ def iter_log(path: str | os.PathLike[str]) -> Iterator[Request]:
         >>> next(iter_log("requests.jsonl")).prompt  # doctest: +SKIP
         'What is the capital of France?'
     """
+    for number, row in _json_lines(path):
+        try:
+            yield _parse(row)
+        except LogFormatError as exc:
+            raise LogFormatError(f"line {number}: {exc}") from None
+
+
+def _json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, decoded value)`` of each non-blank line of a JSONL file.
+
+    Raises:
+        LogFormatError: a line that is not valid JSON (naming the line and column).
+    """
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise LogFormatError(
                     f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
                 ) from None
-            try:
-                yield _parse(row)
-            except LogFormatError as exc:
-                raise LogFormatError(f"line {number}: {exc}") from None
 
 
 def read_log(path: str | os.PathLike[str]) -> list[Request]:
@@ -152,30 +161,21 @@ def read_proxy_log(path: str | os.PathLike[str]) -> list[Request]:
         120
     """
     requests: list[Request] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
+    for number, row in _json_lines(path):
+        try:
+            if not isinstance(row, dict) or row.get("cache") not in ("hit", "miss", "bypass"):
+                raise LogFormatError("expected a bsc serve log line with 'cache': hit, miss or bypass")
+            if row["cache"] == "bypass":
                 continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or row.get("cache") not in ("hit", "miss", "bypass"):
-                    raise LogFormatError("expected a bsc serve log line with 'cache': hit, miss or bypass")
-                if row["cache"] == "bypass":
-                    continue
-                text, partition = row.get("text"), row.get("partition")
-                if not isinstance(text, str) or not text.strip() or not isinstance(partition, str):
-                    raise LogFormatError("a hit or miss needs a non-empty string 'text' and a 'partition'")
-                parsed = _parse(
-                    {k: row[k] for k in ("model", "timestamp", "output_tokens") if k in row}
-                    | {"prompt": text}
-                )
-            except json.JSONDecodeError as exc:
-                raise LogFormatError(
-                    f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            except LogFormatError as exc:
-                raise LogFormatError(f"line {number}: {exc}") from None
-            requests.append(replace(parsed, partition=partition))
+            text, partition = row.get("text"), row.get("partition")
+            if not isinstance(text, str) or not text.strip() or not isinstance(partition, str):
+                raise LogFormatError("a hit or miss needs a non-empty string 'text' and a 'partition'")
+            parsed = _parse(
+                {k: row[k] for k in ("model", "timestamp", "output_tokens") if k in row} | {"prompt": text}
+            )
+        except LogFormatError as exc:
+            raise LogFormatError(f"line {number}: {exc}") from None
+        requests.append(replace(parsed, partition=partition))
     if not requests:
         raise LogFormatError(f"{os.fspath(path)!r} holds no cached or cacheable requests")
     return requests
