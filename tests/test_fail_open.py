@@ -153,3 +153,40 @@ async def test_langchain_runnable_answers_from_the_chain_when_the_cache_fails(
     assert out == [f"answer to {q}" for q in questions]
     assert sorted(calls[1:]) == sorted(questions)  # the chain answered every call (abatch: concurrently)
     assert _failures(caplog, "lookup") and _failures(caplog, "update")
+
+
+def test_langchain_chat_model_wrapper_answers_from_the_model_when_the_cache_fails(
+    server: FakeEmbeddingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_bsc import BinarySemanticLLMCache, SemanticCacheChatModel
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = SemanticCacheChatModel(
+        model=FakeListChatModel(responses=["Paris", "Still Paris"]),
+        semantic_cache=BinarySemanticLLMCache(_langchain_view(server)),
+    )
+    assert model.invoke("What is the capital of France?").content == "Paris"
+    _going_down(server)
+    with caplog.at_level(logging.WARNING, logger="langchain_bsc"):
+        assert model.invoke("Which city is the capital of France?").content == "Still Paris"
+    assert _failures(caplog, "lookup") and _failures(caplog, "update")
+
+
+def test_langchain_agent_middleware_answers_from_the_model_when_the_cache_fails(
+    server: FakeEmbeddingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("langchain.agents")
+    from langchain.agents import create_agent
+    from langchain_bsc import SemanticCacheMiddleware
+    from test_langchain_agents import _ask, _model
+
+    model = _model()
+    agent = create_agent(model, middleware=[SemanticCacheMiddleware(_langchain_view(server))])
+    _ask(agent, "What is the capital of France?")
+    _going_down(server)
+    with caplog.at_level(logging.WARNING, logger="langchain_bsc"):
+        answer = _ask(agent, "Which city is the capital of France?")
+    assert "bsc_cache" not in answer.response_metadata  # answered by the model, not the cache
+    assert model.calls == ["What is the capital of France?", "Which city is the capital of France?"]
+    assert _failures(caplog, "lookup")
