@@ -90,25 +90,64 @@ fn pairwise<T: Copy>(a: &[T], f: impl Fn(T) -> f64 + Copy) -> f64 {
     pairwise(&a[..half], f) + pairwise(&a[half..], f)
 }
 
+/// Runs `f` compiled for AVX-512 (or AVX2) when the CPU has it, else for the baseline (SSE2). For the
+/// element-wise loops below, which the compiler vectorises to whatever width it may use: the same
+/// operations in the same order, so the same bits, in a quarter of the instructions.
+#[inline(always)]
+fn widest<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the CPU has AVX-512F and AVX-512BW, checked just above.
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// `x / ‖x‖` in f32, computed in f64 as `bsc.oracle.unit_rows` does (a float32 norm over- or
 /// underflows for components near 1e20 or 1e-25). `x` must be finite and not all zero.
 pub fn unit(x: &[f32], out: &mut [f32]) {
-    let norm = pairwise(x, |v| f64::from(v) * f64::from(v)).sqrt();
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (f64::from(v) / norm) as f32;
-    }
+    widest(
+        #[inline(always)]
+        || {
+            let norm = pairwise(x, |v| f64::from(v) * f64::from(v)).sqrt();
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (f64::from(v) / norm) as f32;
+            }
+        },
+    )
 }
 
 /// The int8 copy of a unit row, scaled so its largest component is ±127 (the scale cancels in the
 /// cosine, so none is stored), rounded half to even like `np.rint`; returns the copy's norm as
 /// `np.linalg.norm` computes it (the sum of squares is an exact integer, so only the root rounds).
 pub fn quantize(unit: &[f32], out: &mut [i8]) -> f32 {
-    let peak = unit.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    for (o, &u) in out.iter_mut().zip(unit) {
-        // |u / peak| <= 1, so the rounded value is within ±127.
-        *o = rint(u / peak * 127.0) as i8;
-    }
-    row_norm(out)
+    widest(
+        #[inline(always)]
+        || {
+            let peak = unit.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (o, &u) in out.iter_mut().zip(unit) {
+                // |u / peak| <= 1, so the rounded value is within ±127.
+                *o = rint(u / peak * 127.0) as i8;
+            }
+            row_norm(out)
+        },
+    )
 }
 
 /// Round half to even, as `np.rint` (for |v| < 2^22): adding and removing 1.5 · 2^23 leaves no
@@ -121,14 +160,24 @@ fn rint(v: f32) -> f32 {
 }
 
 /// Norm of an int8 row, as `np.linalg.norm(row)` gives it (f64 root of an exact sum, then f32).
+#[inline(always)]
 pub fn row_norm(row: &[i8]) -> f32 {
-    let squares: i64 = row.iter().map(|&v| i64::from(v) * i64::from(v)).sum();
-    (squares as f64).sqrt() as f32
+    // i32 cannot overflow: at most 127² · 2^16 (MAX_DIM) < 2^31; i32 lanes vectorise twice as wide.
+    let squares: i32 = row.iter().map(|&v| i32::from(v) * i32::from(v)).sum();
+    f64::from(squares).sqrt() as f32
 }
 
 /// `<row, unit>` in f32, in sixteen independent lanes (so it vectorises; a rerank only needs the
 /// cosine to ~1e-4, far above the rounding of any summation order).
 pub fn dot(row: &[i8], unit: &[f32]) -> f32 {
+    widest(
+        #[inline(always)]
+        || dot_lanes(row, unit),
+    )
+}
+
+#[inline(always)]
+fn dot_lanes(row: &[i8], unit: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];
     let (rows, units) = (row.chunks_exact(LANES), unit.chunks_exact(LANES));
