@@ -258,8 +258,9 @@ class BinarySemanticCache:
             ValueError: wrong shape, NaN/inf, or an all-zero embedding. Nothing is stored on error.
         """
         x = self._embedding(embedding)
-        frozen = checked_payloads(namespace, [response], [metadata], rows=1)
-        return self._put_rows(x, [response], namespace, frozen)[0]
+        _check_namespace(namespace)
+        frozen = _checked_payload(0, response, metadata)
+        return self._put_rows(x, [response], namespace, [frozen])[0]
 
     def put_many(
         self,
@@ -708,12 +709,27 @@ def checked_payloads(
         raise ValueError(f"expected {rows} metadata items (one per embedding), got {len(metas)}")
     _check_namespace(namespace)
     for i, r in enumerate(responses):
-        if not isinstance(r, str | bytes):
-            raise TypeError(f"response {i} must be str or bytes, got {type(r).__name__}")
+        _check_response(i, r)
     for i, m in enumerate(metas):
-        if m is not None and not isinstance(m, Mapping):
-            raise TypeError(f"metadata {i} must be a mapping or None, got {type(m).__name__}")
+        _check_metadata(i, m)
     return [_frozen(m, i) for i, m in enumerate(metas)]
+
+
+def _checked_payload(i: int, response: object, metadata: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """`checked_payloads` for one row (a `put`, without building the lists): the frozen metadata."""
+    _check_response(i, response)
+    _check_metadata(i, metadata)
+    return _frozen(metadata, i)
+
+
+def _check_response(i: int, response: object) -> None:
+    if not isinstance(response, str | bytes):
+        raise TypeError(f"response {i} must be str or bytes, got {type(response).__name__}")
+
+
+def _check_metadata(i: int, metadata: object) -> None:
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata {i} must be a mapping or None, got {type(metadata).__name__}")
 
 
 def _check_namespace(namespace: object) -> None:
