@@ -715,7 +715,9 @@ def checked_payloads(
     return [_frozen(m, i) for i, m in enumerate(metas)]
 
 
-def _checked_payload(i: int, response: object, metadata: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+def _checked_payload(
+    i: int, response: object, metadata: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
     """`checked_payloads` for one row (a `put`, without building the lists): the frozen metadata."""
     _check_response(i, response)
     _check_metadata(i, metadata)
