@@ -115,7 +115,7 @@ def test_forking_while_another_thread_holds_a_cache_lock_leaves_the_child_workin
         text = bsc.SemanticCache(Embedder(), guard=False)
         text.update("hello", "world")
         results = []
-        for lock in (text._lock, text.cache._write_lock, text.cache._stats_lock):
+        for lock in (text._lock, text.cache._write_lock):  # the counters are lock-free atomics
             held = threading.Event()
             def hold(lock=lock):
                 with lock:
@@ -132,7 +132,7 @@ def test_forking_while_another_thread_holds_a_cache_lock_leaves_the_child_workin
         print(*results)
         """,
     )
-    assert out.split() == ["True", "True", "True"]
+    assert out.split() == ["True", "True"]
 
 
 def test_forking_during_concurrent_puts_and_scans_never_leaves_a_child_deadlocked(run_isolated: Run) -> None:

@@ -225,21 +225,17 @@ class BinarySemanticCache:
         # for an id the index returned knows the entry is being added or was just removed.
         self._payloads: dict[int, _Payload] = {}
         self._write_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._hits = self._misses = self._evictions = self._expirations = 0
         self._last_sweep = -math.inf
         _fork.track(self, _fork.BINARY_LEVEL)
 
     def _hold_for_fork(self) -> None:
-        # Lock order as everywhere else: writer, counters, then the Rust index (see bsc._fork).
+        # Lock order as everywhere else: writer, then the Rust index (see bsc._fork).
         self._write_lock.acquire()
-        self._stats_lock.acquire()
         self._held_index = self._index
         self._held_index._hold_for_fork()
 
     def _release_after_fork(self) -> None:
         self._held_index._release_after_fork()
-        self._stats_lock.release()
         self._write_lock.release()
 
     # ---------------------------------------------------------------- writing
@@ -279,8 +275,12 @@ class BinarySemanticCache:
         """One embedding as the Rust side reads it. A float32/float64 array of shape ``(dim,)`` goes as it
         is (Rust refuses NaN/inf and all-zero vectors, with the messages `as_embeddings` uses); anything
         else is converted and shape-checked first."""
-        if type(embedding) is np.ndarray and embedding.shape == (self.dim,) and embedding.dtype in _FLOATS:
-            return embedding
+        # Identity first: comparing dtypes by value runs NumPy code that, cold after a large scan, costs
+        # microseconds; an array's dtype nearly always is the canonical object itself.
+        if type(embedding) is np.ndarray and embedding.shape == (self.dim,):
+            dtype = embedding.dtype
+            if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype in _FLOATS:
+                return embedding
         return as_embeddings(embedding, self.dim, ndim=1)
 
     def _put_rows(
@@ -313,8 +313,7 @@ class BinarySemanticCache:
         self._payloads.update(zip(ids, map(_Payload, responses, frozen), strict=True))
         self._drop_payloads(evicted)
         if evicted:
-            with self._stats_lock:
-                self._evictions += len(evicted)
+            self._index.record_removals(len(evicted), 0)
 
     # ---------------------------------------------------------------- the seam for stores
     def encode_rows(self, embeddings: npt.ArrayLike) -> EncodedRows:
@@ -368,8 +367,7 @@ class BinarySemanticCache:
         gone = [i for i in self._index.expired(now) if self._index.remove(i)]
         self._drop_payloads(gone)
         if gone:
-            with self._stats_lock:
-                self._expirations += len(gone)
+            self._index.record_removals(0, len(gone))
 
     def _drop_payloads(self, ids: list[int]) -> None:
         """Forgets the payloads of removed ids (caller holds the write lock)."""
@@ -406,8 +404,7 @@ class BinarySemanticCache:
         with self._write_lock:
             gone = [i for i in ids if self._index.remove(i)]
             self._drop_payloads(gone)
-        with self._stats_lock:
-            self._expirations += len(gone)
+        self._index.record_removals(0, len(gone))
         return len(gone)
 
     # ---------------------------------------------------------------- reading
@@ -418,17 +415,14 @@ class BinarySemanticCache:
             TypeError / ValueError: as for ``put``.
         """
         hits = self._lookup(embedding, namespace, 1, touch=True)
-        self.record_lookup(bool(hits))
+        self._index.record_lookup(bool(hits))
         return hits[0] if hits else None
 
     def record_lookup(self, hit: bool) -> None:
         """Counts one lookup in `stats` as a hit or a miss: `get` does, and so does a layer above that
-        decides hits itself from `search` (`SemanticCache`), so the counters cover every lookup."""
-        with self._stats_lock:
-            if hit:
-                self._hits += 1
-            else:
-                self._misses += 1
+        decides hits itself from `search` (`SemanticCache`), so the counters cover every lookup. The
+        counters are the index's atomics: counting takes no lock."""
+        self._index.record_lookup(bool(hit))
 
     def search(self, embedding: npt.ArrayLike, *, namespace: str = "default", k: int = 5) -> list[Hit]:
         """Up to ``k`` entries whose similarity passes the threshold, best first. Does not count as a
@@ -441,23 +435,37 @@ class BinarySemanticCache:
 
     def _lookup(self, embedding: npt.ArrayLike, namespace: str, k: int, *, touch: bool) -> list[Hit]:
         """The whole lookup is one Rust call (encode, scan, rerank, threshold, and with ``touch`` the
-        LRU touch of the best); here only the payloads are attached."""
-        _check_namespace(namespace)
+        LRU touch of the best); here only the payloads are attached.
+
+        Every Python step here is paid for again after a large scan has evicted the CPU's caches (a few
+        µs each at 100k entries), so the namespace's Unicode check is left to the Rust call, which
+        refuses a lone surrogate, and only then is it named; and the loop is plain bytecode (no `max`,
+        no `range`)."""
+        if type(namespace) is not str:
+            _check_namespace(namespace)
         x = self._embedding(embedding)
-        shortlist = max(k, self._k)
-        for _ in range(_SEARCH_RETRIES):
+        shortlist = k if k > self._k else self._k
+        attempts = _SEARCH_RETRIES
+        while attempts:
+            attempts -= 1
             now = self._clock() if self.ttl is not None else 0.0
-            found, expired = self._index.lookup(
-                self._encoder,
-                x,
-                namespace,
-                shortlist,
-                self._radius,
-                now,
-                self.threshold,
-                self.rerank > 0,
-                touch,
-            )
+            try:
+                found, expired = self._index.lookup(
+                    self._encoder,
+                    x,
+                    namespace,
+                    shortlist,
+                    self._radius,
+                    now,
+                    self.threshold,
+                    self.rerank > 0,
+                    touch,
+                )
+            except UnicodeEncodeError:
+                _check_namespace(namespace)  # raises the ValueError that names it
+                raise
+            if not found and not expired:
+                return []
             if expired:
                 self._purge(expired)
             payloads = self._payloads
@@ -498,8 +506,7 @@ class BinarySemanticCache:
             payloads = self._payloads
             rows = [payloads[i] for i in ids.tolist()]
             clock_at = self._clock()
-            with self._stats_lock:
-                counters = (self._hits, self._misses, self._evictions, self._expirations)
+            counters = self._index.counters()
         return CacheSnapshot(
             dim=self.dim,
             code_bits=self.code_bits,
@@ -568,7 +575,7 @@ class BinarySemanticCache:
         index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
         cache._index = index
         cache._payloads = dict(zip(s.ids.tolist(), map(_Payload, s.responses, s.metadata), strict=True))
-        cache._hits, cache._misses, cache._evictions, cache._expirations = s.counters
+        index.set_counters(s.counters)
         return cache
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -658,9 +665,7 @@ class BinarySemanticCache:
         index_bytes = self._index.bytes_in_use()
         index_allocated = self._index.bytes_allocated()
         vector_bytes = entries * self._index.row_dim
-        with self._stats_lock:
-            hits, misses = self._hits, self._misses
-            evictions, expirations = self._evictions, self._expirations
+        hits, misses, evictions, expirations = self._index.counters()
         lookups = hits + misses
         return CacheStats(
             hits=hits,
@@ -684,7 +689,7 @@ class BinarySemanticCache:
         )
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def checked_payloads(

@@ -2,6 +2,7 @@
 //!
 //! The plain modules know nothing about Python; `py_*` modules are the thin PyO3 binding layer.
 
+pub mod counters;
 pub mod encoder;
 pub mod error;
 pub mod eviction;

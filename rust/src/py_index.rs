@@ -14,6 +14,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::counters::{CounterValues, Counters};
 use crate::error::{BscError, Result};
 use crate::eviction::Policy;
 use crate::index::{EntryId, Index, IndexPartsRef, Lookup};
@@ -31,6 +32,8 @@ type Inserted = (Vec<EntryId>, Vec<EntryId>);
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
     inner: RwLock<Index>,
+    /// The cache's hit/miss/eviction/expiration counters: beside the lock, not under it.
+    counters: Counters,
 }
 
 /// A write lock held across `fork()`, with a reference that keeps its index alive until it is released.
@@ -84,7 +87,28 @@ impl HammingIndex {
         index.set_eviction(Policy::from_name(eviction)?, radius);
         Ok(Self {
             inner: RwLock::new(index),
+            counters: Counters::default(),
         })
+    }
+
+    /// Counts one lookup as a hit or a miss (see `counters`).
+    fn record_lookup(&self, hit: bool) {
+        self.counters.record_lookup(hit);
+    }
+
+    /// Counts entries evicted to make room and entries dropped because their TTL ran out.
+    fn record_removals(&self, evictions: u64, expirations: u64) {
+        self.counters.record_removals(evictions, expirations);
+    }
+
+    /// `(hits, misses, evictions, expirations)` as counted so far.
+    fn counters(&self) -> CounterValues {
+        self.counters.values()
+    }
+
+    /// Replaces the counters (a cache loaded from a snapshot carries on from the saved values).
+    fn set_counters(&self, values: CounterValues) {
+        self.counters.set(values);
     }
 
     /// The eviction policy's name: "lru", "lfu", "sieve" or "diverse".
@@ -475,6 +499,7 @@ impl HammingIndex {
         })?;
         Ok(Self {
             inner: RwLock::new(index),
+            counters: Counters::default(),
         })
     }
 }
