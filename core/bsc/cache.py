@@ -72,6 +72,32 @@ class Hit:
     namespace: str
 
 
+# A lookup's hits skip the frozen dataclass's generated `__init__`, which sets each field through
+# `object.__setattr__` (0.6 µs a hit, a tenth of a 10k `get`): the slots are set directly, giving the same
+# object. Everything else builds hits with `Hit(...)`.
+_SET_HIT_FIELDS = tuple(Hit.__dict__[name].__set__ for name in Hit.__dataclass_fields__)
+
+
+def _lookup_hit(
+    response: Response,
+    similarity: float,
+    distance: int,
+    id: int,
+    metadata: Mapping[str, Any] | None,
+    namespace: str,
+) -> Hit:
+    """`Hit(response, similarity, distance, id, metadata, namespace)`, in half the time."""
+    hit = object.__new__(Hit)
+    set_response, set_similarity, set_distance, set_id, set_metadata, set_namespace = _SET_HIT_FIELDS
+    set_response(hit, response)
+    set_similarity(hit, similarity)
+    set_distance(hit, distance)
+    set_id(hit, id)
+    set_metadata(hit, metadata)
+    set_namespace(hit, namespace)
+    return hit
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """Counters and sizes of a cache (a snapshot).
@@ -473,7 +499,9 @@ class BinarySemanticCache:
             for entry_id, distance, similarity in found:
                 payload = payloads.get(entry_id)
                 if payload is not None:  # None: being added, or removed since the scan
-                    hits.append(Hit(payload[0], similarity, distance, entry_id, payload[1], namespace))
+                    hits.append(
+                        _lookup_hit(payload[0], similarity, distance, entry_id, payload[1], namespace)
+                    )
                     if len(hits) == k:
                         break
             if touch and hits and hits[0].id != found[0][0]:
