@@ -5,6 +5,9 @@
 //! on SIMD width, summation order or BLAS. Computing it is cheap: an f32 dot product decides the bit whenever
 //! its magnitude exceeds a rigorous bound on its rounding error (nearly always); otherwise the products,
 //! which are exact in f64, are summed exactly (Shewchuk's expansion) and the sign is read off that.
+//! One vector (a lookup) is projected with a smaller copy of the matrix where the CPU allows, each with
+//! its own rigorous bound: exact integer passes over an int8 copy (`int8`, AVX-512 VNNI), else f32 sums
+//! over a binary16 copy (`half`).
 
 use rayon::prelude::*;
 
@@ -19,7 +22,7 @@ mod int8;
 /// The code sizes the encoder and the scan support.
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
 /// Words in the longest code.
-const MAX_WORDS: usize = SUPPORTED_CODE_BITS[SUPPORTED_CODE_BITS.len() - 1] / 64;
+pub const MAX_WORDS: usize = SUPPORTED_CODE_BITS[SUPPORTED_CODE_BITS.len() - 1] / 64;
 /// Largest embedding dimension accepted: the projection (two copies of `code_bits * dim` f32) stays
 /// within 512 MiB at 1024 bits; real embedders stay far below (3072 for the largest OpenAI model).
 pub const MAX_DIM: usize = 1 << 16;
@@ -295,7 +298,16 @@ impl Encoder {
     }
 }
 
+/// Whether every value is finite, in one branch-free pass (it vectorises; finding *where* a value is
+/// not finite is left to the rare caller that needs to say so).
+pub fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(true, |ok, v| ok & v.is_finite())
+}
+
 fn check_finite(x: &[f32], row: usize) -> Result<()> {
+    if all_finite(x) {
+        return Ok(());
+    }
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(col) => Err(BscError::NonFinite(format!(
@@ -522,35 +534,115 @@ mod tests {
         out
     }
 
+    /// One encoder per one-vector path this CPU can run (int8, half, plain f32), so that every path
+    /// is checked here whatever `new` picks.
+    fn every_path(dim: usize, bits: usize, seed: u64) -> Vec<(&'static str, Encoder)> {
+        let mut out = vec![];
+        let picked = Encoder::new(dim, bits, seed).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(picked.one, OneVector::Int8(_)) {
+            out.push(("int8", picked));
+        }
+        let half = Encoder::build(dim, bits, seed, |m, t, d, b, g| {
+            Ok(OneVector::half(m, t, d, b, g))
+        })
+        .unwrap();
+        if matches!(half.one, OneVector::Half { .. }) {
+            out.push(("half", half));
+        }
+        let plain = Encoder::build(dim, bits, seed, |_, _, _, _, _| Ok(OneVector::Plain));
+        out.push(("plain", plain.unwrap()));
+        out
+    }
+
+    fn check_one(name: &str, enc: &Encoder, x: &[f32]) {
+        let mut got = vec![0u64; enc.words()];
+        enc.encode_into(x, &mut got).unwrap();
+        assert_eq!(got, exact_code(enc, x), "{name} path, x = {x:?}");
+    }
+
+    #[test]
+    fn the_cpu_gets_its_smallest_one_vector_matrix() {
+        let enc = Encoder::new(384, 256, 42).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if int8::available() {
+            assert!(matches!(enc.one, OneVector::Int8(_)));
+            return;
+        }
+        assert_eq!(matches!(enc.one, OneVector::Half { .. }), half::available());
+    }
+
     #[test]
     fn fast_path_equals_exact_definition() {
-        let enc = Encoder::new(384, 256, 42).unwrap();
-        let mut s = 1;
-        for _ in 0..300 {
-            let x: Vec<f32> = (0..384).map(|_| lcg(&mut s)).collect();
-            let mut got = vec![0u64; 4];
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got, exact_code(&enc, &x));
+        for (name, enc) in every_path(384, 256, 42) {
+            let mut s = 1;
+            for _ in 0..300 {
+                let x: Vec<f32> = (0..384).map(|_| lcg(&mut s)).collect();
+                check_one(name, &enc, &x);
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_equals_the_exact_definition_for_every_shape() {
+        // Dimensions that are not a multiple of 4, 16 or 64 exercise the padding of each layout.
+        for dim in [1, 3, 37, 64, 100, 385] {
+            for bits in SUPPORTED_CODE_BITS {
+                for (name, enc) in every_path(dim, bits, dim as u64 + 7) {
+                    let mut s = dim as u64 * 31 + bits as u64;
+                    for _ in 0..20 {
+                        let x: Vec<f32> = (0..dim).map(|_| lcg(&mut s)).collect();
+                        check_one(name, &enc, &x);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_and_degenerate_vectors_give_the_exact_code() {
+        for (name, enc) in every_path(48, 128, 5) {
+            let mut s = 9;
+            let base: Vec<f32> = (0..48).map(|_| lcg(&mut s)).collect();
+            for scale in [1e-44f32, 1e-38, 1e-20, 1.0, 1e20, 1e36] {
+                let x: Vec<f32> = base.iter().map(|v| v * scale).collect();
+                check_one(name, &enc, &x);
+            }
+            // The zero vector: every dot product is 0, so every bit is 0.
+            let mut got = vec![u64::MAX; 2];
+            enc.encode_into(&[0.0; 48], &mut got).unwrap();
+            assert_eq!(got, vec![0, 0], "{name}");
+            // A peak just below a power of two: it rounds to 2^15 steps of the query's scale, one
+            // more than the integer passes take (they clamp it).
+            let mut x = base.clone();
+            x[3] = 2.0 - f32::EPSILON;
+            check_one(name, &enc, &x);
+            // One non-zero value, then all equal.
+            let mut one_hot = vec![0.0f32; 48];
+            one_hot[47] = -3.5;
+            check_one(name, &enc, &one_hot);
+            check_one(name, &enc, &[0.25; 48]);
         }
     }
 
     #[test]
     fn near_zero_projections_take_the_exact_path() {
-        let enc = Encoder::new(64, 64, 3).unwrap();
-        let m = enc.matrix();
-        for r in 0..64 {
-            // x = (p[r,1], -p[r,0], 0, ...) makes the dot product with row r exactly zero: bit r must be 0.
-            let mut x = vec![0.0f32; 64];
-            x[0] = m[r * 64 + 1];
-            x[1] = -m[r * 64];
-            let mut got = vec![0u64; 1];
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got[0] >> r & 1, 0, "row {r}");
-            assert_eq!(got, exact_code(&enc, &x));
-            // Nudge by one ulp: now the sign is decided by a value far below the f32 error bound.
-            x[0] = f32::from_bits(x[0].to_bits() + 1);
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got, exact_code(&enc, &x));
+        for (name, enc) in every_path(64, 64, 3) {
+            let m = enc.matrix();
+            for r in 0..64 {
+                // x = (p[r,1], -p[r,0], 0, ...) makes the dot product with row r exactly zero: bit r
+                // must be 0.
+                let mut x = vec![0.0f32; 64];
+                x[0] = m[r * 64 + 1];
+                x[1] = -m[r * 64];
+                let mut got = vec![0u64; 1];
+                enc.encode_into(&x, &mut got).unwrap();
+                assert_eq!(got[0] >> r & 1, 0, "{name} row {r}");
+                check_one(name, &enc, &x);
+                // Nudge by one ulp: now the sign is decided by a value far below any estimate's bound.
+                x[0] = f32::from_bits(x[0].to_bits() + 1);
+                check_one(name, &enc, &x);
+            }
         }
     }
 
@@ -603,10 +695,8 @@ mod tests {
 
     #[test]
     fn huge_values_overflowing_f32_still_give_the_exact_sign() {
-        let enc = Encoder::new(4, 64, 11).unwrap();
-        let x = [3.0e38f32, -3.0e38, 2.0e38, 1.0e38];
-        let mut got = [0u64; 1];
-        enc.encode_into(&x, &mut got).unwrap();
-        assert_eq!(got.to_vec(), exact_code(&enc, &x));
+        for (name, enc) in every_path(4, 64, 11) {
+            check_one(name, &enc, &[3.0e38f32, -3.0e38, 2.0e38, 1.0e38]);
+        }
     }
 }

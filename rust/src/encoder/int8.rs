@@ -427,3 +427,129 @@ impl Tables {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::exact_dot_sign;
+    use crate::projection::fill_projection_matrix;
+
+    fn lcg(state: &mut u64) -> f32 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn matrix(dim: usize, bits: usize, seed: u64) -> Vec<f32> {
+        let mut m = vec![0.0f32; dim * bits];
+        fill_projection_matrix(&mut m, dim, bits, seed);
+        m
+    }
+
+    /// The code and the open rows after the coarse pass alone and after both passes.
+    fn passes(tables: &Tables, x: &[f32]) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+        let words = tables.bits / 64;
+        let (mut code, mut open) = (vec![0u64; words], vec![0u64; words]);
+        let (mut hi, mut lo) = (vec![0u8; tables.stride], vec![0u8; tables.stride]);
+        let mut sums = vec![0.0f64; tables.bits];
+        assert_eq!(
+            tables.block, 128,
+            "coarse_pass::<8> reads blocks of 128 rows"
+        );
+        // SAFETY: the callers build `tables` only where `available()`.
+        unsafe {
+            let query = tables.quantise(x, &mut hi, &mut lo).unwrap();
+            tables.coarse_pass::<8>(&query, &mut code, &mut open, &mut sums);
+            let coarse_open = open.clone();
+            tables.fine_pass(&query, &sums, &mut code, &mut open);
+            (code, coarse_open, open)
+        }
+    }
+
+    /// Every bit a pass decided (not open) equals the exact sign.
+    fn assert_decided_bits_are_exact(m: &[f32], dim: usize, x: &[f32], code: &[u64], open: &[u64]) {
+        for (r, row) in m.chunks_exact(dim).enumerate() {
+            let (w, j) = (r / 64, r % 64);
+            if open[w] >> j & 1 == 0 {
+                let want = u64::from(exact_dot_sign(x, row) > 0);
+                assert_eq!(code[w] >> j & 1, want, "row {r}");
+            }
+        }
+    }
+
+    fn ones(words: &[u64]) -> u32 {
+        words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    #[test]
+    fn each_pass_decides_only_exact_bits_and_the_fine_pass_settles_most_of_the_rest() {
+        if !available() {
+            return; // no VNNI here: the encoder uses another path, tested in `encoder::tests`
+        }
+        let (dim, bits) = (384, 256);
+        let m = matrix(dim, bits, 42);
+        let tables = Tables::new(&m, dim, bits).unwrap().unwrap();
+        let (mut s, mut coarse_open, mut fine_open) = (3, 0, 0);
+        for _ in 0..200 {
+            let x: Vec<f32> = (0..dim).map(|_| lcg(&mut s)).collect();
+            let (code, after_coarse, after_fine) = passes(&tables, &x);
+            assert_decided_bits_are_exact(&m, dim, &x, &code, &after_fine);
+            // The fine pass only closes rows the coarse pass left open.
+            assert!(after_coarse
+                .iter()
+                .zip(&after_fine)
+                .all(|(c, f)| f & !c == 0));
+            coarse_open += ones(&after_coarse);
+            fine_open += ones(&after_fine);
+        }
+        // ~29 of 256 rows per vector need the fine pass and ~0.2 the exact path.
+        assert!((2_000..12_000).contains(&coarse_open), "{coarse_open}");
+        assert!(fine_open < coarse_open / 20, "{fine_open} of {coarse_open}");
+    }
+
+    #[test]
+    fn a_row_orthogonal_to_the_query_stays_open_for_the_exact_path() {
+        if !available() {
+            return;
+        }
+        let (dim, bits) = (64, 128);
+        let m = matrix(dim, bits, 8);
+        let tables = Tables::new(&m, dim, bits).unwrap().unwrap();
+        for r in [0, 77, 127] {
+            let mut x = vec![0.0f32; dim];
+            x[0] = m[r * dim + 1];
+            x[1] = -m[r * dim];
+            let (code, after_coarse, after_fine) = passes(&tables, &x);
+            assert_eq!(after_coarse[r / 64] >> (r % 64) & 1, 1, "row {r}");
+            assert_eq!(after_fine[r / 64] >> (r % 64) & 1, 1, "row {r}");
+            assert_decided_bits_are_exact(&m, dim, &x, &code, &after_fine);
+        }
+    }
+
+    #[test]
+    fn rows_of_zeros_subnormals_and_huge_values_keep_the_bound_rigorous() {
+        if !available() {
+            return;
+        }
+        let (dim, bits) = (40, 128);
+        let mut m = matrix(dim, bits, 1);
+        m[..dim].fill(0.0); // row 0: no scale fits it
+        for (c, v) in m[dim..2 * dim].iter_mut().enumerate() {
+            *v = f32::from_bits(1 + c as u32); // row 1: subnormals
+        }
+        m[2 * dim] = 3.0e38; // row 2: one huge value among Gaussians
+        let tables = Tables::new(&m, dim, bits).unwrap().unwrap();
+        let mut s = 4;
+        for _ in 0..100 {
+            let x: Vec<f32> = (0..dim).map(|_| lcg(&mut s)).collect();
+            let (code, _, after_fine) = passes(&tables, &x);
+            assert_decided_bits_are_exact(&m, dim, &x, &code, &after_fine);
+            assert_eq!(
+                after_fine[0] & 0b11,
+                0b11,
+                "rows 0 and 1 are left to the exact path"
+            );
+        }
+    }
+}
