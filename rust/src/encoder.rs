@@ -517,7 +517,8 @@ pub fn exact_dot_sign(a: &[f32], b: &[f32]) -> i32 {
 mod tests {
     use super::*;
 
-    fn lcg(state: &mut u64) -> f32 {
+    /// Uniform values in [-1, 1) from a seeded LCG (the tests' inputs).
+    pub(super) fn lcg(state: &mut u64) -> f32 {
         *state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

@@ -432,14 +432,8 @@ impl Tables {
 mod tests {
     use super::*;
     use crate::encoder::exact_dot_sign;
+    use crate::encoder::tests::lcg;
     use crate::projection::fill_projection_matrix;
-
-    fn lcg(state: &mut u64) -> f32 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 
     fn matrix(dim: usize, bits: usize, seed: u64) -> Vec<f32> {
         let mut m = vec![0.0f32; dim * bits];
