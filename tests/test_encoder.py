@@ -22,8 +22,8 @@ def _oracle_matches(x: np.ndarray, code_bits: int, seed: int) -> None:
     want = oracle.encode(x, code_bits=code_bits, seed=seed)
     mismatches = int(np.count_nonzero(np.any(got != want, axis=-1)))
     assert mismatches == 0, f"{mismatches} of {len(x)} codes differ (dim {x.shape[-1]}, {code_bits} bits)"
-    # One vector at a time is the lookup path, which projects with a half-precision copy of the matrix
-    # (its error bound covers that rounding): it must give the same bits.
+    # One vector at a time is the lookup path, which projects with a smaller copy of the matrix (int8
+    # with AVX-512 VNNI, else binary16; the error bounds cover that rounding): it must give the same bits.
     one_by_one = np.array([enc.encode(row) for row in x[:300]])
     differ = int(np.count_nonzero(np.any(one_by_one != want[:300], axis=-1)))
     assert differ == 0, f"{differ} single-vector codes differ (dim {x.shape[-1]}, {code_bits} bits)"

@@ -5,6 +5,9 @@
 //! on SIMD width, summation order or BLAS. Computing it is cheap: an f32 dot product decides the bit whenever
 //! its magnitude exceeds a rigorous bound on its rounding error (nearly always); otherwise the products,
 //! which are exact in f64, are summed exactly (Shewchuk's expansion) and the sign is read off that.
+//! One vector (a lookup) is projected with a smaller copy of the matrix where the CPU allows, each with
+//! its own rigorous bound: exact integer passes over an int8 copy (`int8`, AVX-512 VNNI), else f32 sums
+//! over a binary16 copy (`half`).
 
 use rayon::prelude::*;
 
@@ -13,9 +16,13 @@ use crate::parallel;
 use crate::projection::fill_projection_matrix;
 
 mod half;
+#[cfg(target_arch = "x86_64")]
+mod int8;
 
 /// The code sizes the encoder and the scan support.
 pub const SUPPORTED_CODE_BITS: [usize; 5] = [64, 128, 256, 512, 1024];
+/// Words in the longest code.
+pub const MAX_WORDS: usize = SUPPORTED_CODE_BITS[SUPPORTED_CODE_BITS.len() - 1] / 64;
 /// Largest embedding dimension accepted: the projection (two copies of `code_bits * dim` f32) stays
 /// within 512 MiB at 1024 bits; real embedders stay far below (3072 for the largest OpenAI model).
 pub const MAX_DIM: usize = 1 << 16;
@@ -40,15 +47,76 @@ pub struct Encoder {
     row_bound: Vec<f64>,
     /// Absolute slack for products that underflow to f32 subnormals (each loses at most 2^-150).
     underflow: f64,
-    /// `transposed` rounded to binary16, for one-vector encodes (half the bytes to read).
-    transposed16: Vec<u16>,
-    /// `row_bound` for the half matrix: 1.001 · (γ_dim · ‖P16[r]‖₂ + ‖P16[r] − P[r]‖₂), so that
-    /// `row_bound16[r] · ‖x‖₂ + underflow` bounds |f32 <x, P16[r]> − exact <x, P[r]>|.
-    row_bound16: Vec<f64>,
+    /// What a one-vector encode (a lookup) projects with: the fewest bytes this CPU can use.
+    one: OneVector,
+}
+
+/// The one-vector projection's matrix copy, chosen for the CPU when the encoder is built.
+enum OneVector {
+    /// AVX-512 VNNI: exact integer passes over an int8 copy (a quarter of the f32 bytes).
+    #[cfg(target_arch = "x86_64")]
+    Int8(int8::Tables),
+    /// `transposed` rounded to binary16 (half the bytes), with `bound[r]` = 1.001 · (γ_dim · ‖P16[r]‖₂
+    /// + ‖P16[r] − P[r]‖₂), so that `bound[r] · ‖x‖₂ + underflow` bounds |f32 <x, P16[r]> − <x, P[r]>|.
+    Half {
+        transposed: Vec<u16>,
+        bound: Vec<f64>,
+    },
+    /// Neither: the f32 kernel of batches.
+    Plain,
+}
+
+impl OneVector {
+    /// The int8 tables where the CPU has VNNI, else the half copy where it has the instructions for
+    /// it, else nothing. `gamma` is γ_dim for f32 (see `Encoder::row_bound`).
+    fn for_cpu(
+        matrix: &[f32],
+        transposed: &[f32],
+        dim: usize,
+        bits: usize,
+        gamma: f64,
+    ) -> Result<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(tables) = int8::Tables::new(matrix, dim, bits)? {
+            return Ok(Self::Int8(tables));
+        }
+        Ok(Self::half(matrix, transposed, dim, bits, gamma))
+    }
+
+    /// The half copy and its bound where the CPU can multiply halves, else `Plain`.
+    fn half(matrix: &[f32], transposed: &[f32], dim: usize, bits: usize, gamma: f64) -> Self {
+        if !half::available() {
+            return Self::Plain;
+        }
+        let transposed = half::to_half(transposed);
+        let bound = (0..bits)
+            .map(|r| {
+                let (mut norm2, mut delta2) = (0.0f64, 0.0f64);
+                for c in 0..dim {
+                    let h = f64::from(half::f16_to_f32(transposed[c * bits + r]));
+                    let d = h - f64::from(matrix[r * dim + c]); // exact: both are f32 values
+                    norm2 += h * h;
+                    delta2 += d * d;
+                }
+                1.001 * (gamma * norm2.sqrt() + delta2.sqrt())
+            })
+            .collect();
+        Self::Half { transposed, bound }
+    }
 }
 
 impl Encoder {
     pub fn new(dim: usize, code_bits: usize, seed: u64) -> Result<Self> {
+        Self::build(dim, code_bits, seed, OneVector::for_cpu)
+    }
+
+    /// `new` with the one-vector copy made by `one` (tests pick each CPU's choice here).
+    fn build(
+        dim: usize,
+        code_bits: usize,
+        seed: u64,
+        one: impl FnOnce(&[f32], &[f32], usize, usize, f64) -> Result<OneVector>,
+    ) -> Result<Self> {
         if dim == 0 {
             return Err(BscError::InvalidArgument(
                 "dim must be a positive integer, got 0".into(),
@@ -88,19 +156,7 @@ impl Encoder {
             })
             .collect();
         let underflow = 1.001 * n * f64::from_bits(0x36A0_0000_0000_0000); // n · 2^-149
-        let transposed16 = half::to_half(&transposed);
-        let row_bound16 = (0..code_bits)
-            .map(|r| {
-                let (mut norm2, mut delta2) = (0.0f64, 0.0f64);
-                for c in 0..dim {
-                    let h = f64::from(half::f16_to_f32(transposed16[c * code_bits + r]));
-                    let d = h - f64::from(matrix[r * dim + c]); // exact: both are f32 values
-                    norm2 += h * h;
-                    delta2 += d * d;
-                }
-                1.001 * (gamma * norm2.sqrt() + delta2.sqrt())
-            })
-            .collect();
+        let one = one(&matrix, &transposed, dim, code_bits, gamma)?;
         Ok(Self {
             dim,
             code_bits,
@@ -109,8 +165,7 @@ impl Encoder {
             transposed,
             row_bound,
             underflow,
-            transposed16,
-            row_bound16,
+            one,
         })
     }
 
@@ -156,8 +211,9 @@ impl Encoder {
         let words = self.words();
         // Chunks of BATCH_ROWS vectors share each pass over the matrix.
         let step = self.dim * BATCH_ROWS;
-        match parallel::pool() {
-            Some(pool) if rows >= PARALLEL_MIN_ROWS => pool.install(|| {
+        // Small batches never ask for the pool: finding it checks the process id, a system call.
+        match (rows >= PARALLEL_MIN_ROWS).then(parallel::pool).flatten() {
+            Some(pool) => pool.install(|| {
                 xs.par_chunks(step)
                     .zip(out.par_chunks_mut(words * BATCH_ROWS))
                     .for_each(|(x, o)| self.encode_rows(x, o));
@@ -175,45 +231,83 @@ impl Encoder {
     fn encode_rows(&self, xs: &[f32], out: &mut [u64]) {
         let rows = xs.len() / self.dim;
         let bits = self.code_bits;
-        let mut approx = vec![0.0f32; rows * bits];
-        // One vector (a lookup) reads the half matrix where the CPU can; its bound covers the rounding.
-        let bound = if rows == 1 && half::project(xs, &self.transposed16, bits, &mut approx) {
-            &self.row_bound16
-        } else {
-            project(xs, self.dim, &self.transposed, bits, &mut approx);
-            &self.row_bound
-        };
         let words = self.words();
+        let mut open = [0u64; MAX_WORDS];
+        let open = &mut open[..words];
+        if rows == 1 {
+            // One vector (a lookup): the smallest copy of the matrix this CPU can use.
+            match &self.one {
+                #[cfg(target_arch = "x86_64")]
+                OneVector::Int8(tables) => {
+                    tables.project(xs, out, open);
+                    return self.settle(xs, out, open);
+                }
+                OneVector::Half { transposed, bound } => {
+                    let mut approx = vec![0.0f32; bits];
+                    if half::project(xs, transposed, bits, &mut approx) {
+                        self.decide(xs, &approx, bound, out, open);
+                        return self.settle(xs, out, open);
+                    }
+                }
+                OneVector::Plain => {}
+            }
+        }
+        let mut approx = vec![0.0f32; rows * bits];
+        project(xs, self.dim, &self.transposed, bits, &mut approx);
         for ((x, a), code) in xs
             .chunks_exact(self.dim)
             .zip(approx.chunks_exact(bits))
             .zip(out.chunks_exact_mut(words))
         {
-            let x_norm = norm(x);
-            for (w, word) in code.iter_mut().enumerate() {
-                let (mut positive, mut uncertain) = (0u64, 0u64);
-                for j in 0..64 {
-                    let r = w * 64 + j;
-                    let v = f64::from(a[r]);
-                    positive |= u64::from(v > 0.0) << j;
-                    // An f32 overflow (inf, or NaN from inf - inf) proves nothing: uncertain too.
-                    let certain = v.abs() > bound[r] * x_norm + self.underflow && v.is_finite();
-                    uncertain |= u64::from(!certain) << j;
-                }
-                while uncertain != 0 {
-                    let j = uncertain.trailing_zeros() as usize;
-                    uncertain &= uncertain - 1;
-                    let r = w * 64 + j;
-                    let exact = dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0;
-                    positive = (positive & !(1u64 << j)) | (u64::from(exact) << j);
-                }
-                *word = positive;
+            self.decide(x, a, &self.row_bound, code, open);
+            self.settle(x, code, open);
+        }
+    }
+
+    /// One vector's bits from f32 estimates `approx` whose error is at most `bound[r] · ‖x‖₂ +
+    /// underflow`: the sign where the estimate clears that, else an `open` bit.
+    fn decide(&self, x: &[f32], approx: &[f32], bound: &[f64], code: &mut [u64], open: &mut [u64]) {
+        let x_norm = norm(x);
+        for (w, (word, open_word)) in code.iter_mut().zip(open.iter_mut()).enumerate() {
+            let (mut positive, mut uncertain) = (0u64, 0u64);
+            for j in 0..64 {
+                let r = w * 64 + j;
+                let v = f64::from(approx[r]);
+                positive |= u64::from(v > 0.0) << j;
+                // An f32 overflow (inf, or NaN from inf - inf) proves nothing: uncertain too.
+                let certain = v.abs() > bound[r] * x_norm + self.underflow && v.is_finite();
+                uncertain |= u64::from(!certain) << j;
+            }
+            *word = positive;
+            *open_word = uncertain;
+        }
+    }
+
+    /// Sets each `open` bit of one vector's code from the exact dot product.
+    fn settle(&self, x: &[f32], code: &mut [u64], open: &[u64]) {
+        for (w, (word, &open_word)) in code.iter_mut().zip(open).enumerate() {
+            let mut left = open_word;
+            while left != 0 {
+                let j = left.trailing_zeros() as usize;
+                left &= left - 1;
+                let r = w * 64 + j;
+                let exact = dot_sign(x, &self.matrix[r * self.dim..(r + 1) * self.dim]) > 0;
+                *word = (*word & !(1u64 << j)) | (u64::from(exact) << j);
             }
         }
     }
 }
 
+/// Whether every value is finite, in one branch-free pass (it vectorises; finding *where* a value is
+/// not finite is left to the rare caller that needs to say so).
+pub fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(true, |ok, v| ok & v.is_finite())
+}
+
 fn check_finite(x: &[f32], row: usize) -> Result<()> {
+    if all_finite(x) {
+        return Ok(());
+    }
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(col) => Err(BscError::NonFinite(format!(
@@ -423,7 +517,8 @@ pub fn exact_dot_sign(a: &[f32], b: &[f32]) -> i32 {
 mod tests {
     use super::*;
 
-    fn lcg(state: &mut u64) -> f32 {
+    /// Uniform values in [-1, 1) from a seeded LCG (the tests' inputs).
+    pub(super) fn lcg(state: &mut u64) -> f32 {
         *state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -440,35 +535,115 @@ mod tests {
         out
     }
 
+    /// One encoder per one-vector path this CPU can run (int8, half, plain f32), so that every path
+    /// is checked here whatever `new` picks.
+    fn every_path(dim: usize, bits: usize, seed: u64) -> Vec<(&'static str, Encoder)> {
+        let mut out = vec![];
+        let picked = Encoder::new(dim, bits, seed).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(picked.one, OneVector::Int8(_)) {
+            out.push(("int8", picked));
+        }
+        let half = Encoder::build(dim, bits, seed, |m, t, d, b, g| {
+            Ok(OneVector::half(m, t, d, b, g))
+        })
+        .unwrap();
+        if matches!(half.one, OneVector::Half { .. }) {
+            out.push(("half", half));
+        }
+        let plain = Encoder::build(dim, bits, seed, |_, _, _, _, _| Ok(OneVector::Plain));
+        out.push(("plain", plain.unwrap()));
+        out
+    }
+
+    fn check_one(name: &str, enc: &Encoder, x: &[f32]) {
+        let mut got = vec![0u64; enc.words()];
+        enc.encode_into(x, &mut got).unwrap();
+        assert_eq!(got, exact_code(enc, x), "{name} path, x = {x:?}");
+    }
+
+    #[test]
+    fn the_cpu_gets_its_smallest_one_vector_matrix() {
+        let enc = Encoder::new(384, 256, 42).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if int8::available() {
+            assert!(matches!(enc.one, OneVector::Int8(_)));
+            return;
+        }
+        assert_eq!(matches!(enc.one, OneVector::Half { .. }), half::available());
+    }
+
     #[test]
     fn fast_path_equals_exact_definition() {
-        let enc = Encoder::new(384, 256, 42).unwrap();
-        let mut s = 1;
-        for _ in 0..300 {
-            let x: Vec<f32> = (0..384).map(|_| lcg(&mut s)).collect();
-            let mut got = vec![0u64; 4];
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got, exact_code(&enc, &x));
+        for (name, enc) in every_path(384, 256, 42) {
+            let mut s = 1;
+            for _ in 0..300 {
+                let x: Vec<f32> = (0..384).map(|_| lcg(&mut s)).collect();
+                check_one(name, &enc, &x);
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_equals_the_exact_definition_for_every_shape() {
+        // Dimensions that are not a multiple of 4, 16 or 64 exercise the padding of each layout.
+        for dim in [1, 3, 37, 64, 100, 385] {
+            for bits in SUPPORTED_CODE_BITS {
+                for (name, enc) in every_path(dim, bits, dim as u64 + 7) {
+                    let mut s = dim as u64 * 31 + bits as u64;
+                    for _ in 0..20 {
+                        let x: Vec<f32> = (0..dim).map(|_| lcg(&mut s)).collect();
+                        check_one(name, &enc, &x);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_and_degenerate_vectors_give_the_exact_code() {
+        for (name, enc) in every_path(48, 128, 5) {
+            let mut s = 9;
+            let base: Vec<f32> = (0..48).map(|_| lcg(&mut s)).collect();
+            for scale in [1e-44f32, 1e-38, 1e-20, 1.0, 1e20, 1e36] {
+                let x: Vec<f32> = base.iter().map(|v| v * scale).collect();
+                check_one(name, &enc, &x);
+            }
+            // The zero vector: every dot product is 0, so every bit is 0.
+            let mut got = vec![u64::MAX; 2];
+            enc.encode_into(&[0.0; 48], &mut got).unwrap();
+            assert_eq!(got, vec![0, 0], "{name}");
+            // A peak just below a power of two: it rounds to 2^15 steps of the query's scale, one
+            // more than the integer passes take (they clamp it).
+            let mut x = base.clone();
+            x[3] = 2.0 - f32::EPSILON;
+            check_one(name, &enc, &x);
+            // One non-zero value, then all equal.
+            let mut one_hot = vec![0.0f32; 48];
+            one_hot[47] = -3.5;
+            check_one(name, &enc, &one_hot);
+            check_one(name, &enc, &[0.25; 48]);
         }
     }
 
     #[test]
     fn near_zero_projections_take_the_exact_path() {
-        let enc = Encoder::new(64, 64, 3).unwrap();
-        let m = enc.matrix();
-        for r in 0..64 {
-            // x = (p[r,1], -p[r,0], 0, ...) makes the dot product with row r exactly zero: bit r must be 0.
-            let mut x = vec![0.0f32; 64];
-            x[0] = m[r * 64 + 1];
-            x[1] = -m[r * 64];
-            let mut got = vec![0u64; 1];
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got[0] >> r & 1, 0, "row {r}");
-            assert_eq!(got, exact_code(&enc, &x));
-            // Nudge by one ulp: now the sign is decided by a value far below the f32 error bound.
-            x[0] = f32::from_bits(x[0].to_bits() + 1);
-            enc.encode_into(&x, &mut got).unwrap();
-            assert_eq!(got, exact_code(&enc, &x));
+        for (name, enc) in every_path(64, 64, 3) {
+            let m = enc.matrix();
+            for r in 0..64 {
+                // x = (p[r,1], -p[r,0], 0, ...) makes the dot product with row r exactly zero: bit r
+                // must be 0.
+                let mut x = vec![0.0f32; 64];
+                x[0] = m[r * 64 + 1];
+                x[1] = -m[r * 64];
+                let mut got = vec![0u64; 1];
+                enc.encode_into(&x, &mut got).unwrap();
+                assert_eq!(got[0] >> r & 1, 0, "{name} row {r}");
+                check_one(name, &enc, &x);
+                // Nudge by one ulp: now the sign is decided by a value far below any estimate's bound.
+                x[0] = f32::from_bits(x[0].to_bits() + 1);
+                check_one(name, &enc, &x);
+            }
         }
     }
 
@@ -521,10 +696,8 @@ mod tests {
 
     #[test]
     fn huge_values_overflowing_f32_still_give_the_exact_sign() {
-        let enc = Encoder::new(4, 64, 11).unwrap();
-        let x = [3.0e38f32, -3.0e38, 2.0e38, 1.0e38];
-        let mut got = [0u64; 1];
-        enc.encode_into(&x, &mut got).unwrap();
-        assert_eq!(got.to_vec(), exact_code(&enc, &x));
+        for (name, enc) in every_path(4, 64, 11) {
+            check_one(name, &enc, &[3.0e38f32, -3.0e38, 2.0e38, 1.0e38]);
+        }
     }
 }

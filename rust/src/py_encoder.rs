@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::encoder::Encoder;
+use crate::encoder::{Encoder, MAX_WORDS};
 use crate::py_arrays::Floats;
 use crate::rows::{self, Shape};
 
@@ -87,16 +87,19 @@ impl BinaryEncoder {
                 )))
             }
         };
-        let rows = n.unwrap_or(1);
+        let Some(n) = n else {
+            // One vector (a lookup) takes ~2 µs: not worth releasing and re-taking the GIL, nor a
+            // vector handed over to NumPy (`from_slice` copies 32 bytes into an array NumPy owns).
+            let mut code = [0u64; MAX_WORDS];
+            let code = &mut code[..words];
+            self.inner.encode_into(&data, code)?;
+            return Ok(PyArray1::from_slice(py, code).into_any());
+        };
         let codes = py.detach(|| {
-            let mut out = vec![0u64; rows * words];
+            let mut out = vec![0u64; n * words];
             self.inner.encode_batch(&data, &mut out).map(|()| out)
         })?;
-        let arr = codes.into_pyarray(py);
-        Ok(match n {
-            None => arr.into_any(),
-            Some(n) => arr.reshape([n, words])?.into_any(),
-        })
+        Ok(codes.into_pyarray(py).reshape([n, words])?.into_any())
     }
 
     /// What a cache stores for a batch of embeddings (shape `(n, dim)`), computed before anything is

@@ -3,7 +3,7 @@
 //! `bsc.oracle` computes (`unit_rows`, `quantize`), bit for bit, so a cache filled here ranks exactly
 //! as one filled in NumPy would.
 
-use crate::encoder::Encoder;
+use crate::encoder::{all_finite, Encoder};
 use crate::error::{BscError, Result};
 
 /// Which array an error message names ("embedding" for one, "embeddings" for a batch).
@@ -40,7 +40,10 @@ pub fn check_rows(xs: &[f32], dim: usize, shape: Shape) -> Result<()> {
             shape.what()
         )));
     }
-    if let Some(i) = xs.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = (!all_finite(xs))
+        .then(|| xs.iter().position(|v| !v.is_finite()))
+        .flatten()
+    {
         return Err(BscError::NonFinite(format!(
             "the {} contains NaN or infinity at index {}",
             shape.what(),

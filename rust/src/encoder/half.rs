@@ -46,6 +46,21 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(sign | ((exp + 127 - 15) << 23) | (mant << 13))
 }
 
+/// Whether this CPU can multiply halves (AVX-512F, or AVX2 with F16C and FMA).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            || (is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("f16c")
+                && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `out[r] ≈ <x, P16 row r>` in f32 for one vector, from the `(dim, bits)` half matrix. Returns false
 /// (and leaves `out` alone) when the CPU lacks the instructions; the caller then uses the f32 matrix.
 pub fn project(x: &[f32], transposed: &[u16], bits: usize, out: &mut [f32]) -> bool {
