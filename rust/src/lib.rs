@@ -2,6 +2,7 @@
 //!
 //! The plain modules know nothing about Python; `py_*` modules are the thin PyO3 binding layer.
 
+pub mod bert;
 pub mod encoder;
 pub mod error;
 pub mod eviction;
@@ -14,6 +15,8 @@ pub mod scan;
 
 #[cfg(feature = "python")]
 mod py_arrays;
+#[cfg(feature = "python")]
+mod py_bert;
 #[cfg(feature = "python")]
 mod py_checksum;
 #[cfg(feature = "python")]
@@ -28,6 +31,8 @@ mod py_scan;
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod _native {
+    #[pymodule_export]
+    use crate::py_bert::BertModel;
     #[pymodule_export]
     use crate::py_checksum::xxh3_64;
     #[pymodule_export]
