@@ -7,6 +7,8 @@
 //! over the kept tokens, or the first token. Weights are copied in once and packed for the matrix kernel
 //! ([`gemm`]); a call allocates its own activations, so one model serves any number of threads at once.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod gemm;
 pub mod layers;
 
@@ -15,7 +17,7 @@ use std::sync::Mutex;
 
 use crate::error::{try_zeroed, BscError, Result};
 pub use gemm::Kernel;
-use gemm::{parallel_parts, Linear};
+use gemm::{parallel_parts, Epilogue, Linear};
 pub use layers::{Activation, Pooling};
 use layers::{Heads, Vector};
 
@@ -287,11 +289,17 @@ impl Bert {
             heads: self.config.num_heads,
         };
         for layer in &self.layers {
-            layer.qkv.forward(&state, m, None, &mut qkv, threads);
-            self.attend(&qkv, tokens.attention_mask, &mut context, heads, threads);
             layer
-                .attention_output
-                .forward(&context, m, Some(&state), &mut attended, threads);
+                .qkv
+                .forward(&state, m, Epilogue::Bias, &mut qkv, threads);
+            self.attend(&qkv, tokens.attention_mask, &mut context, heads, threads);
+            layer.attention_output.forward(
+                &context,
+                m,
+                Epilogue::Residual(&state),
+                &mut attended,
+                threads,
+            );
             layers::layer_norm(
                 &mut attended,
                 &layer.attention_norm.gamma,
@@ -299,13 +307,25 @@ impl Bert {
                 self.config.layer_norm_eps,
             );
             let intermediate = &mut intermediate[..m * layer.intermediate.outputs()];
-            layer
-                .intermediate
-                .forward(&attended, m, None, intermediate, threads);
-            layers::activate(intermediate, self.config.activation, self.vector);
-            layer
-                .output
-                .forward(intermediate, m, Some(&attended), &mut state, threads);
+            if self.config.activation == Activation::Gelu {
+                let gelu = Epilogue::Gelu;
+                layer
+                    .intermediate
+                    .forward(&attended, m, gelu, intermediate, threads);
+            } else {
+                let bias = Epilogue::Bias;
+                layer
+                    .intermediate
+                    .forward(&attended, m, bias, intermediate, threads);
+                layers::activate(intermediate, self.config.activation, self.vector);
+            }
+            layer.output.forward(
+                intermediate,
+                m,
+                Epilogue::Residual(&attended),
+                &mut state,
+                threads,
+            );
             layers::layer_norm(
                 &mut state,
                 &layer.output_norm.gamma,

@@ -47,48 +47,41 @@ pub enum Vector {
 /// erf is ±1 in float32), the fit Eigen and XLA use; within 5e-7 of erf, a few float32 ulps.
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    const ALPHA: [f32; 7] = [
-        -2.726_142_3e-10,
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_600e-3,
-        -1.609_603_3e-2,
-    ];
-    const BETA: [f32; 5] = [
-        -1.456_607_2e-5,
-        -2.133_740_6e-4,
-        -1.682_827e-3,
-        -7.373_329_2e-3,
-        -1.426_473_9e-2,
-    ];
     let z = (x * std::f32::consts::FRAC_1_SQRT_2).clamp(-4.0, 4.0);
     let z2 = z * z;
-    let p = ALPHA.iter().fold(0.0, |acc, &c| acc * z2 + c);
-    let q = BETA.iter().fold(0.0, |acc, &c| acc * z2 + c);
+    let p = ERF_ALPHA.iter().fold(0.0, |acc, &c| acc * z2 + c);
+    let q = ERF_BETA.iter().fold(0.0, |acc, &c| acc * z2 + c);
     0.5 * x * (1.0 + z * p / q)
 }
+
+/// The numerator of `gelu`'s erf fit, in x², highest power first.
+pub(super) const ERF_ALPHA: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+/// Its denominator.
+pub(super) const ERF_BETA: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_6e-4,
+    -1.682_827e-3,
+    -7.373_329_2e-3,
+    -1.426_473_9e-2,
+];
 
 /// `e^x` for x ≤ 88 (Cephes' expf: x = n ln 2 + r, a degree-5 polynomial in r, 2ⁿ from the exponent
 /// bits); within 2 ulp of `f32::exp`, and 0 for x below -87 (where float32 underflows anyway).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ];
     let small = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = P.iter().fold(0.0, |acc, &c| acc * r + c);
+    let p = EXP_P.iter().fold(0.0, |acc, &c| acc * r + c);
     let y = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     if small {
@@ -97,6 +90,19 @@ fn exp(x: f32) -> f32 {
         y * scale
     }
 }
+
+/// ln 2 split in two, so that `x - n ln 2` is exact for the `n` that `exp` meets.
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
+/// `exp`'s polynomial in r, highest power first.
+pub(super) const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
 
 /// `tanh(x) = 1 - 2 / (e^{2x} + 1)`, through [`exp`].
 #[inline(always)]
@@ -175,22 +181,6 @@ pub struct Heads {
 /// Padded keys get no weight, exactly as Hugging Face's additive mask of float32's minimum gives them
 /// (its `exp` underflows to 0); a sequence with no kept token at all attends uniformly, as there too.
 pub fn attention(qkv: &[f32], mask: &[i32], context: &mut [f32], shape: Heads, vector: Vector) {
-    match vector {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Vector::Avx512` is chosen only when the CPU has AVX-512F.
-        Vector::Avx512 => unsafe { attention_avx512(qkv, mask, context, shape) },
-        _ => attention_lanes(qkv, mask, context, shape),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn attention_avx512(qkv: &[f32], mask: &[i32], context: &mut [f32], shape: Heads) {
-    attention_lanes(qkv, mask, context, shape);
-}
-
-#[inline(always)]
-fn attention_lanes(qkv: &[f32], mask: &[i32], context: &mut [f32], shape: Heads) {
     let Heads { seq, hidden, heads } = shape;
     let width = hidden / heads;
     let stride = 3 * hidden;
@@ -199,10 +189,12 @@ fn attention_lanes(qkv: &[f32], mask: &[i32], context: &mut [f32], shape: Heads)
         keys = (0..seq).collect();
     }
     let kept = keys.len();
+    let padded = kept.div_ceil(LANES) * LANES;
     let scale = 1.0 / (width as f32).sqrt();
-    // The head's keys transposed (width × kept), so a query's scores accumulate along contiguous lanes.
-    let mut keys_t = vec![0.0f32; width * kept];
-    let mut scores = vec![0.0f32; kept];
+    // The head's keys transposed (width × padded, zero past `kept`), so a query's scores accumulate along
+    // contiguous lanes.
+    let mut keys_t = vec![0.0f32; width * padded];
+    let mut scores = vec![0.0f32; padded];
     for head in 0..heads {
         let (q_at, k_at, v_at) = (
             head * width,
@@ -212,33 +204,80 @@ fn attention_lanes(qkv: &[f32], mask: &[i32], context: &mut [f32], shape: Heads)
         for (jj, &j) in keys.iter().enumerate() {
             let key = &qkv[j * stride + k_at..j * stride + k_at + width];
             for (c, &v) in key.iter().enumerate() {
-                keys_t[c * kept + jj] = v;
+                keys_t[c * padded + jj] = v;
             }
         }
+        let value = |jj: usize| &qkv[keys[jj] * stride + v_at..keys[jj] * stride + v_at + width];
         for i in 0..seq {
-            let query = &qkv[i * stride + q_at..i * stride + q_at + width];
-            scores.fill(0.0);
-            for (c, &q) in query.iter().enumerate() {
-                let column = &keys_t[c * kept..(c + 1) * kept];
-                for (s, &k) in scores.iter_mut().zip(column) {
-                    *s += q * k;
-                }
-            }
-            let top = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-            for s in scores.iter_mut() {
-                *s = exp(*s * scale - top);
-            }
-            let inv_total = 1.0 / sum_of(&scores, |s| s);
+            let query = Query {
+                query: &qkv[i * stride + q_at..i * stride + q_at + width],
+                keys_t: &keys_t,
+                padded,
+                kept,
+                scale,
+            };
             let out = &mut context[i * hidden + q_at..i * hidden + q_at + width];
-            out.fill(0.0);
-            for (&p, &j) in scores.iter().zip(&keys) {
-                let value = &qkv[j * stride + v_at..j * stride + v_at + width];
-                for (o, &v) in out.iter_mut().zip(value) {
-                    *o += p * v;
-                }
+            match vector {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Vector::Avx512` is chosen only when the CPU has AVX-512F.
+                Vector::Avx512 => unsafe { query.attend(&mut scores, value, out) },
+                _ => query.attend_lanes(&mut scores, value, out),
             }
-            out.iter_mut().for_each(|o| *o *= inv_total);
         }
+    }
+}
+
+/// Lanes per block of attention scores: the key count is padded to a multiple of this.
+const LANES: usize = 16;
+
+/// One query's attention over one head.
+pub(super) struct Query<'a> {
+    pub query: &'a [f32],
+    /// The head's kept keys transposed: `query.len()` rows of `padded` floats (zero past `kept`).
+    pub keys_t: &'a [f32],
+    pub padded: usize,
+    pub kept: usize,
+    pub scale: f32,
+}
+
+impl Query<'_> {
+    /// Fills `scores[..padded]` with the softmax weights (0 past `kept`) and `out` with the weighted sum
+    /// of the kept keys' value rows (`value(jj)` for the `jj`-th). `avx512::Query::attend` is its twin.
+    fn attend_lanes<'v>(
+        &self,
+        scores: &mut [f32],
+        value: impl Fn(usize) -> &'v [f32],
+        out: &mut [f32],
+    ) {
+        let (padded, kept) = (self.padded, self.kept);
+        scores[..padded].fill(0.0);
+        for (c, &q) in self.query.iter().enumerate() {
+            for (s, &k) in scores
+                .iter_mut()
+                .zip(&self.keys_t[c * padded..(c + 1) * padded])
+            {
+                *s += q * k;
+            }
+        }
+        let top = scores[..kept]
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b * self.scale));
+        for (j, s) in scores[..padded].iter_mut().enumerate() {
+            // Padding lanes hold 0 (no key), so they must not count.
+            *s = if j < kept {
+                exp(*s * self.scale - top)
+            } else {
+                0.0
+            };
+        }
+        let inv_total = 1.0 / sum_of(&scores[..padded], |s| s);
+        out.fill(0.0);
+        for (jj, &p) in scores[..kept].iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(value(jj)) {
+                *o += p * v;
+            }
+        }
+        out.iter_mut().for_each(|o| *o *= inv_total);
     }
 }
 
@@ -357,6 +396,29 @@ mod tests {
         attention(&qkv, &[0, 0, 0], &mut none, shape, Vector::Baseline);
         attention(&qkv, &[1, 1, 1], &mut all, shape, Vector::Baseline);
         assert_eq!(none, all);
+    }
+
+    #[test]
+    fn avx512_attention_equals_the_baseline_on_ragged_shapes() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for (seq, hidden, heads) in [(1, 16, 1), (17, 64, 2), (40, 48, 2), (33, 96, 3)] {
+            let shape = Heads { seq, hidden, heads };
+            let qkv: Vec<f32> = (0..seq * 3 * hidden)
+                .map(|i| ((i * 37) % 101) as f32 / 25.0 - 2.0)
+                .collect();
+            let mask: Vec<i32> = (0..seq).map(|j| i32::from(j % 7 != 3)).collect();
+            let (mut baseline, mut avx512) = (vec![0.0; seq * hidden], vec![0.0; seq * hidden]);
+            attention(&qkv, &mask, &mut baseline, shape, Vector::Baseline);
+            attention(&qkv, &mask, &mut avx512, shape, Vector::Avx512);
+            for (a, b) in baseline.iter().zip(&avx512) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{shape:?}: {a} vs {b}"
+                );
+            }
+        }
     }
 
     #[test]
