@@ -82,6 +82,12 @@ impl Kernel {
     }
 }
 
+/// Products of fewer rows run on the calling thread whatever `threads` says. A batch-1 product takes
+/// ~0.1 ms, and handing half of it to a pool worker costs a wake-up that, on a machine whose cores are
+/// busy, can cost more than the half: measured on a loaded 2-core Xeon, 2 threads took 3x as long as 1
+/// at batch 1 when every product was split (onnxruntime's spinning threads lost there too, 1.8x).
+pub const PARALLEL_MIN_ROWS: usize = 64;
+
 /// One cache line of floats: panels start on a line, so the kernel's two loads never straddle two.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -166,7 +172,11 @@ impl Linear {
         };
         assert!(residual.is_none_or(|r| r.len() == m * n));
         let panels = n.div_ceil(NR);
-        let parts = threads.clamp(1, panels);
+        let parts = if m < PARALLEL_MIN_ROWS {
+            1
+        } else {
+            threads.clamp(1, panels)
+        };
         let target = Output(out.as_mut_ptr());
         parallel_parts(parts, |part| {
             let first = part * panels / parts;
@@ -289,8 +299,7 @@ impl Linear {
             accumulate,
             gelu,
         };
-        let one_panel = (m > MR_TWO_PANELS && m <= MR_ONE_PANEL)
-            || (m > MR_ONE_PANEL && std::env::var("BIG1").is_ok());
+        let one_panel = m > MR_TWO_PANELS && m <= MR_ONE_PANEL;
         let blocks = row_blocks(
             m,
             k,
