@@ -1,6 +1,7 @@
-"""The default embedder (all-MiniLM-L6-v2 on ONNX Runtime, graph built from the safetensors) and its
-opt-in int8 mode against sentence-transformers on torch and against the previous ONNX route (a
-``torch.onnx.export`` of the transformer, run by onnxruntime), all in one run.
+"""The default embedder (all-MiniLM-L6-v2 on bsc's own Rust encoder, `NativeEmbedder`), the opt-in
+`OnnxEmbedder` (ONNX Runtime on a graph built from the safetensors) and its int8 mode, against
+sentence-transformers on torch and against the old ONNX route (a ``torch.onnx.export`` of the
+transformer, run by onnxruntime), all in one run.
 
 Measured, for every backend in the same process and interleaved call by call, so that load from
 other processes on a shared machine hits all of them alike:
@@ -11,10 +12,11 @@ other processes on a shared machine hits all of them alike:
   MSRP pairs and on ``benchmarks/data/prompt_pairs.tsv``;
 - batch-1 latency (one prompt per call, the cache's online path): p50/p99 over ``--single`` calls;
 - batch-64 throughput (sentences/s over ``--bulk`` sentences in batches of 64);
-- both at 1 and 2 intra-op threads (``--threads``);
+- both at 1 and 2 threads (``--threads``: intra-op threads, or the native encoder's ``threads``);
 - process start to first embedding and peak RSS, in fresh subprocesses (median of ``--starts``).
 
-Needs the ``[torch]`` extra besides ``[local]`` (torch is the peer measured against).
+Needs the ``[torch]`` and ``[onnx]`` extras besides ``[local]`` (torch, onnxruntime and the old route are the
+peers measured against).
 
 Usage:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_embed.py [--sentences 5000] [--single 500]
@@ -45,7 +47,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import numpy.typing as npt
 from bsc import DEFAULT_THRESHOLD, BinaryEncoder
-from bsc.embedders import OnnxEmbedder, SentenceTransformerEmbedder, packaged_minilm_path
+from bsc.embedders import NativeEmbedder, OnnxEmbedder, SentenceTransformerEmbedder, packaged_minilm_path
 
 ROOT = Path(__file__).resolve().parents[1]
 MSRP = Path("/work/shared/data/msrp_pairs.tsv")
@@ -53,6 +55,8 @@ PROMPTS = ROOT / "benchmarks" / "data" / "prompt_pairs.tsv"
 RESULTS = ROOT / "benchmarks" / "results" / "embed.json"
 
 Embed = Callable[[list[str]], npt.NDArray[np.float32]]
+# Every backend but torch, the reference the others are compared with.
+PEERS = ("onnx-export", "onnx", "bsc", "onnx-int8")
 
 START_CODE = """
 import json, sys, time
@@ -85,7 +89,7 @@ class ExportedOnnx:
     Shares the new embedder's tokenizer, so only the graph differs between the two.
     """
 
-    def __init__(self, tokenizer_of: OnnxEmbedder, threads: int, path: Path) -> None:
+    def __init__(self, tokenizer_of: NativeEmbedder, threads: int, path: Path) -> None:
         import onnxruntime as ort
 
         self._embedder = tokenizer_of
@@ -253,12 +257,13 @@ def main() -> int:
     by_threads: dict[str, Any] = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        ours = OnnxEmbedder(threads=threads)
+        ours = NativeEmbedder(threads=threads)
         backends: dict[str, Embed] = {
             "torch": SentenceTransformerEmbedder(batch_size=64).embed,
             "onnx-export": ExportedOnnx(ours, threads, graph).embed,
+            "onnx": OnnxEmbedder(threads=threads).embed,
             "bsc": ours.embed,
-            "bsc-int8": OnnxEmbedder(threads=threads, quantize="int8").embed,
+            "onnx-int8": OnnxEmbedder(threads=threads, quantize="int8").embed,
         }
         for embed in backends.values():
             embed(sentences[:64])  # warm-up: first calls allocate
@@ -273,7 +278,7 @@ def main() -> int:
                 name: agreement(
                     vectors["torch"], vectors[name], prompt_vectors["torch"], prompt_vectors[name]
                 )
-                for name in ("onnx-export", "bsc", "bsc-int8")
+                for name in PEERS
             }
             results["agreement_with_torch"]["sentences"] = len(sentences)
             results["agreement_with_torch"]["prompt_pairs"] = len(prompts) // 2
@@ -301,18 +306,20 @@ def report(results: dict[str, Any]) -> None:
         )
     for threads, row in results["threads"].items():
         print(f"\n{threads} thread(s)   batch-1 p50 / p99 (ms)   batch-64 (sent/s)", end="")
-        print("   p50 vs torch   p50 vs onnx-export")
+        print("   p50 vs torch   vs onnx-export   vs onnx   batch-64 vs onnx")
         b1, b64 = row["batch1"], row["batch64_sentences_per_s"]
         for name in b1:
             print(
                 f"  {name:<12} {b1[name]['p50_ms']:>8.2f} / {b1[name]['p99_ms']:<8.2f} {b64[name]:>16.1f}"
                 f"   x{b1[name]['p50_ms'] / b1['torch']['p50_ms']:.2f}"
-                f"         x{b1[name]['p50_ms'] / b1['onnx-export']['p50_ms']:.2f}"
+                f"          x{b1[name]['p50_ms'] / b1['onnx-export']['p50_ms']:.2f}"
+                f"         x{b1[name]['p50_ms'] / b1['onnx']['p50_ms']:.2f}"
+                f"     x{b64[name] / b64['onnx']:.2f}"
             )
     agree = results["agreement_with_torch"]
     print(f"\nagreement with sentence-transformers ({agree['sentences']} MSRP sentences, ", end="")
     print(f"{agree['prompt_pairs']} prompt pairs):")
-    for name in ("onnx-export", "bsc", "bsc-int8"):
+    for name in PEERS:
         print(f"  {name:<12} {agree[name]}")
 
 

@@ -68,9 +68,9 @@ def load_pairs(path: Path, limit: int | None, seed: int = 0) -> list[Pair]:
 
 def cosines(pairs: list[Pair], batch_size: int) -> np.ndarray:
     """Cosine similarity of each pair under the cache's default embedder (normalised all-MiniLM-L6-v2)."""
-    from bsc.embedders import OnnxEmbedder
+    from bsc.embedders import NativeEmbedder
 
-    model = OnnxEmbedder(batch_size=batch_size)
+    model = NativeEmbedder(batch_size=batch_size)
     sentences = sorted({p.q1 for p in pairs} | {p.q2 for p in pairs})
     index = {s: i for i, s in enumerate(sentences)}
     emb = model.embed(sentences)

@@ -27,12 +27,12 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def single_thread_default_embedder() -> object:
-    """bsc's process-wide default embedder (all-MiniLM-L6-v2 on onnxruntime, one thread), loaded once.
+    """bsc's process-wide default embedder (all-MiniLM-L6-v2 on bsc's Rust encoder, one thread), loaded
+    once.
 
-    One thread because on a busy machine intra-op threads spin against other processes, and tests
+    One thread because on a busy machine extra threads wait for cores other processes hold, and tests
     embed one prompt at a time, where extra threads buy nothing.
     """
-    pytest.importorskip("onnxruntime")
     from bsc.embedders import default_embedder
 
     return default_embedder()

@@ -163,11 +163,22 @@ def test_bad_label_error_names_the_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{pairs}:3: label must be 0 or 1, got '2'" in capsys.readouterr().err
 
 
+def test_local_with_a_directory_is_the_native_embedder_on_that_model(minilm_path: Path) -> None:
+    from bsc.calibrate.cli import make_embedder
+    from bsc.embedders import NativeEmbedder, default_embedder
+
+    embedder = make_embedder(f"local:{minilm_path}")
+    assert isinstance(embedder, NativeEmbedder) and embedder is not default_embedder()
+    assert embedder.name == default_embedder().name
+    assert make_embedder("local") is default_embedder()
+
+
 def test_unknown_embedder_and_missing_file_are_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["calibrate", "--demo", "--embedder", "word2vec", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown embedder 'word2vec': expected one of local (bsc's default)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown embedder 'word2vec': expected one of local[:MODEL_DIR] (bsc's default)" in err
     assert main(["calibrate", str(tmp_path / "missing.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["calibrate"]) == 2

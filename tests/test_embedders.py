@@ -24,6 +24,7 @@ from bsc.embedders import (
     Embedder,
     LangChainEmbedder,
     LlamaIndexEmbedder,
+    NativeEmbedder,
     OllamaEmbedder,
     OllamaError,
     OnnxEmbedder,
@@ -169,7 +170,7 @@ OPENAI_ERROR_500 = (
 
 
 @pytest.fixture(scope="module")
-def minilm(single_thread_default_embedder: OnnxEmbedder) -> OnnxEmbedder:
+def minilm(single_thread_default_embedder: NativeEmbedder) -> NativeEmbedder:
     return single_thread_default_embedder
 
 
@@ -193,7 +194,7 @@ def test_importing_bsc_embedders_does_not_import_any_runtime() -> None:
 
 
 def test_default_embedder_returns_c_contiguous_unit_float32_rows_of_width_384(
-    minilm: OnnxEmbedder,
+    minilm: NativeEmbedder,
 ) -> None:
     rows = minilm.embed(["The cat sat on the mat.", "A quick brown fox.", ""])
     assert minilm.dim == 384
@@ -203,14 +204,14 @@ def test_default_embedder_returns_c_contiguous_unit_float32_rows_of_width_384(
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
-def test_default_embedder_is_one_shared_onnx_embedder_named_after_minilm() -> None:
+def test_default_embedder_is_one_shared_native_embedder_named_after_minilm() -> None:
     assert default_embedder() is default_embedder()
-    assert isinstance(default_embedder(), OnnxEmbedder)
+    assert isinstance(default_embedder(), NativeEmbedder)
     assert default_embedder().name == "sentence-transformers:all-MiniLM-L6-v2"
 
 
 def test_torch_embedder_loading_the_packaged_path_shares_the_loaded_model_and_name(
-    torch_minilm: SentenceTransformerEmbedder, minilm: OnnxEmbedder, minilm_path: Path
+    torch_minilm: SentenceTransformerEmbedder, minilm: NativeEmbedder, minilm_path: Path
 ) -> None:
     by_path = SentenceTransformerEmbedder(minilm_path, batch_size=8)
     assert by_path._loaded is torch_minilm._loaded
@@ -219,7 +220,7 @@ def test_torch_embedder_loading_the_packaged_path_shares_the_loaded_model_and_na
     np.testing.assert_allclose(torch_minilm.embed(["hello"]), minilm.embed(["hello"]), atol=1e-5)
 
 
-def test_paraphrase_is_closer_than_unrelated_sentence(minilm: OnnxEmbedder) -> None:
+def test_paraphrase_is_closer_than_unrelated_sentence(minilm: NativeEmbedder) -> None:
     query, paraphrase, unrelated = minilm.embed(
         [
             "How do I reset my password?",
@@ -230,7 +231,7 @@ def test_paraphrase_is_closer_than_unrelated_sentence(minilm: OnnxEmbedder) -> N
     assert float(query @ paraphrase) > float(query @ unrelated) + 0.3
 
 
-def test_batch_embedding_equals_one_text_at_a_time(minilm: OnnxEmbedder) -> None:
+def test_batch_embedding_equals_one_text_at_a_time(minilm: NativeEmbedder) -> None:
     texts = ["short", "a somewhat longer sentence that needs padding in a batch", "third one, medium"]
     batched = minilm.embed(texts)
     single = np.vstack([minilm.embed([t]) for t in texts])
@@ -238,7 +239,7 @@ def test_batch_embedding_equals_one_text_at_a_time(minilm: OnnxEmbedder) -> None
 
 
 async def test_local_aembed_matches_embed_and_lets_the_event_loop_run(
-    minilm: OnnxEmbedder, loop_handshake: LoopHandshake, monkeypatch: pytest.MonkeyPatch
+    minilm: NativeEmbedder, loop_handshake: LoopHandshake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [f"sentence number {i} about topic {i % 7}" for i in range(128)]
     encode = minilm._embed_batch
@@ -254,7 +255,7 @@ async def test_local_aembed_matches_embed_and_lets_the_event_loop_run(
     np.testing.assert_allclose(rows, minilm.embed(texts), atol=1e-5)
 
 
-@pytest.mark.parametrize("embedder_class", [OnnxEmbedder, SentenceTransformerEmbedder])
+@pytest.mark.parametrize("embedder_class", [NativeEmbedder, OnnxEmbedder, SentenceTransformerEmbedder])
 def test_missing_packaged_model_raises_import_error_saying_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, embedder_class: type
 ) -> None:
@@ -280,7 +281,7 @@ def test_non_positive_batch_size_is_rejected() -> None:
 
 
 def test_every_embedder_satisfies_the_embedder_protocol(
-    minilm: OnnxEmbedder, server: FakeEmbeddingServer
+    minilm: NativeEmbedder, server: FakeEmbeddingServer
 ) -> None:
     from langchain_core.embeddings.fake import DeterministicFakeEmbedding
     from llama_index.core.embeddings import MockEmbedding
@@ -299,7 +300,7 @@ def test_every_embedder_satisfies_the_embedder_protocol(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_non_str_item_raises_type_error_naming_its_index_before_any_request(
-    server: FakeEmbeddingServer, minilm: OnnxEmbedder, mode: str
+    server: FakeEmbeddingServer, minilm: NativeEmbedder, mode: str
 ) -> None:
     for embedder in (minilm, openai_embedder(server), ollama_embedder(server)):
         with pytest.raises(TypeError, match=r"texts\[2\] must be str, got int"):
@@ -307,14 +308,14 @@ async def test_non_str_item_raises_type_error_naming_its_index_before_any_reques
     assert server.requests == []
 
 
-def test_a_bare_string_instead_of_a_list_raises_type_error(minilm: OnnxEmbedder) -> None:
+def test_a_bare_string_instead_of_a_list_raises_type_error(minilm: NativeEmbedder) -> None:
     with pytest.raises(TypeError, match="single str"):
         minilm.embed("hello")
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_empty_list_gives_zero_rows_of_full_width(
-    server: FakeEmbeddingServer, minilm: OnnxEmbedder, mode: str
+    server: FakeEmbeddingServer, minilm: NativeEmbedder, mode: str
 ) -> None:
     assert (await embed_with(minilm, [], mode)).shape == (0, 384)
     known = openai_embedder(server, model="text-embedding-3-small")

@@ -1,16 +1,13 @@
-"""Tests for `bsc.embedders.OnnxEmbedder`, the default embedder: equality with sentence-transformers
-(against vectors it recorded, so torch need not be installed), a torch-free process, the BERT
-variants it loads and the ones it refuses."""
+"""Tests for `bsc.embedders.OnnxEmbedder`, the opt-in onnxruntime embedder (``bsc-cache[onnx]``): its
+float32 graph equals sentence-transformers (against vectors it recorded, so torch need not be
+installed), its int8 mode, and what only it can get wrong. The model-directory checks it shares with
+the default `NativeEmbedder` are tested for both in tests/test_native_embedder.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,21 +17,14 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("safetensors")
 
-from bsc import BinaryEncoder, SemanticCache
+from bert_models import TOLERANCE, RecordedEmbedder, hit_decisions, load_reference
+from bsc import BinaryEncoder
 from bsc.embedders import OnnxEmbedder
-from bsc.embedders.protocol import _EmbedderBase
-from safetensors import numpy as safetensors_numpy
-
-REFERENCE = Path(__file__).resolve().parent / "data" / "minilm_reference.npz"
-# float32 rounding in a different order of operations than torch; measured ~3e-7.
-TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, npt.NDArray[np.generic]]:
-    """sentence-transformers' vectors for ~300 texts (tests/data/make_minilm_reference.py)."""
-    with np.load(REFERENCE) as data:
-        return {key: data[key] for key in data.files}
+    return load_reference()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +33,8 @@ def texts(reference: dict[str, npt.NDArray[np.generic]]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def onnx(single_thread_default_embedder: OnnxEmbedder) -> OnnxEmbedder:
-    return single_thread_default_embedder
+def onnx() -> OnnxEmbedder:
+    return OnnxEmbedder(threads=1)
 
 
 def test_vectors_equal_sentence_transformers_on_short_long_truncated_and_non_ascii_texts(
@@ -78,34 +68,6 @@ def test_overflow_flags_equal_sentence_transformers_truncation(
     assert onnx.overflows([edge, edge + " more"]) == [False, True]
 
 
-class RecordedEmbedder(_EmbedderBase):
-    """Replays the vectors sentence-transformers recorded for the reference texts."""
-
-    def __init__(self, texts: list[str], vectors: npt.NDArray[np.float32], name: str) -> None:
-        self._rows = {t: v for t, v in zip(texts, vectors, strict=True)}
-        self._dim = vectors.shape[1]
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def _embed_batch(self, texts: list[str]) -> object:
-        return np.stack([self._rows[t] for t in texts])
-
-    async def _aembed_batch(self, texts: list[str]) -> object:
-        return self._embed_batch(texts)
-
-
-def hit_decisions(embedder: _EmbedderBase, pairs: list[tuple[str, str]]) -> list[bool]:
-    cache = SemanticCache(embedder)
-    decisions = []
-    for i, (q1, q2) in enumerate(pairs):
-        cache.update(q1, f"answer {i}", namespace=str(i))
-        decisions.append(cache.lookup(q2, namespace=str(i)) is not None)
-    return decisions
-
-
 def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transformers(
     onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
@@ -117,33 +79,9 @@ def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transforme
     assert 0 < sum(ours) < len(ours)  # both outcomes occur, so a disagreement could show
 
 
-def test_a_fresh_process_embeds_without_importing_torch_onnx_tokenizers_or_safetensors(
-    onnx: OnnxEmbedder, texts: list[str]
+def test_name_is_the_torch_embedders_name_so_caches_are_shared_with_the_native_one(
+    onnx: OnnxEmbedder,
 ) -> None:
-    code = (
-        "import json, sys\n"
-        "from bsc.embedders import default_embedder\n"
-        "vectors = default_embedder().embed(json.loads(sys.stdin.read()))\n"
-        "loaded = {m.split('.')[0] for m in sys.modules}\n"
-        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnx', 'tokenizers', 'safetensors',\n"
-        "         'huggingface_hub'} & loaded\n"
-        "assert not heavy, heavy\n"
-        "print(json.dumps(vectors.tolist()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(texts[:20]),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    vectors = np.array(json.loads(result.stdout), dtype=np.float32)
-    np.testing.assert_allclose(vectors, onnx.embed(texts[:20]), atol=1e-6)
-
-
-def test_name_is_the_torch_embedders_name_so_caches_are_shared(onnx: OnnxEmbedder) -> None:
     assert onnx.name == "sentence-transformers:all-MiniLM-L6-v2"
     assert OnnxEmbedder(name="mine").name == "mine"
 
@@ -185,7 +123,7 @@ def test_an_unknown_quantize_mode_is_rejected() -> None:
 
 def test_missing_onnxruntime_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match=r"bsc-cache\[local\]"):
+    with pytest.raises(ImportError, match=r"bsc-cache\[onnx\]"):
         OnnxEmbedder()
 
 
@@ -197,129 +135,17 @@ def test_bad_input_raises_the_protocol_errors(onnx: OnnxEmbedder) -> None:
     assert onnx.embed([]).shape == (0, 384)
 
 
-@pytest.mark.parametrize("option", [{"batch_size": 0}, {"threads": 0}])
-def test_non_positive_sizes_are_rejected(option: dict[str, int]) -> None:
-    with pytest.raises(ValueError, match="must be positive"):
-        OnnxEmbedder(**option)
-
-
-def test_model_that_is_not_a_directory_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="local model directory"):
-        OnnxEmbedder(tmp_path / "missing")
-
-
-def copy_model(source: Path, target: Path) -> Path:
-    """A copy of the packaged model's small files, with the weights linked rather than copied."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors"))
-    (target / "model.safetensors").symlink_to(source / "model.safetensors")
-    return target
-
-
-def edit_json(path: Path, **changes: object) -> None:
-    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
-
-
-def test_pooling_other_than_mean_or_cls_is_not_implemented(minilm_path: Path, tmp_path: Path) -> None:
-    model = copy_model(minilm_path, tmp_path / "model")
-    edit_json(
-        model / "1_Pooling" / "config.json", pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True
-    )
-    with pytest.raises(NotImplementedError, match=r"mean or cls pooling.*max"):
-        OnnxEmbedder(model)
-
-
-def test_cls_pooling_embeds_the_first_token(onnx: OnnxEmbedder, minilm_path: Path, tmp_path: Path) -> None:
-    model = copy_model(minilm_path, tmp_path / "model")
-    edit_json(
-        model / "1_Pooling" / "config.json", pooling_mode_mean_tokens=False, pooling_mode_cls_token=True
-    )
-    texts = ["The cat sat on the mat.", "hello"]
-    cls, mean = OnnxEmbedder(model).embed(texts), onnx.embed(texts)
-    assert float(np.abs(cls - mean).max()) > 0.01  # a different vector, still a sensible one:
-    assert float(cls[0] @ cls[1]) < 0.99
-
-
-def test_modules_beyond_pooling_and_normalize_are_not_implemented(minilm_path: Path, tmp_path: Path) -> None:
-    model = copy_model(minilm_path, tmp_path / "model")
-    modules = json.loads((model / "modules.json").read_text())
-    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
-    (model / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(NotImplementedError, match="Dense"):
-        OnnxEmbedder(model)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"model_type": "roberta"}, r"model_type 'roberta' is not supported.*bsc-cache\[torch\]"),
-        ({"position_embedding_type": "relative_key"}, "relative_key"),
-        ({"hidden_act": "silu"}, "hidden_act 'silu'"),
-    ],
-)
-def test_an_architecture_it_does_not_compute_is_refused_by_name(
-    minilm_path: Path, tmp_path: Path, change: dict[str, str], message: str
-) -> None:
-    model = copy_model(minilm_path, tmp_path / "model")
-    edit_json(model / "config.json", **change)
-    with pytest.raises(NotImplementedError, match=message):
-        OnnxEmbedder(model)
-
-
-def test_a_model_without_safetensors_weights_is_refused(minilm_path: Path, tmp_path: Path) -> None:
-    model = copy_model(minilm_path, tmp_path / "model")
-    (model / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="safetensors"):
-        OnnxEmbedder(model)
-
-
-def smaller_bert(minilm_path: Path, target: Path, layers: int, prefix: str = "") -> Path:
-    """A BERT of another shape: the packaged model cut to its first `layers` layers, saved anew."""
-    shutil.copytree(minilm_path, target, ignore=shutil.ignore_patterns("*.safetensors"))
-    weights = safetensors_numpy.load_file(minilm_path / "model.safetensors")
-    kept = {
-        f"{prefix}{name}": value
-        for name, value in weights.items()
-        if not name.startswith("encoder.layer.") or int(name.split(".")[2]) < layers
-    }
-    safetensors_numpy.save_file(kept, target / "model.safetensors")
-    edit_json(target / "config.json", num_hidden_layers=layers)
-    return target
-
-
-def test_a_bert_of_another_depth_loads_and_checkpoint_name_prefixes_do_not_matter(
-    onnx: OnnxEmbedder, minilm_path: Path, tmp_path: Path, texts: list[str]
-) -> None:
-    plain = OnnxEmbedder(smaller_bert(minilm_path, tmp_path / "two-layers", 2))
-    prefixed = OnnxEmbedder(smaller_bert(minilm_path, tmp_path / "prefixed", 2, prefix="bert."))
-    assert plain.name == "sentence-transformers:two-layers"
-    np.testing.assert_allclose(plain.embed(texts[:10]), prefixed.embed(texts[:10]), atol=1e-6)
-    assert float(np.abs(plain.embed(texts[:10]) - onnx.embed(texts[:10])).max()) > 0.01
-
-
-@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "relu"])
-def test_a_bert_of_another_shape_equals_sentence_transformers_where_torch_is_installed(
-    minilm_path: Path, tmp_path: Path, texts: list[str], activation: str
-) -> None:
-    pytest.importorskip("torch")
-    from bsc.embedders import SentenceTransformerEmbedder
-
-    model = smaller_bert(minilm_path, tmp_path / "two-layers", 2)
-    edit_json(model / "config.json", hidden_act=activation)
-    expected = SentenceTransformerEmbedder(model).embed(texts[200:260])
-    assert float(np.abs(OnnxEmbedder(model).embed(texts[200:260]) - expected).max()) <= TOLERANCE
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_embeds_with_the_parents_default_embedder(run_isolated: Any) -> None:
+def test_a_forked_child_embeds_with_the_parents_onnx_embedder(run_isolated: Any) -> None:
     # gunicorn --preload / Celery prefork: the model is loaded once in the parent, then used in children.
     # With one intra-op thread onnxruntime has no worker pool that the fork could leave behind.
     out = run_isolated(
         """
         import os, sys, warnings
         import numpy as np
-        from bsc.embedders import default_embedder
+        from bsc.embedders import OnnxEmbedder
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a multi-threaded process
-        embedder = default_embedder()
+        embedder = OnnxEmbedder(threads=1)
         expected = embedder.embed(["a forked worker embeds this"])
         pid = os.fork()
         if pid == 0:

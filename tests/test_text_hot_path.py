@@ -10,14 +10,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import bsc
 import numpy as np
 import pytest
-
-pytest.importorskip("onnxruntime")
-
-import bsc
 from bsc import FalseHitGuard, Hit, SemanticCache, TextHit
-from bsc.embedders import OnnxEmbedder, OverflowAwareEmbedder
+from bsc.embedders import NativeEmbedder, OverflowAwareEmbedder
 from bsc.guard import ALL_RULES, prepare
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -45,9 +42,9 @@ class _CountingTokenizer:
 
 
 @pytest.fixture
-def counted() -> tuple[OnnxEmbedder, _CountingTokenizer]:
+def counted() -> tuple[NativeEmbedder, _CountingTokenizer]:
     """A fresh default embedder whose tokenizer counts what it tokenises (not the shared one)."""
-    embedder = OnnxEmbedder(threads=1)
+    embedder = NativeEmbedder(threads=1)
     spy = _CountingTokenizer(embedder._tokenizer)
     embedder._tokenizer = spy
     return embedder, spy
@@ -57,7 +54,7 @@ def counted() -> tuple[OnnxEmbedder, _CountingTokenizer]:
 
 
 def test_the_overflow_flag_from_the_embedding_equals_overflows_and_sentence_transformers(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     with np.load(REFERENCE) as data:
         texts = [str(t) for t in data["texts"]]
@@ -80,7 +77,7 @@ def test_the_overflow_flag_from_the_embedding_equals_overflows_and_sentence_tran
 
 
 def test_the_overflow_flags_follow_their_texts_through_the_length_sorted_batches() -> None:
-    small_batches = OnnxEmbedder(batch_size=3, threads=1)
+    small_batches = NativeEmbedder(batch_size=3, threads=1)
     texts = [
         "short",
         LONG_CONTEXT,
@@ -98,7 +95,7 @@ def test_the_overflow_flags_follow_their_texts_through_the_length_sorted_batches
 
 
 def test_a_miss_then_its_update_tokenises_the_text_once(
-    counted: tuple[OnnxEmbedder, _CountingTokenizer],
+    counted: tuple[NativeEmbedder, _CountingTokenizer],
 ) -> None:
     embedder, spy = counted
     cache = SemanticCache(embedder)
@@ -115,7 +112,7 @@ def test_a_miss_then_its_update_tokenises_the_text_once(
 
 
 def test_a_prompt_too_long_to_compare_is_tokenised_once_and_matched_exactly_only(
-    counted: tuple[OnnxEmbedder, _CountingTokenizer],
+    counted: tuple[NativeEmbedder, _CountingTokenizer],
 ) -> None:
     embedder, spy = counted
     cache = SemanticCache(embedder)
@@ -133,7 +130,7 @@ def test_a_prompt_too_long_to_compare_is_tokenised_once_and_matched_exactly_only
 
 
 def test_an_embedder_without_the_flag_is_asked_overflows_separately(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     class Plain:
         """Only the base protocol and `overflows` (like the torch embedder)."""
@@ -191,7 +188,7 @@ def test_a_completed_analysis_keeps_only_what_the_rules_read() -> None:
 
 
 def test_the_cache_refuses_exactly_what_the_guard_refuses_fresh_and_after_a_reload(
-    single_thread_default_embedder: OnnxEmbedder, tmp_path: Path
+    single_thread_default_embedder: NativeEmbedder, tmp_path: Path
 ) -> None:
     pairs = _prompt_pairs()[::2]
     guard = FalseHitGuard()
@@ -216,7 +213,7 @@ def test_the_cache_refuses_exactly_what_the_guard_refuses_fresh_and_after_a_relo
 
 
 def test_the_vector_layer_hit_has_no_text_fields_and_the_text_hit_carries_them(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     assert {f.name for f in dataclasses.fields(Hit)} == {
         "response",
@@ -241,7 +238,7 @@ def test_the_vector_layer_hit_has_no_text_fields_and_the_text_hit_carries_them(
 
 
 def test_an_entry_stored_straight_into_the_vector_cache_is_a_hit_without_a_prompt(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     seen: list[str | None] = []
     cache = SemanticCache(single_thread_default_embedder, verifier=lambda q, h: seen.append(h.prompt) or True)
@@ -255,7 +252,7 @@ def test_an_entry_stored_straight_into_the_vector_cache_is_a_hit_without_a_promp
 
 
 def test_a_prompt_or_namespace_of_the_wrong_type_or_value_is_refused_on_every_path(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     cache = SemanticCache(single_thread_default_embedder)
     cache.update("hello", "world")
@@ -281,7 +278,7 @@ def test_a_prompt_or_namespace_of_the_wrong_type_or_value_is_refused_on_every_pa
 
 
 def test_a_snapshot_saved_before_the_text_records_loads_and_hits(
-    single_thread_default_embedder: OnnxEmbedder, tmp_path: Path
+    single_thread_default_embedder: NativeEmbedder, tmp_path: Path
 ) -> None:
     path = tmp_path / "old.bsc"
     shutil.copy(OLD_SNAPSHOT, path)  # tests/data/make_text_snapshot.py, run with 786a11d's package
@@ -312,7 +309,7 @@ def test_a_snapshot_saved_before_the_text_records_loads_and_hits(
 
 
 def test_a_guard_subclass_that_refines_check_is_still_asked_by_the_cache(
-    single_thread_default_embedder: OnnxEmbedder,
+    single_thread_default_embedder: NativeEmbedder,
 ) -> None:
     class NoPython(FalseHitGuard):
         """A user's extra rule, written against the string API."""

@@ -1,11 +1,13 @@
 """Type stubs of the Rust extension (checked against the compiled module by mypy.stubtest in the tests)."""
 
+from collections.abc import Callable
 from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BertModel",
     "BinaryEncoder",
     "CacheFormatError",
     "HammingIndex",
@@ -16,6 +18,35 @@ __all__ = [
 ]
 
 class CacheFormatError(ValueError): ...
+
+@final
+class BertModel:
+    def __new__(
+        cls,
+        weight: Callable[[str], npt.NDArray[np.float32]],
+        *,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        activation: str,
+        layer_norm_eps: float,
+        pooling: str,
+        portable: bool = False,
+    ) -> BertModel: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def max_positions(self) -> int: ...
+    @property
+    def kernel(self) -> str: ...
+    def forward(
+        self,
+        input_ids: npt.NDArray[np.int32],
+        token_type_ids: npt.NDArray[np.int32],
+        attention_mask: npt.NDArray[np.int32],
+        *,
+        threads: int = 1,
+    ) -> npt.NDArray[np.float32]: ...
 
 @final
 class BinaryEncoder:

@@ -2,6 +2,7 @@
 //!
 //! The plain modules know nothing about Python; `py_*` modules are the thin PyO3 binding layer.
 
+pub mod bert;
 pub mod counters;
 pub mod encoder;
 pub mod error;
@@ -16,6 +17,8 @@ pub mod scan;
 #[cfg(feature = "python")]
 mod py_arrays;
 #[cfg(feature = "python")]
+mod py_bert;
+#[cfg(feature = "python")]
 mod py_checksum;
 #[cfg(feature = "python")]
 mod py_encoder;
@@ -29,6 +32,8 @@ mod py_scan;
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod _native {
+    #[pymodule_export]
+    use crate::py_bert::BertModel;
     #[pymodule_export]
     use crate::py_checksum::xxh3_64;
     #[pymodule_export]

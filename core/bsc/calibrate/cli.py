@@ -24,15 +24,17 @@ __all__ = ["add_arguments", "limit_threads", "make_embedder", "run"]
 logger = logging.getLogger(__name__)
 
 EMBEDDERS = (
-    "local (bsc's default), onnx[:MODEL_DIR], sentence-transformers[:MODEL], openai[:MODEL], ollama[:MODEL]"
+    "local[:MODEL_DIR] (bsc's default), onnx[:MODEL_DIR], sentence-transformers[:MODEL], openai[:MODEL], "
+    "ollama[:MODEL]"
 )
 
 
 def make_embedder(spec: str) -> Embedder:
     """The embedder named by ``spec`` (``kind[:model]``, see `EMBEDDERS`): ``local`` is
-    `bsc.embedders.default_embedder()` (all-MiniLM-L6-v2 on onnxruntime, offline), ``onnx:DIR`` another
-    model directory on onnxruntime, ``sentence-transformers[:MODEL]`` the torch runtime (the ``torch``
-    extra), ``openai`` and ``ollama`` the API embedders.
+    `bsc.embedders.default_embedder()` (all-MiniLM-L6-v2 on bsc's Rust encoder, offline), ``local:DIR``
+    another model directory on it, ``onnx[:DIR]`` onnxruntime (the ``onnx`` extra),
+    ``sentence-transformers[:MODEL]`` the torch runtime (the ``torch`` extra), ``openai`` and ``ollama``
+    the API embedders.
 
     Raises:
         ValueError: an unknown kind.
@@ -43,6 +45,10 @@ def make_embedder(spec: str) -> Embedder:
         from bsc.embedders import default_embedder
 
         return default_embedder()
+    if kind == "local":
+        from bsc.embedders import NativeEmbedder
+
+        return NativeEmbedder(model)
     if kind == "onnx":
         from bsc.embedders import OnnxEmbedder
 
@@ -64,7 +70,7 @@ def make_embedder(spec: str) -> Embedder:
 
 def limit_threads(threads: int) -> None:
     """Caps the threads of torch (if it is in use), faiss (OpenMP) and the BLAS under numpy for the rest
-    of the process. (bsc's default embedder runs onnxruntime on one thread already.)
+    of the process. (bsc's default embedder runs on one thread already.)
 
     On a machine shared with other busy processes, these pools spin against each other: measured on a
     loaded 2-core machine, training and searching PQ on 2,000 prompts took 41 s with faiss's default

@@ -2,7 +2,7 @@
 
 Importing this package is cheap: onnxruntime, torch, sentence-transformers, openai, httpx
 and the frameworks are imported only when the embedder that needs them is constructed. The default,
-`OnnxEmbedder` on the packaged all-MiniLM-L6-v2, never imports torch.
+`NativeEmbedder` on the packaged all-MiniLM-L6-v2 (bsc's own Rust encoder), imports none of them.
 
 Example:
     >>> from bsc.embedders import default_embedder
@@ -13,6 +13,7 @@ Example:
 from bsc.embedders.default import default_embedder
 from bsc.embedders.framework_adapters import LangChainEmbedder, LlamaIndexEmbedder
 from bsc.embedders.local import SentenceTransformerEmbedder, packaged_minilm_path
+from bsc.embedders.native_bert import NativeEmbedder
 from bsc.embedders.ollama_api import OllamaEmbedder, OllamaError
 from bsc.embedders.onnx_runtime import OnnxEmbedder
 from bsc.embedders.openai_api import OpenAIEmbedder
@@ -22,6 +23,7 @@ __all__ = [
     "Embedder",
     "LangChainEmbedder",
     "LlamaIndexEmbedder",
+    "NativeEmbedder",
     "OllamaEmbedder",
     "OllamaError",
     "OnnxEmbedder",

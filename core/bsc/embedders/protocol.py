@@ -41,7 +41,7 @@ class Embedder(Protocol):
     then matches such texts exactly only, since their tail never reached the embedding. One that can
     tell from the tokenisation it embeds with also offers
     ``embed_with_overflow(texts) -> (vectors, list[bool])`` and its awaitable twin
-    ``aembed_with_overflow`` (the default `OnnxEmbedder` does), which the cache prefers: each text is
+    ``aembed_with_overflow`` (the default `NativeEmbedder` does), which the cache prefers: each text is
     then tokenised once. See `OverflowAwareEmbedder`.
 
     Example:

@@ -341,7 +341,7 @@ def _configure_process() -> None:
     """Process-wide settings for the CLI run (not applied when `run_demo` is called as a library)."""
     # transformers' "Loading weights" bar would interleave with the demo's own progress bars.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # No thread setting needed: the default embedder (onnxruntime) runs one intra-op thread.
+    # No thread setting needed: the default embedder (bsc's Rust encoder) runs on one thread.
 
 
 def _print_header(out: TextIO, prompts: Sequence[DemoPrompt], kinds: dict[str, int]) -> None:
