@@ -50,7 +50,7 @@ from bsc import DEFAULT_THRESHOLD, BinaryEncoder
 from bsc.embedders import NativeEmbedder, OnnxEmbedder, SentenceTransformerEmbedder, packaged_minilm_path
 
 ROOT = Path(__file__).resolve().parents[1]
-MSRP = Path("/work/shared/data/msrp_pairs.tsv")
+MSRP = ROOT.parent / "shared" / "data" / "msrp_pairs.tsv"  # ../shared beside the checkout
 PROMPTS = ROOT / "benchmarks" / "data" / "prompt_pairs.tsv"
 RESULTS = ROOT / "benchmarks" / "results" / "embed.json"
 

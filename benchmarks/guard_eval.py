@@ -34,8 +34,8 @@ from bsc.guard import ALL_RULES, DEFAULT_RULES, FalseHitGuard  # noqa: E402
 
 DATASETS = {
     "prompts": ROOT / "benchmarks" / "data" / "prompt_pairs.tsv",
-    "msrp": Path("/work/shared/data/msrp_pairs.tsv"),
-    "paws": Path("/work/shared/data/paws_pairs.tsv"),
+    "msrp": ROOT.parent / "shared" / "data" / "msrp_pairs.tsv",
+    "paws": ROOT.parent / "shared" / "data" / "paws_pairs.tsv",
 }
 THRESHOLDS = (0.80, 0.85, 0.90)
 
