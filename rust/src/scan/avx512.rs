@@ -9,6 +9,7 @@ use super::{scan_scalar, TopK};
 /// Row (within the block) whose distance ends up in each lane, per layout.
 const ORDER_IDENTITY: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 const ORDER_W2: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+const NTA_BLOCKS_AHEAD: usize = 4;
 
 /// Scans `codes` (rows `base..`) into `top`.
 #[target_feature(enable = "avx512f,avx512vpopcntdq,popcnt")]
@@ -125,6 +126,13 @@ fn scan_w4(codes: &[u64], query: &[u64], base: usize, top: &mut TopK) {
     let Some(limit) = top.limit() else { return };
     let mut lim = _mm512_set1_epi32(limit as i32);
     for (b, blk) in blocks.iter().enumerate() {
+        // SAFETY: a prefetch never faults; the address is formed with wrapping arithmetic.
+        unsafe {
+            let ahead = blk.as_ptr().wrapping_add(64 * NTA_BLOCKS_AHEAD).cast::<i8>();
+            for line in 0..8 {
+                _mm_prefetch::<_MM_HINT_NTA>(ahead.wrapping_add(64 * line));
+            }
+        }
         let (v, _) = blk.as_chunks::<8>();
         let q01 = interleave32(popcnt_xor(&v[0], q), popcnt_xor(&v[1], q));
         let q23 = interleave32(popcnt_xor(&v[2], q), popcnt_xor(&v[3], q));
