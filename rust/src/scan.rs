@@ -548,6 +548,18 @@ mod tests {
     }
 
     #[test]
+    fn large_scans_equal_reference() {
+        // 40,000 codes of 256 bits (1.25 MiB): past the size from which the AVX-512 kernel prefetches.
+        let mut rng = Rng(17);
+        for (codes, query) in datasets(&mut rng, 40_000, 4) {
+            for k in [1, 10] {
+                check_all_levels(&codes, 4, &query, k, 256);
+                check_all_levels(&codes, 4, &query, k, 100);
+            }
+        }
+    }
+
+    #[test]
     fn other_word_counts_fall_back_correctly() {
         let mut rng = Rng(3);
         for words in [3, 5, 6, 12, 24, 32] {

@@ -9,7 +9,16 @@ use super::{scan_scalar, TopK};
 /// Row (within the block) whose distance ends up in each lane, per layout.
 const ORDER_IDENTITY: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 const ORDER_W2: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
-const NTA_BLOCKS_AHEAD: usize = 4;
+
+/// Codes of 256 bits from which `scan_w4` prefetches ahead of itself: from here on they do not stay in
+/// a core's L2 between lookups (1 MiB on the Zen 5 we measured, 2 MiB on the Xeon), and the prefetches
+/// keep more lines in flight than the hardware prefetcher does. Measured on a 2-core AMD EPYC Zen 5, one
+/// thread: the kernel 0.90x the time at 100k codes (3.2 MB, from L3) and 1M (32 MB, from memory), but
+/// 1.36x at 10k (320 KB, in L2), where the prefetch instructions are pure overhead.
+const PREFETCH_MIN_BYTES: usize = 1 << 20;
+/// How far ahead `scan_w4` prefetches: four blocks of sixteen codes (2 KiB). Non-temporal, so the lines
+/// are let go first rather than pushing the caller's data out.
+const PREFETCH_BLOCKS_AHEAD: usize = 4;
 
 /// Scans `codes` (rows `base..`) into `top`.
 #[target_feature(enable = "avx512f,avx512vpopcntdq,popcnt")]
@@ -17,7 +26,8 @@ pub(super) fn scan(codes: &[u64], words: usize, query: &[u64], base: usize, top:
     match words {
         1 => scan_w1(codes, query, base, top),
         2 => scan_w2(codes, query, base, top),
-        4 => scan_w4(codes, query, base, top),
+        4 if codes.len() * 8 >= PREFETCH_MIN_BYTES => scan_w4::<true>(codes, query, base, top),
+        4 => scan_w4::<false>(codes, query, base, top),
         8 => scan_w8m::<1, 64>(codes, query, base, top),
         16 => scan_w8m::<2, 128>(codes, query, base, top),
         _ => scan_scalar(codes, words, query, base, top),
@@ -116,20 +126,25 @@ fn scan_w2(codes: &[u64], query: &[u64], base: usize, top: &mut TopK) {
 
 /// Sixteen 256-bit codes per block, the hot path. Two codes per zmm; distances fit in 32 bits, so the
 /// popcounts of two zmm are first interleaved into one (even dwords from one, odd from the other), which
-/// halves the reduction work: all sixteen distances land in one zmm for one mask compare.
+/// halves the reduction work: all sixteen distances land in one zmm for one mask compare. With `PREFETCH`
+/// (codes beyond [`PREFETCH_MIN_BYTES`]) it prefetches [`PREFETCH_BLOCKS_AHEAD`] blocks ahead.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vpopcntdq,popcnt")]
-fn scan_w4(codes: &[u64], query: &[u64], base: usize, top: &mut TopK) {
+fn scan_w4<const PREFETCH: bool>(codes: &[u64], query: &[u64], base: usize, top: &mut TopK) {
     const ORDER: [usize; 16] = [0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15];
     let q = query_vector(query);
     let (blocks, tail) = codes.as_chunks::<64>();
     let Some(limit) = top.limit() else { return };
     let mut lim = _mm512_set1_epi32(limit as i32);
     for (b, blk) in blocks.iter().enumerate() {
-        // SAFETY: a prefetch never faults; the address is formed with wrapping arithmetic.
-        unsafe {
-            let ahead = blk.as_ptr().wrapping_add(64 * NTA_BLOCKS_AHEAD).cast::<i8>();
+        if PREFETCH {
+            let ahead = blk
+                .as_ptr()
+                .wrapping_add(64 * PREFETCH_BLOCKS_AHEAD)
+                .cast::<i8>();
             for line in 0..8 {
+                // A prefetch never faults, and the address is formed with wrapping arithmetic, so
+                // pointing past the codes is allowed.
                 _mm_prefetch::<_MM_HINT_NTA>(ahead.wrapping_add(64 * line));
             }
         }
