@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension (checked against the compiled module by mypy.stubtest in the tests)."""
 
-from collections.abc import Callable
-from typing import Any, final
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,8 @@ __all__ = [
     "thread_count",
     "xxh3_64",
 ]
+
+_HitT = TypeVar("_HitT")
 
 class CacheFormatError(ValueError): ...
 
@@ -109,12 +111,16 @@ class HammingIndex:
         embedding: Any,
         namespace: str,
         k: int,
+        shortlist: int,
         max_distance: int,
         now: float,
         min_similarity: float,
         rerank: bool,
         touch: bool,
-    ) -> tuple[list[tuple[int, int, float]], list[int]]: ...
+        count: bool,
+        payloads: Mapping[int, tuple[Any, Any]],
+        hit_type: type[_HitT],
+    ) -> tuple[list[_HitT], list[int]]: ...
     def search(
         self,
         namespace: str,

@@ -72,32 +72,6 @@ class Hit:
     namespace: str
 
 
-# A lookup's hits skip the frozen dataclass's generated `__init__`, which sets each field through
-# `object.__setattr__` (0.6 µs a hit, a tenth of a 10k `get`): the slots are set directly, giving the same
-# object. Everything else builds hits with `Hit(...)`.
-_SET_HIT_FIELDS = tuple(Hit.__dict__[name].__set__ for name in Hit.__dataclass_fields__)
-
-
-def _lookup_hit(
-    response: Response,
-    similarity: float,
-    distance: int,
-    id: int,
-    metadata: Mapping[str, Any] | None,
-    namespace: str,
-) -> Hit:
-    """`Hit(response, similarity, distance, id, metadata, namespace)`, in half the time."""
-    hit = object.__new__(Hit)
-    set_response, set_similarity, set_distance, set_id, set_metadata, set_namespace = _SET_HIT_FIELDS
-    set_response(hit, response)
-    set_similarity(hit, similarity)
-    set_distance(hit, distance)
-    set_id(hit, id)
-    set_metadata(hit, metadata)
-    set_namespace(hit, namespace)
-    return hit
-
-
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """Counters and sizes of a cache (a snapshot).
@@ -440,8 +414,7 @@ class BinarySemanticCache:
         Raises:
             TypeError / ValueError: as for ``put``.
         """
-        hits = self._lookup(embedding, namespace, 1, touch=True)
-        self._index.record_lookup(bool(hits))
+        hits = self._lookup(embedding, namespace, 1, touch=True, count=True)
         return hits[0] if hits else None
 
     def record_lookup(self, hit: bool) -> None:
@@ -457,16 +430,18 @@ class BinarySemanticCache:
             raise TypeError(f"k must be an int, got {type(k).__name__}")
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        return self._lookup(embedding, namespace, min(int(k), self.max_entries), touch=False)
+        return self._lookup(embedding, namespace, min(int(k), self.max_entries), touch=False, count=False)
 
-    def _lookup(self, embedding: npt.ArrayLike, namespace: str, k: int, *, touch: bool) -> list[Hit]:
-        """The whole lookup is one Rust call (encode, scan, rerank, threshold, and with ``touch`` the
-        LRU touch of the best); here only the payloads are attached.
+    def _lookup(
+        self, embedding: npt.ArrayLike, namespace: str, k: int, *, touch: bool, count: bool
+    ) -> list[Hit]:
+        """The whole lookup is one Rust call (encode, scan, rerank, threshold, the hits built from the
+        payloads, and with ``touch`` the LRU touch of the best, with ``count`` the hit/miss count); here
+        only expired candidates are purged, and the lookup retried if they were all it found.
 
         Every Python step here is paid for again after a large scan has evicted the CPU's caches (a few
         µs each at 100k entries), so the namespace's Unicode check is left to the Rust call, which
-        refuses a lone surrogate, and only then is it named; and the loop is plain bytecode (no `max`,
-        no `range`)."""
+        refuses a lone surrogate, and only then is it named."""
         if type(namespace) is not str:
             _check_namespace(namespace)
         x = self._embedding(embedding)
@@ -476,38 +451,31 @@ class BinarySemanticCache:
             attempts -= 1
             now = self._clock() if self.ttl is not None else 0.0
             try:
-                found, expired = self._index.lookup(
+                hits, expired = self._index.lookup(
                     self._encoder,
                     x,
                     namespace,
+                    k,
                     shortlist,
                     self._radius,
                     now,
                     self.threshold,
                     self.rerank > 0,
                     touch,
+                    count,
+                    self._payloads,
+                    Hit,
                 )
             except UnicodeEncodeError:
                 _check_namespace(namespace)  # raises the ValueError that names it
                 raise
-            if not found and not expired:
-                return []
-            if expired:
-                self._purge(expired)
-            payloads = self._payloads
-            hits: list[Hit] = []
-            for entry_id, distance, similarity in found:
-                payload = payloads.get(entry_id)
-                if payload is not None:  # None: being added, or removed since the scan
-                    hits.append(
-                        _lookup_hit(payload[0], similarity, distance, entry_id, payload[1], namespace)
-                    )
-                    if len(hits) == k:
-                        break
-            if touch and hits and hits[0].id != found[0][0]:
-                self._index.touch(hits[0].id)  # Rust touched a candidate that is gone
-            if hits or not expired:
+            if not expired:
                 return hits
+            self._purge(expired)
+            if hits:
+                return hits
+        if count:  # the Rust call leaves a lookup that found only expired entries to be counted here
+            self._index.record_lookup(False)
         return []
 
     def entry(self, id: int) -> Hit | None:

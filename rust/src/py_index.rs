@@ -13,6 +13,7 @@ use numpy::{
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::counters::{CounterValues, Counters};
 use crate::error::{BscError, Result};
@@ -24,8 +25,6 @@ use crate::rows::{self, Shape};
 
 /// `([(id, distance)], expired_ids)`.
 type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
-/// `([(id, distance, similarity)], expired_ids)`, best first.
-type LookupResult = (Vec<(EntryId, u32, f64)>, Vec<EntryId>);
 /// `(ids, evicted_ids)`.
 type Inserted = (Vec<EntryId>, Vec<EntryId>);
 
@@ -253,25 +252,37 @@ impl HammingIndex {
         })?)
     }
 
-    /// The whole lookup in one call with the GIL released: checks and encodes `embedding` (shape
-    /// `(dim,)`), scans `namespace` for the `k` nearest codes within `max_distance` (skipping entries
-    /// expired at `now`), and with `rerank` ranks them by exact cosine against their int8 rows,
-    /// dropping those below `min_similarity` (within the int8 tolerance). With `touch`, the best one is
-    /// marked as used for eviction. Returns `([(id, distance, similarity)], expired_ids)`, best first.
+    /// The whole lookup in one call: checks and encodes `embedding` (shape `(dim,)`), scans `namespace`
+    /// for the `shortlist` nearest codes within `max_distance` (skipping entries expired at `now`), and
+    /// with `rerank` ranks them by exact cosine against their int8 rows, dropping those below
+    /// `min_similarity` (within the int8 tolerance) — all with the GIL released. Then, with the GIL,
+    /// builds up to `k` hits (`hit_type`, i.e. `bsc.Hit`) from the candidates whose `(response,
+    /// metadata)` is in `payloads` (an id missing there is being added or was just removed: skipped).
+    /// With `touch`, the first hit is marked as used for eviction; with `count`, the lookup is counted
+    /// as a hit or a miss unless the caller has to retry it (no hit and expired candidates, which may
+    /// have crowded out live ones). Returns `(hits, expired_ids)`, best first.
+    ///
+    /// This is `BinarySemanticCache.get`'s and `search`'s whole path: after a large scan every Python
+    /// step costs microseconds of cache misses, so the hits are built here rather than in Python.
     #[allow(clippy::too_many_arguments)]
-    fn lookup(
+    fn lookup<'py>(
         &self,
-        py: Python<'_>,
-        encoder: &Bound<'_, BinaryEncoder>,
-        embedding: &Bound<'_, PyAny>,
-        namespace: &str,
+        py: Python<'py>,
+        encoder: &Bound<'py, BinaryEncoder>,
+        embedding: &Bound<'py, PyAny>,
+        namespace: &Bound<'py, PyString>,
         k: usize,
+        shortlist: usize,
         max_distance: u32,
         now: f64,
         min_similarity: f64,
         rerank: bool,
         touch: bool,
-    ) -> PyResult<LookupResult> {
+        count: bool,
+        payloads: &Bound<'py, PyDict>,
+        hit_type: &Bound<'py, PyType>,
+    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<EntryId>)> {
+        let name = namespace.to_str()?;
         let encoder = encoder.get().encoder();
         let floats = Floats::extract(embedding)?;
         if embedding_shape(floats.shape(), encoder.dim())? != Shape::One {
@@ -283,26 +294,46 @@ impl HammingIndex {
         let x = floats.as_f32();
         let (found, expired) = py.detach(|| -> Result<_> {
             let (code, unit) = rows::encode_query(encoder, &x, rerank)?;
-            let query = Lookup {
-                namespace,
+            self.read().lookup(&Lookup {
+                namespace: name,
                 code: &code,
                 unit: rerank.then_some(unit.as_slice()),
-                k,
+                k: shortlist,
                 max_distance,
                 now,
                 min_similarity,
-            };
-            let answer = self.read().lookup(&query)?;
-            if let (true, Some(best)) = (touch, answer.0.first()) {
-                self.write().touch(best.id);
-            }
-            Ok(answer)
+            })
         })?;
-        let found = found
-            .into_iter()
-            .map(|c| (c.id, c.distance, c.similarity))
-            .collect();
-        Ok((found, expired))
+        let mut hits = Vec::with_capacity(k.min(found.len()));
+        let mut first_hit = None;
+        for candidate in &found {
+            if hits.len() == k {
+                break;
+            }
+            let Some(payload) = payloads.get_item(candidate.id)? else {
+                continue;
+            };
+            let payload = payload.cast_into::<PyTuple>()?;
+            first_hit.get_or_insert(candidate.id);
+            hits.push(new_hit(
+                hit_type,
+                [
+                    payload.get_item(0)?,
+                    candidate.similarity.into_pyobject(py)?.into_any(),
+                    candidate.distance.into_pyobject(py)?.into_any(),
+                    candidate.id.into_pyobject(py)?.into_any(),
+                    payload.get_item(1)?,
+                    namespace.clone().into_any(),
+                ],
+            )?);
+        }
+        if let (true, Some(id)) = (touch, first_hit) {
+            py.detach(|| self.write().touch(id));
+        }
+        if count && (!hits.is_empty() || expired.is_empty()) {
+            self.counters.record_lookup(!hits.is_empty());
+        }
+        Ok((hits, expired))
     }
 
     /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as
@@ -513,4 +544,42 @@ fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
             "expected an embedding of shape ({dim},) or embeddings of shape (n, {dim}), got {shape:?}"
         ))),
     }
+}
+
+/// A `hit_type` (`bsc.Hit`, a frozen dataclass with slots) holding `values` in its fields' declaration
+/// order (response, similarity, distance, id, metadata, namespace): a bare instance (what `object.__new__`
+/// allocates) whose slots are set through the type's member descriptors (what `object.__setattr__` does),
+/// so the very object `Hit(...)` would build, without running the dataclass's Python `__init__`.
+fn new_hit<'py>(
+    hit_type: &Bound<'py, PyType>,
+    values: [Bound<'py, PyAny>; 6],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = hit_type.py();
+    let fields = [
+        pyo3::intern!(py, "response"),
+        pyo3::intern!(py, "similarity"),
+        pyo3::intern!(py, "distance"),
+        pyo3::intern!(py, "id"),
+        pyo3::intern!(py, "metadata"),
+        pyo3::intern!(py, "namespace"),
+    ];
+    // SAFETY: `hit_type` is a live type object; `PyType_GenericAlloc` returns a new reference (or NULL
+    // with an exception set), which `from_owned_ptr_or_err` takes over.
+    let hit = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyType_GenericAlloc(hit_type.as_type_ptr(), 0),
+        )?
+    };
+    for (name, value) in fields.into_iter().zip(values) {
+        // SAFETY: all three pointers are live objects for the duration of the call (borrowed from
+        // `Bound`s we hold); `PyObject_GenericSetAttr` does not steal references.
+        let status = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(hit.as_ptr(), name.as_ptr(), value.as_ptr())
+        };
+        if status != 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    Ok(hit)
 }
