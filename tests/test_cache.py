@@ -124,6 +124,25 @@ def test_lru_eviction_keeps_recently_used_entries() -> None:
     assert len(cache) == 3
 
 
+def test_a_candidate_without_its_payload_yet_is_skipped_and_the_hit_is_the_one_kept_fresh() -> None:
+    # Between a put's index insert and its payload's publication (or a delete's two steps), a lookup can
+    # find an id whose payload is not there: it must answer with the next candidate and refresh that one.
+    rng = np.random.default_rng(5)
+    cache = BinarySemanticCache(DIM, threshold=0.5, max_entries=3)
+    q = unit(rng)
+    best, second, other = at_cosine(rng, q, 0.99), at_cosine(rng, q, 0.9), unit(rng)
+    best_id = cache.put(best, "best")
+    second_id = cache.put(second, "second")
+    cache.put(other, "other")
+    payload = cache._payloads.pop(best_id)  # as if best were still being added
+    hit = cache.get(q)
+    assert hit is not None and (hit.id, hit.response) == (second_id, "second")
+    cache._payloads[best_id] = payload
+    cache.put(unit(rng), "new")  # evicts the least recently used: "other", not the hit
+    assert second_id in cache and best_id in cache
+    assert cache.stats().hits == 1
+
+
 def test_ttl_expires_entries_with_an_injected_clock() -> None:
     rng = np.random.default_rng(5)
     clock = FakeClock()

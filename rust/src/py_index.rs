@@ -258,7 +258,8 @@ impl HammingIndex {
     /// `min_similarity` (within the int8 tolerance) — all with the GIL released. Then, with the GIL,
     /// builds up to `k` hits (`hit_type`, i.e. `bsc.Hit`) from the candidates whose `(response,
     /// metadata)` is in `payloads` (an id missing there is being added or was just removed: skipped).
-    /// With `touch`, the first hit is marked as used for eviction; with `count`, the lookup is counted
+    /// With `touch`, the first hit is marked as used for eviction (and the best candidate, when it is
+    /// not that hit: its payload is not there); with `count`, the lookup is counted
     /// as a hit or a miss unless the caller has to retry it (no hit and expired candidates, which may
     /// have crowded out live ones). Returns `(hits, expired_ids)`, best first.
     ///
@@ -294,7 +295,7 @@ impl HammingIndex {
         let x = floats.as_f32();
         let (found, expired) = py.detach(|| -> Result<_> {
             let (code, unit) = rows::encode_query(encoder, &x, rerank)?;
-            self.read().lookup(&Lookup {
+            let answer = self.read().lookup(&Lookup {
                 namespace: name,
                 code: &code,
                 unit: rerank.then_some(unit.as_slice()),
@@ -302,7 +303,13 @@ impl HammingIndex {
                 max_distance,
                 now,
                 min_similarity,
-            })
+            })?;
+            // Touched here, before its payload is looked at, to save a second release of the GIL: the
+            // best candidate nearly always is the first hit (else that one is touched below).
+            if let (true, Some(best)) = (touch, answer.0.first()) {
+                self.write().touch(best.id);
+            }
+            Ok(answer)
         })?;
         let mut hits = Vec::with_capacity(k.min(found.len()));
         let mut first_hit = None;
@@ -327,7 +334,7 @@ impl HammingIndex {
                 ],
             )?);
         }
-        if let (true, Some(id)) = (touch, first_hit) {
+        if let (true, Some(id)) = (touch, first_hit.filter(|&id| id != found[0].id)) {
             py.detach(|| self.write().touch(id));
         }
         if count && (!hits.is_empty() || expired.is_empty()) {
