@@ -1,7 +1,8 @@
 """Tests for `bsc.embedders.NativeEmbedder`, the default embedder (bsc's Rust BERT encoder): equality with
-sentence-transformers (against vectors it recorded, so neither torch nor onnxruntime is needed), both
-matrix kernels, batching and padding invariance, a process without torch or onnxruntime, bad inputs, and
-the BERT variants the local embedders load or refuse (shared with `OnnxEmbedder`)."""
+sentence-transformers (against vectors it recorded, so neither torch nor onnxruntime is needed; for
+`OnnxEmbedder`'s float32 graph too), both matrix kernels, batching and padding invariance, a process
+without torch or onnxruntime, bad inputs, and the BERT variants the local embedders load or refuse
+(shared with `OnnxEmbedder`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,15 @@ def native(single_thread_default_embedder: NativeEmbedder) -> NativeEmbedder:
     return single_thread_default_embedder
 
 
+@pytest.fixture(scope="module", params=["NativeEmbedder", "OnnxEmbedder"])
+def float32(request: pytest.FixtureRequest, native: NativeEmbedder) -> NativeEmbedder | OnnxEmbedder:
+    """Each float32 local runtime: both must give sentence-transformers' vectors."""
+    if request.param == "NativeEmbedder":
+        return native
+    pytest.importorskip("onnxruntime")
+    return OnnxEmbedder(threads=1)
+
+
 def test_the_default_embedder_is_the_native_one(native: NativeEmbedder) -> None:
     assert isinstance(native, NativeEmbedder) and native is default_embedder()
     assert native.name == "sentence-transformers:all-MiniLM-L6-v2"
@@ -56,11 +66,11 @@ def test_the_default_embedder_is_the_native_one(native: NativeEmbedder) -> None:
 
 
 def test_vectors_equal_sentence_transformers_on_short_long_truncated_and_non_ascii_texts(
-    native: NativeEmbedder, reference: Reference, texts: list[str]
+    float32: NativeEmbedder | OnnxEmbedder, reference: Reference, texts: list[str]
 ) -> None:
     expected = reference["vectors"].astype(np.float32)
     assert {"", " "} <= set(texts) and any("東京" in t for t in texts) and reference["overflows"].sum() >= 5
-    ours = native.embed(texts)
+    ours = float32.embed(texts)
     assert ours.shape == expected.shape == (len(texts), 384)
     assert ours.dtype == np.float32 and ours.flags.c_contiguous
     cosine = (ours.astype(np.float64) * expected).sum(axis=1)
@@ -69,31 +79,33 @@ def test_vectors_equal_sentence_transformers_on_short_long_truncated_and_non_asc
 
 
 def test_binary_codes_equal_those_of_the_sentence_transformers_vectors(
-    native: NativeEmbedder, reference: Reference, texts: list[str]
+    float32: NativeEmbedder | OnnxEmbedder, reference: Reference, texts: list[str]
 ) -> None:
     encoder = BinaryEncoder(384, 256, 42)
-    ours = encoder.encode(native.embed(texts))
+    ours = encoder.encode(float32.embed(texts))
     expected = encoder.encode(reference["vectors"].astype(np.float32))
     assert (ours == expected).all(axis=1).mean() >= 0.999
 
 
 def test_overflow_flags_equal_sentence_transformers_truncation(
-    native: NativeEmbedder, reference: Reference, texts: list[str]
+    float32: NativeEmbedder | OnnxEmbedder, reference: Reference, texts: list[str]
 ) -> None:
-    assert native.max_seq_length == int(reference["max_seq_length"]) == 256
-    assert native.overflows(texts) == reference["overflows"].tolist()
-    vectors, flags = native.embed_with_overflow(texts)
+    assert float32.max_seq_length == int(reference["max_seq_length"]) == 256
+    assert float32.overflows(texts) == reference["overflows"].tolist()
+    vectors, flags = float32.embed_with_overflow(texts)
     assert flags == reference["overflows"].tolist()
-    np.testing.assert_array_equal(vectors, native.embed(texts))
+    np.testing.assert_array_equal(vectors, float32.embed(texts))
+    edge = " ".join(["word"] * 254)  # 254 words + [CLS] + [SEP] = 256 tokens: just fits
+    assert float32.overflows([edge, edge + " more"]) == [False, True]
 
 
 def test_semantic_cache_makes_the_same_hit_decisions_as_with_sentence_transformers(
-    native: NativeEmbedder, reference: Reference, texts: list[str]
+    float32: NativeEmbedder | OnnxEmbedder, reference: Reference, texts: list[str]
 ) -> None:
     # The reference starts with prompt pairs (q1, q2, q1, q2, ...) from benchmarks/data/prompt_pairs.tsv.
     pairs = [(texts[i], texts[i + 1]) for i in range(0, 250, 2)]
-    recorded = RecordedEmbedder(texts, reference["vectors"].astype(np.float32), native.name)
-    ours, expected = hit_decisions(native, pairs), hit_decisions(recorded, pairs)
+    recorded = RecordedEmbedder(texts, reference["vectors"].astype(np.float32), float32.name)
+    ours, expected = hit_decisions(float32, pairs), hit_decisions(recorded, pairs)
     assert ours == expected
     assert 0 < sum(ours) < len(ours)  # both outcomes occur, so a disagreement could show
 
@@ -137,10 +149,10 @@ def test_a_text_embeds_the_same_alone_and_padded_in_a_batch_of_longer_texts(
 
 @pytest.mark.parametrize("options", [{"batch_size": 3}, {"threads": 2}])
 def test_batch_size_and_threads_do_not_change_the_vectors(
-    native: NativeEmbedder, texts: list[str], options: dict[str, int]
+    float32: NativeEmbedder | OnnxEmbedder, texts: list[str], options: dict[str, int]
 ) -> None:
     np.testing.assert_allclose(
-        NativeEmbedder(**options).embed(texts[:30]), native.embed(texts[:30]), atol=1e-6
+        type(float32)(**options).embed(texts[:30]), float32.embed(texts[:30]), atol=1e-6
     )
 
 
