@@ -124,6 +124,21 @@ def test_lru_eviction_keeps_recently_used_entries() -> None:
     assert len(cache) == 3
 
 
+def test_lru_order_counts_every_hit_also_past_the_deferred_touch_buffer() -> None:
+    # Hits record their use without the write lock; eviction must still see all of them, in order,
+    # including more hits than the buffer holds (64) between two puts.
+    rng = np.random.default_rng(12)
+    cache = BinarySemanticCache(DIM, max_entries=100)
+    xs = unit(rng, 130)
+    ids = cache.put_many(xs[:100], [str(i) for i in range(100)])
+    for i in range(70):
+        assert cache.get(xs[i]) is not None
+    assert cache._index.lru_order()[-70:] == ids[:70]  # the 70 just used, most recent last
+    cache.put_many(xs[100:], [str(i) for i in range(100, 130)])  # evicts the 30 not used since
+    assert all(i in cache for i in ids[:70]) and not any(i in cache for i in ids[70:])
+    assert cache.stats().evictions == 30
+
+
 def test_a_candidate_without_its_payload_yet_is_skipped_and_the_hit_is_the_one_kept_fresh() -> None:
     # Between a put's index insert and its payload's publication (or a delete's two steps), a lookup can
     # find an id whose payload is not there: it must answer with the next candidate and refresh that one.

@@ -13,6 +13,7 @@ pub mod parallel;
 pub mod projection;
 pub mod rows;
 pub mod scan;
+pub mod touches;
 
 #[cfg(feature = "python")]
 mod py_arrays;

@@ -1,8 +1,9 @@
 //! `bsc._native.HammingIndex`: the code store, shared safely between Python threads.
 //!
-//! Lookups take a read lock and run with the GIL released, so concurrent `get`s scan in parallel;
-//! inserts, deletes and LRU touches take the write lock for O(1) work. Locks are only ever taken with
-//! the GIL released, so a thread waiting for one never blocks the interpreter.
+//! Lookups take a read lock and run with the GIL released, so concurrent `get`s scan in parallel; a hit's
+//! use is recorded for the eviction policy without a lock (`touches`) and applied when the write lock is
+//! next taken; inserts, deletes and explicit touches take the write lock for O(1) work. Locks are only
+//! ever taken with the GIL released, so a thread waiting for one never blocks the interpreter.
 
 use std::cell::RefCell;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -22,6 +23,7 @@ use crate::index::{EntryId, Index, IndexPartsRef, Lookup};
 use crate::py_arrays::{row_major, Floats};
 use crate::py_encoder::BinaryEncoder;
 use crate::rows::{self, Shape};
+use crate::touches::Touches;
 
 /// `([(id, distance)], expired_ids)`.
 type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
@@ -33,6 +35,8 @@ pub struct HammingIndex {
     inner: RwLock<Index>,
     /// The cache's hit/miss/eviction/expiration counters: beside the lock, not under it.
     counters: Counters,
+    /// Uses recorded by lookups, applied to the eviction order whenever the write lock is taken.
+    touches: Touches,
 }
 
 /// A write lock held across `fork()`, with a reference that keeps its index alive until it is released.
@@ -54,8 +58,25 @@ impl HammingIndex {
     fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
+    /// The write lock, with the uses lookups recorded since it was last taken applied first, so that
+    /// whatever the caller does sees them.
     fn write(&self) -> RwLockWriteGuard<'_, Index> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+        let mut ix = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        self.touches.drain(|id| {
+            ix.touch(id);
+        });
+        ix
+    }
+    /// The read lock, after the recorded uses are applied: for readers of the eviction order.
+    fn read_settled(&self) -> RwLockReadGuard<'_, Index> {
+        drop(self.write());
+        self.read()
+    }
+    /// Marks `id` as used for eviction without waiting for the write lock (see `touches`).
+    fn touch_later(&self, id: EntryId) {
+        if !self.touches.record(id) {
+            self.write().touch(id);
+        }
     }
 }
 
@@ -87,6 +108,7 @@ impl HammingIndex {
         Ok(Self {
             inner: RwLock::new(index),
             counters: Counters::default(),
+            touches: Touches::default(),
         })
     }
 
@@ -307,7 +329,7 @@ impl HammingIndex {
             // Touched here, before its payload is looked at, to save a second release of the GIL: the
             // best candidate nearly always is the first hit (else that one is touched below).
             if let (true, Some(best)) = (touch, answer.0.first()) {
-                self.write().touch(best.id);
+                self.touch_later(best.id);
             }
             Ok(answer)
         })?;
@@ -335,7 +357,7 @@ impl HammingIndex {
             )?);
         }
         if let (true, Some(id)) = (touch, first_hit.filter(|&id| id != found[0].id)) {
-            py.detach(|| self.write().touch(id));
+            py.detach(|| self.touch_later(id));
         }
         if count && (!hits.is_empty() || expired.is_empty()) {
             self.counters.record_lookup(!hits.is_empty());
@@ -387,7 +409,7 @@ impl HammingIndex {
 
     /// Live ids, least recently used first.
     fn lru_order(&self, py: Python<'_>) -> Vec<EntryId> {
-        py.detach(|| self.read().lru_order())
+        py.detach(|| self.read_settled().lru_order())
     }
 
     /// `(namespace, code, expires_at)` of a live entry, or None.
@@ -403,7 +425,7 @@ impl HammingIndex {
     /// `Index::to_parts`): one consistent snapshot taken under the read lock; the arrays are moved into
     /// NumPy, not copied.
     fn to_parts<'py>(&self, py: Python<'py>) -> PyParts<'py> {
-        let p = py.detach(|| self.read().to_parts());
+        let p = py.detach(|| self.read_settled().to_parts());
         (
             p.names,
             p.counts.into_pyarray(py),
@@ -429,7 +451,7 @@ impl HammingIndex {
         Bound<'py, PyArray1<f32>>,
     )> {
         let (p, rows, norms, dim) = py.detach(|| {
-            let ix = self.read();
+            let ix = self.read_settled();
             let (rows, norms) = ix.rows_by_handle();
             (ix.to_parts(), rows.to_vec(), norms.to_vec(), ix.row_dim())
         });
@@ -538,6 +560,7 @@ impl HammingIndex {
         Ok(Self {
             inner: RwLock::new(index),
             counters: Counters::default(),
+            touches: Touches::default(),
         })
     }
 }
