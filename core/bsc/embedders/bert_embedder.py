@@ -19,6 +19,14 @@ from bsc.embedders.protocol import _checked_texts, _chunks, _EmbedderBase
 from bsc.embedders.wordpiece import Tokenizer
 
 
+def _checked_threads(threads: int | None) -> int:
+    """A local runtime's ``threads`` argument: None means 1; anything else must be positive."""
+    threads = 1 if threads is None else threads
+    if threads <= 0:
+        raise ValueError(f"threads must be positive, got {threads}")
+    return threads
+
+
 class _BertEmbedder(_EmbedderBase):
     """A sentence-transformers BERT directory, tokenised in Python, run by a subclass's `_forward`.
 

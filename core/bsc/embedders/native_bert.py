@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from bsc._native import BertModel
 from bsc.embedders.bert_checkpoint import BertConfig, Weights
-from bsc.embedders.bert_embedder import _BertEmbedder
+from bsc.embedders.bert_embedder import _BertEmbedder, _checked_threads
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ class NativeEmbedder(_BertEmbedder):
         threads: int | None = None,
         name: str | None = None,
     ) -> None:
-        self._threads = 1 if threads is None else threads
-        if self._threads <= 0:
-            raise ValueError(f"threads must be positive, got {threads}")
+        self._threads = _checked_threads(threads)
         super().__init__(model, batch_size=batch_size, name=name)
         transformer_dir = self._layout.transformer_dir
         config = BertConfig.read(transformer_dir)

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from bsc.embedders.bert_embedder import _BertEmbedder
+from bsc.embedders.bert_embedder import _BertEmbedder, _checked_threads
 from bsc.embedders.bert_graph import INPUTS, OUTPUT, Quantize, build_bert_graph, open_session
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ class OnnxEmbedder(_BertEmbedder):
     ) -> None:
         if quantize not in (None, "int8"):
             raise ValueError(f'quantize must be None or "int8", got {quantize!r}')
-        threads = 1 if threads is None else threads
-        if threads <= 0:
-            raise ValueError(f"threads must be positive, got {threads}")
+        threads = _checked_threads(threads)
         try:
             import onnxruntime as ort
         except ImportError as exc:
