@@ -238,23 +238,23 @@ def test_bad_weights_raise_errors_naming_the_tensor(minilm_path: Path) -> None:
         minilm_model(minilm_path, num_heads=5)
 
 
-def test_bad_texts_raise_the_protocol_errors(native: NativeEmbedder) -> None:
+def test_bad_texts_raise_the_protocol_errors(float32: NativeEmbedder | OnnxEmbedder) -> None:
     with pytest.raises(TypeError, match="single str"):
-        native.embed("hello")  # type: ignore[arg-type]
+        float32.embed("hello")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"texts\[1\]"):
-        native.embed(["fine", 3])  # type: ignore[list-item]
-    assert native.embed([]).shape == (0, 384)
+        float32.embed(["fine", 3])  # type: ignore[list-item]
+    assert float32.embed([]).shape == (0, 384)
 
 
 async def test_aembed_matches_embed_also_when_called_concurrently(
-    native: NativeEmbedder, texts: list[str]
+    float32: NativeEmbedder | OnnxEmbedder, texts: list[str]
 ) -> None:
     chunks = [texts[i : i + 10] for i in range(0, 40, 10)]
-    results = await asyncio.gather(*(native.aembed(chunk) for chunk in chunks))
+    results = await asyncio.gather(*(float32.aembed(chunk) for chunk in chunks))
     for chunk, vectors in zip(chunks, results, strict=True):
-        np.testing.assert_allclose(vectors, native.embed(chunk), atol=1e-6)
-    assert (await native.aembed([])).shape == (0, 384)
-    vectors, flags = await native.aembed_with_overflow(["hi", "word " * 300])
+        np.testing.assert_allclose(vectors, float32.embed(chunk), atol=1e-6)
+    assert (await float32.aembed([])).shape == (0, 384)
+    vectors, flags = await float32.aembed_with_overflow(["hi", "word " * 300])
     assert flags == [False, True] and vectors.shape == (2, 384)
 
 

@@ -1,11 +1,10 @@
 """Tests for `bsc.embedders.OnnxEmbedder`, the opt-in onnxruntime embedder (``bsc-cache[onnx]``): its int8
-mode and what only it can get wrong. Its float32 graph's equality with sentence-transformers and the
-model-directory checks it shares with the default `NativeEmbedder` are tested for both in
-tests/test_native_embedder.py."""
+mode and what only it can get wrong. Its float32 graph's equality with sentence-transformers, async and
+bad-input behaviour and the model-directory checks it shares with the default `NativeEmbedder` are
+tested for both in tests/test_native_embedder.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from typing import Any
@@ -43,16 +42,6 @@ def test_name_is_the_torch_embedders_name_so_caches_are_shared_with_the_native_o
     assert OnnxEmbedder(name="mine").name == "mine"
 
 
-async def test_aembed_matches_embed_also_when_called_concurrently(
-    onnx: OnnxEmbedder, texts: list[str]
-) -> None:
-    chunks = [texts[i : i + 10] for i in range(0, 40, 10)]
-    results = await asyncio.gather(*(onnx.aembed(chunk) for chunk in chunks))
-    for chunk, vectors in zip(chunks, results, strict=True):
-        np.testing.assert_allclose(vectors, onnx.embed(chunk), atol=1e-6)
-    assert (await onnx.aembed([])).shape == (0, 384)
-
-
 def test_int8_mode_stays_close_to_sentence_transformers_and_keys_caches_apart(
     onnx: OnnxEmbedder, reference: dict[str, npt.NDArray[np.generic]], texts: list[str]
 ) -> None:
@@ -75,14 +64,6 @@ def test_missing_onnxruntime_says_which_extra_to_install(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"bsc-cache\[onnx\]"):
         OnnxEmbedder()
-
-
-def test_bad_input_raises_the_protocol_errors(onnx: OnnxEmbedder) -> None:
-    with pytest.raises(TypeError, match="single str"):
-        onnx.embed("hello")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"texts\[1\]"):
-        onnx.embed(["fine", 3])  # type: ignore[list-item]
-    assert onnx.embed([]).shape == (0, 384)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
