@@ -172,6 +172,8 @@ def test_ttl_expires_entries_with_an_injected_clock() -> None:
     assert cache.get(old) is None
     assert cache.get(young).response == "young"  # type: ignore[union-attr]
     assert len(cache) == 1 and cache.stats().expirations == 1
+    # The lookup that met only the expired entry counted one miss, not one per retry.
+    assert (cache.stats().hits, cache.stats().misses) == (2, 1)
     clock.now += 10
     assert cache.purge_expired() == 1 and len(cache) == 0
 
@@ -186,6 +188,9 @@ def test_expired_nearest_entry_does_not_hide_a_live_match() -> None:
     cache.put(at_cosine(rng, x, 0.995), "live")
     clock.now += 6
     assert cache.get(x).response == "live"  # type: ignore[union-attr]
+    # The expired entry the lookup met is gone, and the lookup counted once, as a hit.
+    assert len(cache) == 1 and cache.stats().expirations == 1
+    assert (cache.stats().hits, cache.stats().misses) == (1, 0)
 
 
 @pytest.mark.parametrize("rerank", [0, 10])
@@ -607,6 +612,27 @@ def test_search_rejects_a_non_positive_k_and_odd_namespaces() -> None:
         cache.put(unit(rng), "r", namespace="\ud800")
     cache.put(unit(rng), "r", namespace="")  # the empty name is a namespace like any other
     assert cache.namespaces() == [""]
+
+
+def test_get_takes_any_float_sequence_and_names_an_odd_namespace() -> None:
+    # `get` answers a float32/float64 array and a str namespace in one Rust call; anything else takes
+    # the general path, which converts or refuses it with the same answers and messages.
+    rng = np.random.default_rng(22)
+    cache = BinarySemanticCache(DIM)
+    x = unit(rng)
+    cache.put(x, "r", namespace="ns")
+
+    class Name(str):
+        pass
+
+    for query, namespace in ((x.tolist(), "ns"), (x.astype(np.float16), "ns"), (x, Name("ns"))):
+        hit = cache.get(query, namespace=namespace)  # type: ignore[arg-type]
+        assert hit is not None and hit.response == "r" and hit.namespace == "ns"
+    with pytest.raises(TypeError, match="namespace"):
+        cache.get(x, namespace=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lone surrogates"):
+        cache.get(x, namespace="\ud800")
+    assert (cache.stats().hits, cache.stats().misses) == (3, 0)
 
 
 def test_ids_from_before_clear_do_not_name_later_entries() -> None:

@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension (checked against the compiled module by mypy.stubtest in the tests)."""
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +10,7 @@ __all__ = [
     "BertModel",
     "BinaryEncoder",
     "CacheFormatError",
+    "CacheReader",
     "HammingIndex",
     "cpu_features",
     "hamming_search",
@@ -105,22 +106,6 @@ class HammingIndex:
     def put(
         self, encoder: BinaryEncoder, namespace: str, embeddings: Any, expires_at: float
     ) -> tuple[list[int], list[int]]: ...
-    def lookup(
-        self,
-        encoder: BinaryEncoder,
-        embedding: Any,
-        namespace: str,
-        k: int,
-        shortlist: int,
-        max_distance: int,
-        now: float,
-        min_similarity: float,
-        rerank: bool,
-        touch: bool,
-        count: bool,
-        payloads: Mapping[int, tuple[Any, Any]],
-        hit_type: type[_HitT],
-    ) -> tuple[list[_HitT], list[int]]: ...
     def search(
         self,
         namespace: str,
@@ -196,3 +181,23 @@ def hamming_search(
 def cpu_features() -> list[str]: ...
 def thread_count() -> int: ...
 def xxh3_64(data: Any) -> int: ...
+
+@final
+class CacheReader(Generic[_HitT]):
+    def __new__(
+        cls,
+        index: HammingIndex,
+        encoder: BinaryEncoder,
+        payloads: Mapping[int, tuple[Any, Any]],
+        hit_type: type[_HitT],
+        *,
+        shortlist: int,
+        max_distance: int,
+        min_similarity: float,
+        rerank: bool,
+        clock: Callable[[], float] | None,
+    ) -> CacheReader[_HitT]: ...
+    def get(self, embedding: Any, namespace: Any) -> _HitT | list[int] | None: ...
+    def lookup(
+        self, embedding: Any, namespace: str, k: int, touch_and_count: bool
+    ) -> tuple[list[_HitT], list[int]]: ...

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from bsc import _fork, persistence
 from bsc._input import as_embeddings, as_float, as_int
-from bsc._native import BinaryEncoder, CacheFormatError, HammingIndex
+from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, HammingIndex
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 from bsc.thresholds import radius_for, shortlist_radius
@@ -224,9 +224,24 @@ class BinarySemanticCache:
         # slot, LRU links, expiry, int8 row); an id is never reused, so a reader that finds no payload
         # for an id the index returned knows the entry is being added or was just removed.
         self._payloads: dict[int, _Payload] = {}
+        self._reader = self._new_reader()
         self._write_lock = threading.Lock()
         self._last_sweep = -math.inf
         _fork.track(self, _fork.BINARY_LEVEL)
+
+    def _new_reader(self) -> CacheReader[Hit]:
+        """The lookups over this index and these payloads, with everything but the query bound."""
+        return CacheReader(
+            self._index,
+            self._encoder,
+            self._payloads,
+            Hit,
+            shortlist=self._k,
+            max_distance=self._radius,
+            min_similarity=self.threshold,
+            rerank=self.rerank > 0,
+            clock=self._clock if self.ttl is not None else None,
+        )
 
     def _hold_for_fork(self) -> None:
         # Lock order as everywhere else: writer, then the Rust index (see bsc._fork).
@@ -392,7 +407,7 @@ class BinarySemanticCache:
         with self._write_lock:
             removed = self._index.clear(namespace)
             if namespace is None:
-                self._payloads = {}
+                self._payloads.clear()
             else:
                 self._drop_payloads(removed)
 
@@ -414,7 +429,13 @@ class BinarySemanticCache:
         Raises:
             TypeError / ValueError: as for ``put``.
         """
-        hits = self._lookup(embedding, namespace, 1, touch=True, count=True)
+        # One Rust call, for a float array of the right shape and a str namespace (see CacheReader): a
+        # large scan evicts the CPU's caches, so every Python step here costs microseconds at 100k.
+        found = self._reader.get(embedding, namespace)
+        if not isinstance(found, list):
+            return found
+        self._purge(found)
+        hits = self._lookup(embedding, namespace, 1, get=True)
         return hits[0] if hits else None
 
     def record_lookup(self, hit: bool) -> None:
@@ -430,51 +451,23 @@ class BinarySemanticCache:
             raise TypeError(f"k must be an int, got {type(k).__name__}")
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        return self._lookup(embedding, namespace, min(int(k), self.max_entries), touch=False, count=False)
+        return self._lookup(embedding, namespace, min(int(k), self.max_entries), get=False)
 
-    def _lookup(
-        self, embedding: npt.ArrayLike, namespace: str, k: int, *, touch: bool, count: bool
-    ) -> list[Hit]:
-        """The whole lookup is one Rust call (encode, scan, rerank, threshold, the hits built from the
-        payloads, and with ``touch`` the LRU touch of the best, with ``count`` the hit/miss count); here
-        only expired candidates are purged, and the lookup retried if they were all it found.
-
-        Every Python step here is paid for again after a large scan has evicted the CPU's caches (a few
-        µs each at 100k entries), so the namespace's Unicode check is left to the Rust call, which
-        refuses a lone surrogate, and only then is it named."""
-        if type(namespace) is not str:
-            _check_namespace(namespace)
+    def _lookup(self, embedding: npt.ArrayLike, namespace: str, k: int, *, get: bool) -> list[Hit]:
+        """Up to ``k`` hits, best first, validating the input (`get`'s general path, and `search`). The
+        whole lookup is one Rust call (encode, scan, rerank, threshold, the hits built from the
+        payloads, and for a ``get`` the touch of the best and the hit/miss count); here only expired
+        candidates are purged, and the lookup retried if they were all it found."""
+        _check_namespace(namespace)
         x = self._embedding(embedding)
-        shortlist = k if k > self._k else self._k
-        attempts = _SEARCH_RETRIES
-        while attempts:
-            attempts -= 1
-            now = self._clock() if self.ttl is not None else 0.0
-            try:
-                hits, expired = self._index.lookup(
-                    self._encoder,
-                    x,
-                    namespace,
-                    k,
-                    shortlist,
-                    self._radius,
-                    now,
-                    self.threshold,
-                    self.rerank > 0,
-                    touch,
-                    count,
-                    self._payloads,
-                    Hit,
-                )
-            except UnicodeEncodeError:
-                _check_namespace(namespace)  # raises the ValueError that names it
-                raise
+        for _ in range(_SEARCH_RETRIES):
+            hits, expired = self._reader.lookup(x, namespace, k, get)
             if not expired:
                 return hits
             self._purge(expired)
             if hits:
                 return hits
-        if count:  # the Rust call leaves a lookup that found only expired entries to be counted here
+        if get:  # the Rust call leaves a lookup that found only expired entries to be counted here
             self._index.record_lookup(False)
         return []
 
@@ -570,7 +563,8 @@ class BinarySemanticCache:
             raise ValueError(f"a snapshot of {len(s.ids)} entries needs one response and metadata item each")
         index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
         cache._index = index
-        cache._payloads = dict(zip(s.ids.tolist(), map(_Payload, s.responses, s.metadata), strict=True))
+        cache._payloads.update(zip(s.ids.tolist(), map(_Payload, s.responses, s.metadata), strict=True))
+        cache._reader = cache._new_reader()
         index.set_counters(s.counters)
         return cache
 

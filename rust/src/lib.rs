@@ -28,6 +28,8 @@ mod py_errors;
 #[cfg(feature = "python")]
 mod py_index;
 #[cfg(feature = "python")]
+mod py_reader;
+#[cfg(feature = "python")]
 mod py_scan;
 
 #[cfg(feature = "python")]
@@ -43,6 +45,8 @@ mod _native {
     use crate::py_errors::CacheFormatError;
     #[pymodule_export]
     use crate::py_index::HammingIndex;
+    #[pymodule_export]
+    use crate::py_reader::CacheReader;
     #[pymodule_export]
     use crate::py_scan::{cpu_features, hamming_search, thread_count};
 }

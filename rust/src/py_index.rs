@@ -14,12 +14,11 @@ use numpy::{
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::counters::{CounterValues, Counters};
 use crate::error::{BscError, Result};
 use crate::eviction::Policy;
-use crate::index::{EntryId, Index, IndexPartsRef, Lookup};
+use crate::index::{EntryId, Index, IndexPartsRef};
 use crate::py_arrays::{row_major, Floats};
 use crate::py_encoder::BinaryEncoder;
 use crate::rows::{self, Shape};
@@ -34,7 +33,7 @@ type Inserted = (Vec<EntryId>, Vec<EntryId>);
 pub struct HammingIndex {
     inner: RwLock<Index>,
     /// The cache's hit/miss/eviction/expiration counters: beside the lock, not under it.
-    counters: Counters,
+    pub(crate) counters: Counters,
     /// Uses recorded by lookups, applied to the eviction order whenever the write lock is taken.
     touches: Touches,
 }
@@ -55,7 +54,7 @@ thread_local! {
 impl HammingIndex {
     // A panic cannot leave the index half-updated in a way later calls would misread (every mutation
     // validates first), so a poisoned lock is recovered rather than turned into a permanent error.
-    fn read(&self) -> RwLockReadGuard<'_, Index> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
     /// The write lock, with the uses lookups recorded since it was last taken applied first, so that
@@ -73,7 +72,7 @@ impl HammingIndex {
         self.read()
     }
     /// Marks `id` as used for eviction without waiting for the write lock (see `touches`).
-    fn touch_later(&self, id: EntryId) {
+    pub(crate) fn touch_later(&self, id: EntryId) {
         if !self.touches.record(id) {
             self.write().touch(id);
         }
@@ -272,97 +271,6 @@ impl HammingIndex {
             }
             ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
         })?)
-    }
-
-    /// The whole lookup in one call: checks and encodes `embedding` (shape `(dim,)`), scans `namespace`
-    /// for the `shortlist` nearest codes within `max_distance` (skipping entries expired at `now`), and
-    /// with `rerank` ranks them by exact cosine against their int8 rows, dropping those below
-    /// `min_similarity` (within the int8 tolerance) — all with the GIL released. Then, with the GIL,
-    /// builds up to `k` hits (`hit_type`, i.e. `bsc.Hit`) from the candidates whose `(response,
-    /// metadata)` is in `payloads` (an id missing there is being added or was just removed: skipped).
-    /// With `touch`, the first hit is marked as used for eviction (and the best candidate, when it is
-    /// not that hit: its payload is not there); with `count`, the lookup is counted
-    /// as a hit or a miss unless the caller has to retry it (no hit and expired candidates, which may
-    /// have crowded out live ones). Returns `(hits, expired_ids)`, best first.
-    ///
-    /// This is `BinarySemanticCache.get`'s and `search`'s whole path: after a large scan every Python
-    /// step costs microseconds of cache misses, so the hits are built here rather than in Python.
-    #[allow(clippy::too_many_arguments)]
-    fn lookup<'py>(
-        &self,
-        py: Python<'py>,
-        encoder: &Bound<'py, BinaryEncoder>,
-        embedding: &Bound<'py, PyAny>,
-        namespace: &Bound<'py, PyString>,
-        k: usize,
-        shortlist: usize,
-        max_distance: u32,
-        now: f64,
-        min_similarity: f64,
-        rerank: bool,
-        touch: bool,
-        count: bool,
-        payloads: &Bound<'py, PyDict>,
-        hit_type: &Bound<'py, PyType>,
-    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<EntryId>)> {
-        let name = namespace.to_str()?;
-        let encoder = encoder.get().encoder();
-        let floats = Floats::extract(embedding)?;
-        if embedding_shape(floats.shape(), encoder.dim())? != Shape::One {
-            return Err(PyValueError::new_err(format!(
-                "expected one embedding of shape ({},)",
-                encoder.dim()
-            )));
-        }
-        let x = floats.as_f32();
-        let (found, expired) = py.detach(|| -> Result<_> {
-            let (code, unit) = rows::encode_query(encoder, &x, rerank)?;
-            let answer = self.read().lookup(&Lookup {
-                namespace: name,
-                code: &code,
-                unit: rerank.then_some(unit.as_slice()),
-                k: shortlist,
-                max_distance,
-                now,
-                min_similarity,
-            })?;
-            // Touched here, before its payload is looked at, to save a second release of the GIL: the
-            // best candidate nearly always is the first hit (else that one is touched below).
-            if let (true, Some(best)) = (touch, answer.0.first()) {
-                self.touch_later(best.id);
-            }
-            Ok(answer)
-        })?;
-        let mut hits = Vec::with_capacity(k.min(found.len()));
-        let mut first_hit = None;
-        for candidate in &found {
-            if hits.len() == k {
-                break;
-            }
-            let Some(payload) = payloads.get_item(candidate.id)? else {
-                continue;
-            };
-            let payload = payload.cast_into::<PyTuple>()?;
-            first_hit.get_or_insert(candidate.id);
-            hits.push(new_hit(
-                hit_type,
-                [
-                    payload.get_item(0)?,
-                    candidate.similarity.into_pyobject(py)?.into_any(),
-                    candidate.distance.into_pyobject(py)?.into_any(),
-                    candidate.id.into_pyobject(py)?.into_any(),
-                    payload.get_item(1)?,
-                    namespace.clone().into_any(),
-                ],
-            )?);
-        }
-        if let (true, Some(id)) = (touch, first_hit.filter(|&id| id != found[0].id)) {
-            py.detach(|| self.touch_later(id));
-        }
-        if count && (!hits.is_empty() || expired.is_empty()) {
-            self.counters.record_lookup(!hits.is_empty());
-        }
-        Ok((hits, expired))
     }
 
     /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as
@@ -566,7 +474,7 @@ impl HammingIndex {
 }
 
 /// Whether `shape` is one embedding `(dim,)` or a non-empty batch `(n, dim)`.
-fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
+pub(crate) fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
     match shape {
         [d] if *d == dim => Ok(Shape::One),
         [n, d] if *d == dim && *n > 0 => Ok(Shape::Batch),
@@ -574,42 +482,4 @@ fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
             "expected an embedding of shape ({dim},) or embeddings of shape (n, {dim}), got {shape:?}"
         ))),
     }
-}
-
-/// A `hit_type` (`bsc.Hit`, a frozen dataclass with slots) holding `values` in its fields' declaration
-/// order (response, similarity, distance, id, metadata, namespace): a bare instance (what `object.__new__`
-/// allocates) whose slots are set through the type's member descriptors (what `object.__setattr__` does),
-/// so the very object `Hit(...)` would build, without running the dataclass's Python `__init__`.
-fn new_hit<'py>(
-    hit_type: &Bound<'py, PyType>,
-    values: [Bound<'py, PyAny>; 6],
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = hit_type.py();
-    let fields = [
-        pyo3::intern!(py, "response"),
-        pyo3::intern!(py, "similarity"),
-        pyo3::intern!(py, "distance"),
-        pyo3::intern!(py, "id"),
-        pyo3::intern!(py, "metadata"),
-        pyo3::intern!(py, "namespace"),
-    ];
-    // SAFETY: `hit_type` is a live type object; `PyType_GenericAlloc` returns a new reference (or NULL
-    // with an exception set), which `from_owned_ptr_or_err` takes over.
-    let hit = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            pyo3::ffi::PyType_GenericAlloc(hit_type.as_type_ptr(), 0),
-        )?
-    };
-    for (name, value) in fields.into_iter().zip(values) {
-        // SAFETY: all three pointers are live objects for the duration of the call (borrowed from
-        // `Bound`s we hold); `PyObject_GenericSetAttr` does not steal references.
-        let status = unsafe {
-            pyo3::ffi::PyObject_GenericSetAttr(hit.as_ptr(), name.as_ptr(), value.as_ptr())
-        };
-        if status != 0 {
-            return Err(PyErr::fetch(py));
-        }
-    }
-    Ok(hit)
 }

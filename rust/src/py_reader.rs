@@ -1,0 +1,299 @@
+//! `bsc._native.CacheReader`: a `BinarySemanticCache`'s lookups, with everything but the query bound
+//! once (index, encoder, payloads, `Hit` type, shortlist, radius, threshold, clock).
+//!
+//! A `get` at 100k entries streams 3.2 MB of codes, and afterwards every object a lookup touches is out
+//! of the CPU's caches again: a Python frame, an attribute load or an argument to convert costs tens of
+//! nanoseconds each, and they add up to microseconds beside a 30 µs scan. So `get` is one call here
+//! with two arguments, and the hit is built without looking up its fields by name.
+
+use std::os::raw::c_int;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::error::Result;
+use crate::index::{Candidate, EntryId, Lookup};
+use crate::py_arrays::Floats;
+use crate::py_encoder::BinaryEncoder;
+use crate::py_index::{embedding_shape, HammingIndex};
+use crate::rows::{self, Shape};
+
+/// The fields of `bsc.Hit`, in declaration order.
+const HIT_FIELDS: [&str; 6] = [
+    "response",
+    "similarity",
+    "distance",
+    "id",
+    "metadata",
+    "namespace",
+];
+
+type DescrSet =
+    unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject) -> c_int;
+
+/// `bsc.Hit` (a dataclass with slots) and the member descriptor of each of its fields with that
+/// descriptor's setter, looked up once: setting a slot through them is what `object.__setattr__` does
+/// after finding the descriptor in the type, which is the part skipped.
+struct HitType {
+    ty: Py<PyType>,
+    fields: Vec<(Py<PyAny>, DescrSet)>,
+}
+
+impl HitType {
+    fn new(ty: &Bound<'_, PyType>) -> PyResult<Self> {
+        let py = ty.py();
+        let member = py.import("types")?.getattr("MemberDescriptorType")?;
+        let own = ty.getattr("__dict__")?;
+        let mut fields = Vec::with_capacity(HIT_FIELDS.len());
+        for name in HIT_FIELDS {
+            let descr = own
+                .get_item(name)
+                .ok()
+                .filter(|d| d.is_instance(&member).unwrap_or(false));
+            let Some(descr) = descr else {
+                return Err(PyTypeError::new_err(format!(
+                    "{} has no slot {name:?}: expected a dataclass with slots and the fields {HIT_FIELDS:?}",
+                    ty.name()?
+                )));
+            };
+            // SAFETY: `descr` is a live object, so its type is; a member descriptor's type is a static
+            // type, whose slots `PyType_GetSlot` reads (Python 3.10+).
+            let set =
+                unsafe { ffi::PyType_GetSlot(ffi::Py_TYPE(descr.as_ptr()), ffi::Py_tp_descr_set) };
+            if set.is_null() {
+                return Err(PyTypeError::new_err(format!(
+                    "the slot {name:?} cannot be set"
+                )));
+            }
+            // SAFETY: `Py_tp_descr_set` holds a `descrsetfunc`.
+            let set: DescrSet = unsafe { std::mem::transmute(set) };
+            fields.push((descr.unbind(), set));
+        }
+        Ok(Self {
+            ty: ty.clone().unbind(),
+            fields,
+        })
+    }
+
+    /// A new hit holding `values` in field order: a bare instance (what `object.__new__` allocates)
+    /// with its slots set, i.e. the very object `Hit(...)` builds, without the dataclass's `__init__`.
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        values: [Bound<'py, PyAny>; 6],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: `ty` is a live type object; `PyType_GenericAlloc` returns a new reference (or NULL
+        // with an exception set), which `from_owned_ptr_or_err` takes over.
+        let hit = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(self.ty.as_ptr().cast(), 0))?
+        };
+        for ((descr, set), value) in self.fields.iter().zip(values) {
+            // SAFETY: the descriptor, the hit (an instance of the descriptor's type) and the value are
+            // live for the call; a setter does not steal references.
+            if unsafe { set(descr.as_ptr(), hit.as_ptr(), value.as_ptr()) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(hit)
+    }
+}
+
+#[pyclass(frozen, module = "bsc._native")]
+pub struct CacheReader {
+    index: Py<HammingIndex>,
+    encoder: Py<BinaryEncoder>,
+    /// `{id: (response, metadata)}`, the cache's own dict: an id the index returns that is missing here
+    /// is being added or was just removed, and is skipped.
+    payloads: Py<PyDict>,
+    hit: HitType,
+    /// Candidates a lookup scans for (at least its `k`).
+    shortlist: usize,
+    max_distance: u32,
+    min_similarity: f64,
+    rerank: bool,
+    /// Called for the expiry clock when entries expire; None when they never do.
+    clock: Option<Py<PyAny>>,
+}
+
+/// Whether a lookup records its use of the best hit and counts itself as a hit or a miss (`get`), or
+/// leaves both alone (`search`).
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    Get,
+    Search,
+}
+
+impl CacheReader {
+    /// Encodes `embedding` and scans, with the GIL released; then builds up to `k` hits. With
+    /// `Use::Get`, the first hit is marked as used (and the best candidate, when it is not that hit:
+    /// its payload is not there). Returns the hits and the ids of expired candidates met; counting the
+    /// lookup is the caller's.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        embedding: &Floats<'py>,
+        namespace: &Bound<'py, PyString>,
+        k: usize,
+        used: Use,
+    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<EntryId>)> {
+        let name = namespace.to_str()?;
+        let now = match &self.clock {
+            Some(clock) => clock.bind(py).call0()?.extract::<f64>()?,
+            None => 0.0,
+        };
+        let encoder = self.encoder.get().encoder();
+        if embedding_shape(embedding.shape(), encoder.dim())? != Shape::One {
+            return Err(PyValueError::new_err(format!(
+                "expected one embedding of shape ({},)",
+                encoder.dim()
+            )));
+        }
+        let x = embedding.as_f32();
+        let index = self.index.get();
+        let (found, expired) = py.detach(|| -> Result<_> {
+            let (code, unit) = rows::encode_query(encoder, &x, self.rerank)?;
+            let answer = index.read().lookup(&Lookup {
+                namespace: name,
+                code: &code,
+                unit: self.rerank.then_some(unit.as_slice()),
+                k: k.max(self.shortlist),
+                max_distance: self.max_distance,
+                now,
+                min_similarity: self.min_similarity,
+            })?;
+            // Touched here, before its payload is looked at, to save a second release of the GIL: the
+            // best candidate nearly always is the first hit (else that one is touched below).
+            if let (Use::Get, Some(best)) = (used, answer.0.first()) {
+                index.touch_later(best.id);
+            }
+            Ok(answer)
+        })?;
+        let hits = self.hits(py, &found, namespace, k)?;
+        if let (Use::Get, Some((_, id))) = (used, hits.first()) {
+            if *id != found[0].id {
+                let id = *id;
+                py.detach(|| index.touch_later(id));
+            }
+        }
+        Ok((hits.into_iter().map(|(hit, _)| hit).collect(), expired))
+    }
+
+    /// Up to `k` hits from the candidates whose payload is there, with their ids.
+    fn hits<'py>(
+        &self,
+        py: Python<'py>,
+        found: &[Candidate],
+        namespace: &Bound<'py, PyString>,
+        k: usize,
+    ) -> PyResult<Vec<(Bound<'py, PyAny>, EntryId)>> {
+        let payloads = self.payloads.bind(py);
+        let mut hits = Vec::with_capacity(k.min(found.len()));
+        for candidate in found {
+            if hits.len() == k {
+                break;
+            }
+            let Some(payload) = payloads.get_item(candidate.id)? else {
+                continue;
+            };
+            let payload = payload.cast_into::<PyTuple>()?;
+            let hit = self.hit.build(
+                py,
+                [
+                    payload.get_item(0)?,
+                    candidate.similarity.into_pyobject(py)?.into_any(),
+                    candidate.distance.into_pyobject(py)?.into_any(),
+                    candidate.id.into_pyobject(py)?.into_any(),
+                    payload.get_item(1)?,
+                    namespace.clone().into_any(),
+                ],
+            )?;
+            hits.push((hit, candidate.id));
+        }
+        Ok(hits)
+    }
+}
+
+#[pymethods]
+impl CacheReader {
+    #[new]
+    #[pyo3(signature = (index, encoder, payloads, hit_type, *, shortlist, max_distance, min_similarity, rerank, clock))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        index: Py<HammingIndex>,
+        encoder: Py<BinaryEncoder>,
+        payloads: Py<PyDict>,
+        hit_type: &Bound<'_, PyType>,
+        shortlist: usize,
+        max_distance: u32,
+        min_similarity: f64,
+        rerank: bool,
+        clock: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            index,
+            encoder,
+            payloads,
+            hit: HitType::new(hit_type)?,
+            shortlist,
+            max_distance,
+            min_similarity,
+            rerank,
+            clock,
+        })
+    }
+
+    /// `BinarySemanticCache.get` when nothing needs Python: the best hit or None, its use recorded
+    /// and the lookup counted. A list instead, with nothing counted, when the caller's general path
+    /// must take over: the ids of the expired candidates the scan met (to purge before it retries), or
+    /// empty for an embedding that is not a float32/float64 array of shape `(dim,)` or a namespace
+    /// that is not a str (for its checks and messages).
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        embedding: &Bound<'py, PyAny>,
+        namespace: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let general = |expired: Vec<EntryId>| Ok(PyList::new(py, expired)?.into_any());
+        let (Ok(floats), Ok(namespace)) = (
+            Floats::extract(embedding),
+            namespace.cast_exact::<PyString>(),
+        ) else {
+            return general(Vec::new());
+        };
+        if floats.shape() != [self.encoder.get().encoder().dim()] || namespace.to_str().is_err() {
+            return general(Vec::new());
+        }
+        let (mut hits, expired) = self.run(py, &floats, namespace, 1, Use::Get)?;
+        if !expired.is_empty() {
+            return general(expired);
+        }
+        self.index.get().counters.record_lookup(!hits.is_empty());
+        Ok(hits.pop().unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// Up to `k` hits for `embedding` in `namespace`, best first, and the ids of expired candidates
+    /// for the caller to purge. With `touch_and_count` (a `get`), the first hit's use is recorded and
+    /// the lookup counted as a hit or a miss, unless the caller has to retry it: no hit, and expired
+    /// candidates that may have crowded out live ones.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        embedding: &Bound<'py, PyAny>,
+        namespace: &Bound<'py, PyString>,
+        k: usize,
+        touch_and_count: bool,
+    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<EntryId>)> {
+        let used = if touch_and_count {
+            Use::Get
+        } else {
+            Use::Search
+        };
+        let (hits, expired) = self.run(py, &Floats::extract(embedding)?, namespace, k, used)?;
+        if touch_and_count && (!hits.is_empty() || expired.is_empty()) {
+            self.index.get().counters.record_lookup(!hits.is_empty());
+        }
+        Ok((hits, expired))
+    }
+}
