@@ -11,6 +11,7 @@ __all__ = [
     "BinaryEncoder",
     "CacheFormatError",
     "CacheReader",
+    "GeneralPath",
     "HammingIndex",
     "cpu_features",
     "hamming_search",
@@ -21,6 +22,7 @@ __all__ = [
 _HitT = TypeVar("_HitT")
 
 class CacheFormatError(ValueError): ...
+class GeneralPath(Exception): ...
 
 @final
 class BertModel:
@@ -197,7 +199,7 @@ class CacheReader(Generic[_HitT]):
         rerank: bool,
         clock: Callable[[], float] | None,
     ) -> CacheReader[_HitT]: ...
-    def get(self, embedding: Any, namespace: Any) -> _HitT | list[int] | None: ...
+    def get(self, embedding: Any, namespace: Any) -> _HitT | None: ...
     def lookup(
         self, embedding: Any, namespace: str, k: int, touch_and_count: bool
     ) -> tuple[list[_HitT], list[int]]: ...

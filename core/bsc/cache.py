@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from bsc import _fork, persistence
 from bsc._input import as_embeddings, as_float, as_int
-from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, HammingIndex
+from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, GeneralPath, HammingIndex
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 from bsc.thresholds import radius_for, shortlist_radius
@@ -431,10 +431,10 @@ class BinarySemanticCache:
         """
         # One Rust call, for a float array of the right shape and a str namespace (see CacheReader): a
         # large scan evicts the CPU's caches, so every Python step here costs microseconds at 100k.
-        found = self._reader.get(embedding, namespace)
-        if not isinstance(found, list):
-            return found
-        self._purge(found)
+        try:
+            return self._reader.get(embedding, namespace)
+        except GeneralPath as general:
+            self._purge(general.args[0])
         hits = self._lookup(embedding, namespace, 1, get=True)
         return hits[0] if hits else None
 

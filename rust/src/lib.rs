@@ -46,7 +46,7 @@ mod _native {
     #[pymodule_export]
     use crate::py_index::HammingIndex;
     #[pymodule_export]
-    use crate::py_reader::CacheReader;
+    use crate::py_reader::{CacheReader, GeneralPath};
     #[pymodule_export]
     use crate::py_scan::{cpu_features, hamming_search, thread_count};
 }

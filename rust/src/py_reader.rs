@@ -11,7 +11,7 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::error::Result;
 use crate::index::{Candidate, EntryId, Lookup};
@@ -19,6 +19,13 @@ use crate::py_arrays::Floats;
 use crate::py_encoder::BinaryEncoder;
 use crate::py_index::{embedding_shape, HammingIndex};
 use crate::rows::{self, Shape};
+
+pyo3::create_exception!(
+    bsc._native,
+    GeneralPath,
+    pyo3::exceptions::PyException,
+    "Raised by `CacheReader.get` when the caller's general path must take over; its one argument is\nthe list of expired ids to purge first (empty for an input to check there)."
+);
 
 /// The fields of `bsc.Hit`, in declaration order.
 const HIT_FIELDS: [&str; 6] = [
@@ -245,17 +252,18 @@ impl CacheReader {
     }
 
     /// `BinarySemanticCache.get` when nothing needs Python: the best hit or None, its use recorded
-    /// and the lookup counted. A list instead, with nothing counted, when the caller's general path
-    /// must take over: the ids of the expired candidates the scan met (to purge before it retries), or
-    /// empty for an embedding that is not a float32/float64 array of shape `(dim,)` or a namespace
-    /// that is not a str (for its checks and messages).
+    /// and the lookup counted. Raises `GeneralPath`, with nothing counted, when the caller's general
+    /// path must take over, holding the ids of the expired candidates the scan met (to purge before it
+    /// retries), or none for an embedding that is not a float32/float64 array of shape `(dim,)` or a
+    /// namespace that is not a str (for the general path's checks and messages). An exception rather
+    /// than a return value that the caller tests: a `try` costs nothing until it catches.
     fn get<'py>(
         &self,
         py: Python<'py>,
         embedding: &Bound<'py, PyAny>,
         namespace: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let general = |expired: Vec<EntryId>| Ok(PyList::new(py, expired)?.into_any());
+        let general = |expired: Vec<EntryId>| Err(GeneralPath::new_err(expired));
         let (Ok(floats), Ok(namespace)) = (
             Floats::extract(embedding),
             namespace.cast_exact::<PyString>(),
