@@ -149,10 +149,10 @@ def test_a_candidate_without_its_payload_yet_is_skipped_and_the_hit_is_the_one_k
     best_id = cache.put(best, "best")
     second_id = cache.put(second, "second")
     cache.put(other, "other")
-    payload = cache._payloads.pop(best_id)  # as if best were still being added
+    cache._payloads.forget([best_id])  # as if best were still being added
     hit = cache.get(q)
     assert hit is not None and (hit.id, hit.response) == (second_id, "second")
-    cache._payloads[best_id] = payload
+    cache._payloads.publish([best_id], ["best"], [None])
     cache.put(unit(rng), "new")  # evicts the least recently used: "other", not the hit
     assert second_id in cache and best_id in cache
     assert cache.stats().hits == 1

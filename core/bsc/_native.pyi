@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension (checked against the compiled module by mypy.stubtest in the tests)."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, final
 
 import numpy as np
@@ -13,6 +13,7 @@ __all__ = [
     "CacheReader",
     "GeneralPath",
     "HammingIndex",
+    "Payloads",
     "cpu_features",
     "hamming_search",
     "thread_count",
@@ -185,12 +186,21 @@ def thread_count() -> int: ...
 def xxh3_64(data: Any) -> int: ...
 
 @final
+class Payloads:
+    def __new__(cls) -> Payloads: ...
+    def publish(self, ids: list[int], responses: list[Any], metadata: list[Any]) -> None: ...
+    def forget(self, ids: list[int]) -> None: ...
+    def clear(self) -> None: ...
+    def get(self, id: int) -> tuple[Any, Any] | None: ...
+    def rows(self, ids: list[int]) -> tuple[list[Any], list[Any]]: ...
+
+@final
 class CacheReader(Generic[_HitT]):
     def __new__(
         cls,
         index: HammingIndex,
         encoder: BinaryEncoder,
-        payloads: Mapping[int, tuple[Any, Any]],
+        payloads: Payloads,
         hit_type: type[_HitT],
         *,
         shortlist: int,

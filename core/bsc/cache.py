@@ -11,14 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bsc import _fork, persistence
 from bsc._input import as_embeddings, as_float, as_int
-from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, GeneralPath, HammingIndex
+from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, GeneralPath, HammingIndex, Payloads
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 from bsc.thresholds import radius_for, shortlist_radius
@@ -97,13 +97,6 @@ class CacheStats:
     index_bytes_allocated: int
     vector_bytes: int
     bytes_per_entry: float
-
-
-class _Payload(NamedTuple):
-    """What Python keeps for an entry, under the id the Rust index handed out; replaced whole."""
-
-    response: Response
-    metadata: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +213,11 @@ class BinarySemanticCache:
         else:
             self._radius = radius
             self._k = 4  # a few spares in case the nearest is being deleted concurrently
-        # Responses and metadata by entry id. The Rust index owns everything else about an entry (code,
-        # slot, LRU links, expiry, int8 row); an id is never reused, so a reader that finds no payload
-        # for an id the index returned knows the entry is being added or was just removed.
-        self._payloads: dict[int, _Payload] = {}
+        # Responses and metadata by entry id (kept by the id's slot, see bsc._native.Payloads). The Rust
+        # index owns everything else about an entry (code, slot, LRU links, expiry, int8 row); an id is
+        # never reused, so a reader that finds no payload for an id the index returned knows the entry
+        # is being added or was just removed.
+        self._payloads = Payloads()
         self._reader = self._new_reader()
         self._write_lock = threading.Lock()
         self._last_sweep = -math.inf
@@ -325,8 +319,8 @@ class BinarySemanticCache:
         frozen: Sequence[Mapping[str, Any] | None],
     ) -> None:
         """Records the payloads of ids just inserted and forgets the evicted (caller holds the write lock)."""
-        self._payloads.update(zip(ids, map(_Payload, responses, frozen), strict=True))
-        self._drop_payloads(evicted)
+        self._payloads.publish(ids, list(responses), list(frozen))
+        self._payloads.forget(evicted)
         if evicted:
             self._index.record_removals(len(evicted), 0)
 
@@ -380,15 +374,9 @@ class BinarySemanticCache:
             return
         self._last_sweep = now
         gone = [i for i in self._index.expired(now) if self._index.remove(i)]
-        self._drop_payloads(gone)
+        self._payloads.forget(gone)
         if gone:
             self._index.record_removals(0, len(gone))
-
-    def _drop_payloads(self, ids: list[int]) -> None:
-        """Forgets the payloads of removed ids (caller holds the write lock)."""
-        payloads = self._payloads
-        for removed in ids:
-            payloads.pop(removed, None)
 
     def delete(self, id: int) -> bool:
         """Removes an entry; False if it is already gone (deleted, evicted, expired, or a stale id)."""
@@ -397,7 +385,7 @@ class BinarySemanticCache:
         with self._write_lock:
             if not self._index.remove(id):
                 return False
-            self._drop_payloads([id])
+            self._payloads.forget([id])
             return True
 
     def clear(self, namespace: str | None = None) -> None:
@@ -409,7 +397,7 @@ class BinarySemanticCache:
             if namespace is None:
                 self._payloads.clear()
             else:
-                self._drop_payloads(removed)
+                self._payloads.forget(removed)
 
     def purge_expired(self) -> int:
         """Deletes every expired entry now (lookups also drop the expired entries they meet)."""
@@ -418,7 +406,7 @@ class BinarySemanticCache:
     def _purge(self, ids: list[int]) -> int:
         with self._write_lock:
             gone = [i for i in ids if self._index.remove(i)]
-            self._drop_payloads(gone)
+            self._payloads.forget(gone)
         self._index.record_removals(0, len(gone))
         return len(gone)
 
@@ -473,13 +461,14 @@ class BinarySemanticCache:
 
     def entry(self, id: int) -> Hit | None:
         """The live entry ``id`` as a Hit (similarity 1, distance 0), or None if it is gone."""
-        payload = self._payloads.get(id) if isinstance(id, int) else None
+        payload = self._payloads.get(id) if isinstance(id, int) and 0 <= id < 2**64 else None
         found = self._index.entry(id) if payload is not None else None
         if payload is None or found is None:
             return None
         if self.ttl is not None and found[2] <= self._clock():
             return None
-        return Hit(payload.response, 1.0, 0, id, payload.metadata, found[0])
+        response, metadata = payload
+        return Hit(response, 1.0, 0, id, metadata, found[0])
 
     def touch(self, id: int) -> bool:
         """Marks an entry as just used (LRU and diverse move it to the front, LFU counts it, SIEVE marks
@@ -492,8 +481,7 @@ class BinarySemanticCache:
         for the few milliseconds it takes."""
         with self._write_lock:
             (names, counts, codes, ids, lru, expires, free), handles, vectors, norms = self._index.snapshot()
-            payloads = self._payloads
-            rows = [payloads[i] for i in ids.tolist()]
+            responses, metadata = self._payloads.rows(ids.tolist())
             clock_at = self._clock()
             counters = self._index.counters()
         return CacheSnapshot(
@@ -515,8 +503,8 @@ class BinarySemanticCache:
             free=free,
             vectors=vectors,
             norms=norms,
-            responses=[r.response for r in rows],
-            metadata=[r.metadata for r in rows],
+            responses=responses,
+            metadata=metadata,
             counters=counters,
             clock_at=clock_at,
         )
@@ -563,7 +551,7 @@ class BinarySemanticCache:
             raise ValueError(f"a snapshot of {len(s.ids)} entries needs one response and metadata item each")
         index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
         cache._index = index
-        cache._payloads.update(zip(s.ids.tolist(), map(_Payload, s.responses, s.metadata), strict=True))
+        cache._payloads.publish(s.ids.tolist(), list(s.responses), list(s.metadata))
         cache._reader = cache._new_reader()
         index.set_counters(s.counters)
         return cache

@@ -28,6 +28,8 @@ mod py_errors;
 #[cfg(feature = "python")]
 mod py_index;
 #[cfg(feature = "python")]
+mod py_payloads;
+#[cfg(feature = "python")]
 mod py_reader;
 #[cfg(feature = "python")]
 mod py_scan;
@@ -45,6 +47,8 @@ mod _native {
     use crate::py_errors::CacheFormatError;
     #[pymodule_export]
     use crate::py_index::HammingIndex;
+    #[pymodule_export]
+    use crate::py_payloads::Payloads;
     #[pymodule_export]
     use crate::py_reader::{CacheReader, GeneralPath};
     #[pymodule_export]

@@ -11,13 +11,14 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyString, PyType};
 
 use crate::error::Result;
 use crate::index::{Candidate, EntryId, Lookup};
 use crate::py_arrays::Floats;
 use crate::py_encoder::BinaryEncoder;
 use crate::py_index::{embedding_shape, HammingIndex};
+use crate::py_payloads::Payloads;
 use crate::rows::{self, Shape};
 
 pyo3::create_exception!(
@@ -111,9 +112,9 @@ impl HitType {
 pub struct CacheReader {
     index: Py<HammingIndex>,
     encoder: Py<BinaryEncoder>,
-    /// `{id: (response, metadata)}`, the cache's own dict: an id the index returns that is missing here
-    /// is being added or was just removed, and is skipped.
-    payloads: Py<PyDict>,
+    /// The cache's payloads: an id the index returns that has none there is being added or was just
+    /// removed, and is skipped.
+    payloads: Py<Payloads>,
     hit: HitType,
     /// Candidates a lookup scans for (at least its `k`).
     shortlist: usize,
@@ -159,6 +160,7 @@ impl CacheReader {
         }
         let x = embedding.as_f32();
         let index = self.index.get();
+        let payloads = self.payloads.get();
         let (found, expired) = py.detach(|| -> Result<_> {
             let (code, unit) = rows::encode_query(encoder, &x, self.rerank)?;
             let answer = index.read().lookup(&Lookup {
@@ -170,10 +172,14 @@ impl CacheReader {
                 now,
                 min_similarity: self.min_similarity,
             })?;
-            // Touched here, before its payload is looked at, to save a second release of the GIL: the
-            // best candidate nearly always is the first hit (else that one is touched below).
-            if let (Use::Get, Some(best)) = (used, answer.0.first()) {
-                index.touch_later(best.id);
+            if let Some(best) = answer.0.first() {
+                // Its payload's memory is on its way while the GIL is taken back.
+                payloads.prefetch(best.id);
+                // Touched here, before its payload is looked at, to save a second release of the GIL:
+                // the best candidate nearly always is the first hit (else that one is touched below).
+                if used == Use::Get {
+                    index.touch_later(best.id);
+                }
             }
             Ok(answer)
         })?;
@@ -195,24 +201,23 @@ impl CacheReader {
         namespace: &Bound<'py, PyString>,
         k: usize,
     ) -> PyResult<Vec<(Bound<'py, PyAny>, EntryId)>> {
-        let payloads = self.payloads.bind(py);
+        let payloads = self.payloads.get();
         let mut hits = Vec::with_capacity(k.min(found.len()));
         for candidate in found {
             if hits.len() == k {
                 break;
             }
-            let Some(payload) = payloads.get_item(candidate.id)? else {
+            let Some((response, metadata)) = payloads.get(py, candidate.id) else {
                 continue;
             };
-            let payload = payload.cast_into::<PyTuple>()?;
             let hit = self.hit.build(
                 py,
                 [
-                    payload.get_item(0)?,
+                    response,
                     candidate.similarity.into_pyobject(py)?.into_any(),
                     candidate.distance.into_pyobject(py)?.into_any(),
                     candidate.id.into_pyobject(py)?.into_any(),
-                    payload.get_item(1)?,
+                    metadata,
                     namespace.clone().into_any(),
                 ],
             )?;
@@ -230,7 +235,7 @@ impl CacheReader {
     fn new(
         index: Py<HammingIndex>,
         encoder: Py<BinaryEncoder>,
-        payloads: Py<PyDict>,
+        payloads: Py<Payloads>,
         hit_type: &Bound<'_, PyType>,
         shortlist: usize,
         max_distance: u32,

@@ -1,0 +1,246 @@
+//! `bsc._native.Payloads`: each entry's response and metadata, by the slot (handle) of its id.
+//!
+//! What a hit reads after the scan is its payload, and at 100k entries and up that memory is cold: in a
+//! dict keyed by id it is a chain of dependent reads (the hash slot, the entry, the key to compare, the
+//! value tuple, then the response), each waiting for the last. Here the slot is found from the id by
+//! arithmetic, and it holds the response and metadata pointers themselves, so a lookup can prefetch all
+//! three while it still holds no GIL (`prefetch`), and the reads after it wait for one round trip.
+//!
+//! Every change and every reference taken happens with the GIL held (the cache's writers, under its
+//! write lock), so the GIL orders them; the one access without the GIL is `prefetch`, which only hints
+//! addresses to the CPU and dereferences nothing. Slots are kept in chunks that are allocated when first
+//! needed and never move or go away before the store does, so the address `prefetch` computes is always
+//! memory the store owns.
+
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::Relaxed};
+
+use pyo3::exceptions::{PyKeyError, PyMemoryError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::index::{EntryId, MAX_ENTRIES};
+
+/// Slots per chunk: 65,536 (1.5 MiB), so 256 chunks cover the 24-bit handles.
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+const CHUNKS: usize = (MAX_ENTRIES >> CHUNK_BITS) + 1;
+/// No entry: ids are below 2^64 − 1 (40-bit generation, 24-bit handle, `index::make_id`).
+const VACANT: u64 = u64::MAX;
+
+/// One entry's payload: owned references (null metadata is None), valid while `id` names the entry.
+struct Slot {
+    id: AtomicU64,
+    response: AtomicPtr<ffi::PyObject>,
+    metadata: AtomicPtr<ffi::PyObject>,
+}
+
+type Chunk = [Slot; CHUNK];
+/// `(response, metadata)` of one entry.
+type Payload<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+/// Responses and metadata of several entries, in order.
+type Rows<'py> = (Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>);
+
+#[pyclass(frozen, module = "bsc._native")]
+pub struct Payloads {
+    chunks: [AtomicPtr<Chunk>; CHUNKS],
+}
+
+fn handle(id: EntryId) -> usize {
+    (id & MAX_ENTRIES as u64) as usize
+}
+
+impl Payloads {
+    /// The slot of `id`'s handle, if its chunk exists.
+    fn slot(&self, id: EntryId) -> Option<&Slot> {
+        let h = handle(id);
+        let chunk = self.chunks[h >> CHUNK_BITS].load(Relaxed);
+        // SAFETY: a non-null chunk pointer came from `Box::into_raw` and lives as long as `self`.
+        (!chunk.is_null()).then(|| unsafe { &(*chunk)[h & (CHUNK - 1)] })
+    }
+
+    /// The slot of `id`'s handle, allocating its chunk (GIL held: no other thread allocates it too).
+    fn slot_or_new(&self, id: EntryId) -> PyResult<&Slot> {
+        let at = &self.chunks[handle(id) >> CHUNK_BITS];
+        if at.load(Relaxed).is_null() {
+            let mut chunk: Vec<Slot> = Vec::new();
+            chunk.try_reserve_exact(CHUNK).map_err(|_| {
+                PyMemoryError::new_err("cannot allocate 1.5 MiB for the payloads of 65,536 entries")
+            })?;
+            chunk.extend((0..CHUNK).map(|_| Slot {
+                id: AtomicU64::new(VACANT),
+                response: AtomicPtr::new(ptr::null_mut()),
+                metadata: AtomicPtr::new(ptr::null_mut()),
+            }));
+            let Ok(chunk) = Box::<Chunk>::try_from(chunk.into_boxed_slice()) else {
+                unreachable!("the chunk was filled with CHUNK slots");
+            };
+            at.store(Box::into_raw(chunk), Relaxed);
+        }
+        Ok(self.slot(id).expect("the chunk was just allocated"))
+    }
+
+    /// Hints the CPU to bring in `id`'s slot, response and metadata: for a lookup, between its scan and
+    /// the GIL. Reads only atomics; a stale or vacant slot just wastes the hint.
+    pub(crate) fn prefetch(&self, id: EntryId) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(slot) = self.slot(id) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let hint = |p: *const i8| {
+                // SAFETY: a prefetch never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
+            };
+            hint((slot as *const Slot).cast());
+            hint(slot.response.load(Relaxed).cast_const().cast());
+            hint(slot.metadata.load(Relaxed).cast_const().cast());
+        }
+    }
+
+    /// `(response, metadata)` of the live entry `id`, or None when its slot holds another id or none
+    /// (the entry is being added or was just removed).
+    pub(crate) fn get<'py>(&self, py: Python<'py>, id: EntryId) -> Option<Payload<'py>> {
+        let slot = self.slot(id).filter(|s| s.id.load(Relaxed) == id)?;
+        // SAFETY: with the GIL held the slot's references are alive (they change only under the GIL);
+        // `from_borrowed_ptr` takes a new reference of its own.
+        let take = |p: *mut ffi::PyObject| unsafe {
+            if p.is_null() {
+                py.None().into_bound(py)
+            } else {
+                Bound::from_borrowed_ptr(py, p)
+            }
+        };
+        Some((
+            take(slot.response.load(Relaxed)),
+            take(slot.metadata.load(Relaxed)),
+        ))
+    }
+
+    /// Empties a slot that holds `id`; true if it did.
+    fn vacate(&self, _py: Python<'_>, id: EntryId) -> bool {
+        let Some(slot) = self.slot(id).filter(|s| s.id.load(Relaxed) == id) else {
+            return false;
+        };
+        slot.id.store(VACANT, Relaxed);
+        for p in [&slot.response, &slot.metadata] {
+            let old = p.swap(ptr::null_mut(), Relaxed);
+            // SAFETY: the slot owned this reference (GIL held).
+            unsafe { ffi::Py_XDECREF(old) };
+        }
+        true
+    }
+}
+
+#[pymethods]
+impl Payloads {
+    #[new]
+    fn new() -> Self {
+        Self {
+            chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// Records the payloads of entries just added: `responses[i]` and `metadata[i]` (None for none)
+    /// under `ids[i]`, replacing whatever the slot held.
+    fn publish(
+        &self,
+        ids: Vec<EntryId>,
+        responses: &Bound<'_, PyList>,
+        metadata: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        if responses.len() != ids.len() || metadata.len() != ids.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} ids, {} responses and {} metadata items",
+                ids.len(),
+                responses.len(),
+                metadata.len()
+            )));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            if id == VACANT {
+                return Err(PyValueError::new_err(format!("{id} is not an entry id")));
+            }
+            let slot = self.slot_or_new(id)?;
+            let meta = metadata.get_item(i)?;
+            let meta = if meta.is_none() {
+                ptr::null_mut()
+            } else {
+                meta.into_ptr()
+            };
+            let old = [
+                slot.response
+                    .swap(responses.get_item(i)?.into_ptr(), Relaxed),
+                slot.metadata.swap(meta, Relaxed),
+            ];
+            slot.id.store(id, Relaxed);
+            for p in old {
+                // SAFETY: the slot owned these references (GIL held).
+                unsafe { ffi::Py_XDECREF(p) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the payloads of removed entries (ids whose slot holds something else are skipped).
+    fn forget(&self, py: Python<'_>, ids: Vec<EntryId>) {
+        for id in ids {
+            self.vacate(py, id);
+        }
+    }
+
+    /// Forgets every payload.
+    fn clear(&self, py: Python<'_>) {
+        for chunk in &self.chunks {
+            let chunk = chunk.load(Relaxed);
+            if chunk.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null chunk pointer lives as long as `self`.
+            for slot in unsafe { &*chunk }.iter() {
+                let id = slot.id.load(Relaxed);
+                if id != VACANT {
+                    self.vacate(py, id);
+                }
+            }
+        }
+    }
+
+    /// `(response, metadata)` of `id`, or None.
+    #[pyo3(name = "get")]
+    fn py_get<'py>(&self, py: Python<'py>, id: EntryId) -> Option<Payload<'py>> {
+        self.get(py, id)
+    }
+
+    /// The responses and metadata of `ids`, in order (a snapshot's rows). Raises `KeyError` for an id
+    /// without a payload.
+    fn rows<'py>(&self, py: Python<'py>, ids: Vec<EntryId>) -> PyResult<Rows<'py>> {
+        let (mut responses, mut metadata) =
+            (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+        for id in ids {
+            let (r, m) = self.get(py, id).ok_or_else(|| PyKeyError::new_err(id))?;
+            responses.push(r);
+            metadata.push(m);
+        }
+        Ok((responses, metadata))
+    }
+}
+
+impl Drop for Payloads {
+    fn drop(&mut self) {
+        // A pyclass is dropped in its `tp_dealloc`, with the GIL held.
+        for chunk in &self.chunks {
+            let chunk = chunk.swap(ptr::null_mut(), Relaxed);
+            if chunk.is_null() {
+                continue;
+            }
+            // SAFETY: the pointer came from `Box::into_raw` and is taken out of the store here, once.
+            let chunk = unsafe { Box::from_raw(chunk) };
+            for slot in chunk.iter() {
+                for p in [&slot.response, &slot.metadata] {
+                    // SAFETY: the slot owned this reference; the GIL is held (see above).
+                    unsafe { ffi::Py_XDECREF(p.load(Relaxed)) };
+                }
+            }
+        }
+    }
+}
