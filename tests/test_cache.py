@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
+import sys
 import threading
 
 import bsc
@@ -741,3 +743,27 @@ def test_a_snapshot_round_trips_into_an_equal_cache() -> None:
     # The next id and the next eviction are the same too.
     x = unit(rng)
     assert cache.put(x, "next") == copy.put(x, "next")
+
+
+def test_a_cache_holds_one_reference_to_each_payload_and_lets_go_of_it() -> None:
+    # The payloads live in the extension (kept by slot); every path that replaces or drops one must
+    # release exactly the reference it took: delete, eviction, clear, a snapshot's copy, the cache itself.
+    rng = np.random.default_rng(23)
+    response, meta = "a response " * 10, {"k": "v"}
+    base = sys.getrefcount(response)
+    cache = BinarySemanticCache(DIM, max_entries=2)
+    first = cache.put(unit(rng), response)
+    assert sys.getrefcount(response) == base + 1
+    assert cache.delete(first) and sys.getrefcount(response) == base
+    cache.put(unit(rng), response, metadata=meta)
+    cache.put(unit(rng), "other")
+    cache.put(unit(rng), "evicts the first")
+    assert sys.getrefcount(response) == base
+    cache.put(unit(rng), response)
+    copy = BinarySemanticCache.from_snapshot(cache.to_snapshot())
+    assert sys.getrefcount(response) == base + 2
+    cache.clear()
+    assert sys.getrefcount(response) == base + 1
+    del copy
+    gc.collect()
+    assert sys.getrefcount(response) == base
