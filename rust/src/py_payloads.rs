@@ -22,8 +22,10 @@ use pyo3::types::PyList;
 
 use crate::index::{EntryId, MAX_ENTRIES};
 
-/// Slots per chunk: 65,536 (1.5 MiB), so 256 chunks cover the 24-bit handles.
-const CHUNK_BITS: u32 = 16;
+/// Slots per chunk: 4,096 (96 KiB: from the allocator's heap, below the size it maps memory for, so
+/// that the chunks do not move where the index's large code arrays get mapped), and 4,096 chunks cover
+/// the 24-bit handles.
+const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
 const CHUNKS: usize = (MAX_ENTRIES >> CHUNK_BITS) + 1;
 /// No entry: ids are below 2^64 − 1 (40-bit generation, 24-bit handle, `index::make_id`).
@@ -44,7 +46,7 @@ type Rows<'py> = (Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>);
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct Payloads {
-    chunks: [AtomicPtr<Chunk>; CHUNKS],
+    chunks: Box<[AtomicPtr<Chunk>]>,
 }
 
 fn handle(id: EntryId) -> usize {
@@ -66,7 +68,7 @@ impl Payloads {
         if at.load(Relaxed).is_null() {
             let mut chunk: Vec<Slot> = Vec::new();
             chunk.try_reserve_exact(CHUNK).map_err(|_| {
-                PyMemoryError::new_err("cannot allocate 1.5 MiB for the payloads of 65,536 entries")
+                PyMemoryError::new_err("cannot allocate 96 KiB for the payloads of 4,096 entries")
             })?;
             chunk.extend((0..CHUNK).map(|_| Slot {
                 id: AtomicU64::new(VACANT),
@@ -136,7 +138,7 @@ impl Payloads {
     #[new]
     fn new() -> Self {
         Self {
-            chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            chunks: (0..CHUNKS).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
         }
     }
 
