@@ -16,7 +16,8 @@ Rows:
    (rerank=0) and two-stage (rerank=10), against a minimal faiss + list cache and a NumPy cache that both
    encode with bsc and decide by the same Hamming radius;
 5. bytes per entry: `stats()`, the original's `memory_usage()`, faiss, float32 embeddings, and the resident
-   memory a bare index really takes (child process, largest N).
+   memory a bare index and a whole codes-only cache with its payloads really take (child process,
+   largest N).
 
 Everything in the main process runs on one thread: `RAYON_NUM_THREADS=1` and `OPENBLAS_NUM_THREADS=1` are
 set before bsc and NumPy load, and `faiss.omp_set_num_threads(1)`. Peers are interleaved round by round
@@ -318,6 +319,19 @@ def child_memory(n: int, with_original: bool) -> dict[str, Any]:
     out["bsc_index_rss_per_entry"] = (rss_bytes() - before) / n
     out["bsc_index_bytes_in_use_per_entry"] = index.bytes_in_use() / n
     del index
+    # A whole codes-only cache: the index and what it keeps of each entry's payload. The responses are
+    # made first (a caller holds its own), so the delta is the cache's share.
+    responses = [f"response {i}" for i in range(n)]
+    base = unit_rows(np.random.default_rng(6), min(n, CHUNK))
+    flips = np.array([-1.0, 1.0], dtype=np.float32)
+    signs = np.random.default_rng(7).choice(flips, size=(n // CHUNK + 1, DIM))
+    before = rss_bytes()
+    cache = bsc.BinarySemanticCache(DIM, max_entries=n, rerank=0)
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        cache.put_many(base[: stop - start] * signs[start // CHUNK], responses[start:stop])
+    out["bsc_cache_rss_per_entry"] = (rss_bytes() - before) / n
+    del cache
     if with_original:
         orig, _ = load_original(True)
         if orig is not None:
@@ -820,6 +834,15 @@ def main() -> None:
             "peer": "bsc HammingIndex alone",
             "source": "RSS delta, child process, after malloc_trim",
             "bytes_per_entry": rss["bsc_index_rss_per_entry"],
+        }
+    )
+    memory.append(
+        {
+            "section": "memory",
+            "n": rss["n"],
+            "peer": "bsc cache, codes only, with its payloads",
+            "source": "RSS delta, child process, after malloc_trim",
+            "bytes_per_entry": rss["bsc_cache_rss_per_entry"],
         }
     )
     if "original_rss_per_entry" in rss:
