@@ -8,6 +8,7 @@
 
 use std::os::raw::c_int;
 
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -108,6 +109,27 @@ impl HitType {
     }
 }
 
+/// A C-contiguous float32 or float64 array of shape `(dim,)`, copied out as float32 (while the GIL is
+/// held, so no Python code writes to it meanwhile); None for anything else. Copying 1.5 KB costs less
+/// than registering a borrow of the array with NumPy's borrow checker, whose table is cold memory
+/// after a large scan.
+fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize) -> Option<Vec<f32>> {
+    if let Ok(a) = embedding.cast::<PyArray1<f32>>() {
+        if a.len() == dim && a.is_c_contiguous() {
+            // SAFETY: the GIL is held and nothing in this crate holds a mutable borrow of a caller's
+            // array; the values are copied before it is released.
+            return unsafe { a.as_slice() }.ok().map(<[f32]>::to_vec);
+        }
+    } else if let Ok(a) = embedding.cast::<PyArray1<f64>>() {
+        if a.len() == dim && a.is_c_contiguous() {
+            // SAFETY: as above.
+            let values = unsafe { a.as_slice() }.ok()?;
+            return Some(values.iter().map(|&v| v as f32).collect());
+        }
+    }
+    None
+}
+
 #[pyclass(frozen, module = "bsc._native")]
 pub struct CacheReader {
     index: Py<HammingIndex>,
@@ -141,7 +163,7 @@ impl CacheReader {
     fn run<'py>(
         &self,
         py: Python<'py>,
-        embedding: &Floats<'py>,
+        x: &[f32],
         namespace: &Bound<'py, PyString>,
         k: usize,
         used: Use,
@@ -152,17 +174,10 @@ impl CacheReader {
             None => 0.0,
         };
         let encoder = self.encoder.get().encoder();
-        if embedding_shape(embedding.shape(), encoder.dim())? != Shape::One {
-            return Err(PyValueError::new_err(format!(
-                "expected one embedding of shape ({},)",
-                encoder.dim()
-            )));
-        }
-        let x = embedding.as_f32();
         let index = self.index.get();
         let payloads = self.payloads.get();
         let (found, expired) = py.detach(|| -> Result<_> {
-            let (code, unit) = rows::encode_query(encoder, &x, self.rerank)?;
+            let (code, unit) = rows::encode_query(encoder, x, self.rerank)?;
             let answer = index.read().lookup(&Lookup {
                 namespace: name,
                 code: &code,
@@ -269,16 +284,17 @@ impl CacheReader {
         namespace: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let general = |expired: Vec<EntryId>| Err(GeneralPath::new_err(expired));
-        let (Ok(floats), Ok(namespace)) = (
-            Floats::extract(embedding),
+        let dim = self.encoder.get().encoder().dim();
+        let (Some(x), Ok(namespace)) = (
+            one_vector(embedding, dim),
             namespace.cast_exact::<PyString>(),
         ) else {
             return general(Vec::new());
         };
-        if floats.shape() != [self.encoder.get().encoder().dim()] || namespace.to_str().is_err() {
+        if namespace.to_str().is_err() {
             return general(Vec::new());
         }
-        let (mut hits, expired) = self.run(py, &floats, namespace, 1, Use::Get)?;
+        let (mut hits, expired) = self.run(py, &x, namespace, 1, Use::Get)?;
         if !expired.is_empty() {
             return general(expired);
         }
@@ -303,7 +319,14 @@ impl CacheReader {
         } else {
             Use::Search
         };
-        let (hits, expired) = self.run(py, &Floats::extract(embedding)?, namespace, k, used)?;
+        let floats = Floats::extract(embedding)?;
+        let dim = self.encoder.get().encoder().dim();
+        if embedding_shape(floats.shape(), dim)? != Shape::One {
+            return Err(PyValueError::new_err(format!(
+                "expected one embedding of shape ({dim},)"
+            )));
+        }
+        let (hits, expired) = self.run(py, &floats.as_f32(), namespace, k, used)?;
         if touch_and_count && (!hits.is_empty() || expired.is_empty()) {
             self.index.get().counters.record_lookup(!hits.is_empty());
         }
