@@ -627,14 +627,21 @@ def test_get_takes_any_float_sequence_and_names_an_odd_namespace() -> None:
     class Name(str):
         pass
 
-    for query, namespace in ((x.tolist(), "ns"), (x.astype(np.float16), "ns"), (x, Name("ns"))):
+    strided = np.stack([x, -x], axis=1)[:, 0]  # a view with a stride of two values
+    for query, namespace in (
+        (x.tolist(), "ns"),
+        (x.astype(np.float16), "ns"),
+        (strided, "ns"),
+        (x.astype(np.float64), "ns"),
+        (x, Name("ns")),
+    ):
         hit = cache.get(query, namespace=namespace)  # type: ignore[arg-type]
         assert hit is not None and hit.response == "r" and hit.namespace == "ns"
     with pytest.raises(TypeError, match="namespace"):
         cache.get(x, namespace=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lone surrogates"):
         cache.get(x, namespace="\ud800")
-    assert (cache.stats().hits, cache.stats().misses) == (3, 0)
+    assert (cache.stats().hits, cache.stats().misses) == (5, 0)
 
 
 def test_ids_from_before_clear_do_not_name_later_entries() -> None:
