@@ -319,7 +319,7 @@ class BinarySemanticCache:
         frozen: Sequence[Mapping[str, Any] | None],
     ) -> None:
         """Records the payloads of ids just inserted and forgets the evicted (caller holds the write lock)."""
-        self._payloads.publish(ids, list(responses), list(frozen))
+        self._payloads.publish(ids, responses, frozen)
         self._payloads.forget(evicted)
         if evicted:
             self._index.record_removals(len(evicted), 0)
@@ -551,7 +551,7 @@ class BinarySemanticCache:
             raise ValueError(f"a snapshot of {len(s.ids)} entries needs one response and metadata item each")
         index.set_eviction(cache.eviction, radius_for(cache.threshold, cache.code_bits))
         cache._index = index
-        cache._payloads.publish(s.ids.tolist(), list(s.responses), list(s.metadata))
+        cache._payloads.publish(s.ids.tolist(), s.responses, s.metadata)
         cache._reader = cache._new_reader()
         index.set_counters(s.counters)
         return cache

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use numpy::ndarray::Dimension;
 use numpy::{
-    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+    Element, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -59,4 +60,25 @@ impl<'py> Floats<'py> {
             Floats::F64(a) => Cow::Owned(row_major(a).iter().map(|&v| v as f32).collect()),
         }
     }
+}
+
+/// A C-contiguous float32 or float64 array of shape `(dim,)`, copied out as float32 (while the GIL is
+/// held, so no Python code writes to it meanwhile); None for anything else. Copying 1.5 KB costs less
+/// than registering a borrow of the array with NumPy's borrow checker, whose table is cold memory
+/// after a large scan.
+pub fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize) -> Option<Vec<f32>> {
+    if let Ok(a) = embedding.cast::<PyArray1<f32>>() {
+        if a.len() == dim && a.is_c_contiguous() {
+            // SAFETY: the GIL is held and nothing in this crate holds a mutable borrow of a caller's
+            // array; the values are copied before it is released.
+            return unsafe { a.as_slice() }.ok().map(<[f32]>::to_vec);
+        }
+    } else if let Ok(a) = embedding.cast::<PyArray1<f64>>() {
+        if a.len() == dim && a.is_c_contiguous() {
+            // SAFETY: as above.
+            let values = unsafe { a.as_slice() }.ok()?;
+            return Some(values.iter().map(|&v| v as f32).collect());
+        }
+    }
+    None
 }

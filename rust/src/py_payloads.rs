@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::Relaxed};
 use pyo3::exceptions::{PyKeyError, PyMemoryError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use crate::index::{EntryId, MAX_ENTRIES};
 
@@ -36,6 +35,26 @@ struct Slot {
     id: AtomicU64,
     response: AtomicPtr<ffi::PyObject>,
     metadata: AtomicPtr<ffi::PyObject>,
+}
+
+impl Slot {
+    /// Puts `response` and `metadata` (owned references; null metadata is None) under `id`, releasing
+    /// the references the slot held. The caller holds the GIL.
+    fn replace(&self, id: u64, response: *mut ffi::PyObject, metadata: *mut ffi::PyObject) {
+        let old = [
+            self.response.swap(response, Relaxed),
+            self.metadata.swap(metadata, Relaxed),
+        ];
+        self.id.store(id, Relaxed);
+        for p in old {
+            // SAFETY: the slot owned these references, and the GIL is held.
+            unsafe { ffi::Py_XDECREF(p) };
+        }
+    }
+
+    fn vacate(&self) {
+        self.replace(VACANT, ptr::null_mut(), ptr::null_mut());
+    }
 }
 
 type Chunk = [Slot; CHUNK];
@@ -118,18 +137,16 @@ impl Payloads {
         ))
     }
 
-    /// Empties a slot that holds `id`; true if it did.
-    fn vacate(&self, _py: Python<'_>, id: EntryId) -> bool {
-        let Some(slot) = self.slot(id).filter(|s| s.id.load(Relaxed) == id) else {
-            return false;
-        };
-        slot.id.store(VACANT, Relaxed);
-        for p in [&slot.response, &slot.metadata] {
-            let old = p.swap(ptr::null_mut(), Relaxed);
-            // SAFETY: the slot owned this reference (GIL held).
-            unsafe { ffi::Py_XDECREF(old) };
-        }
-        true
+    /// The slots of the chunks allocated so far.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flat_map(|chunk| {
+            let chunk = chunk.load(Relaxed);
+            // SAFETY: a non-null chunk pointer lives as long as `self`.
+            (!chunk.is_null())
+                .then(|| unsafe { &*chunk })
+                .into_iter()
+                .flatten()
+        })
     }
 }
 
@@ -148,9 +165,10 @@ impl Payloads {
     /// under `ids[i]`, replacing whatever the slot held.
     fn publish(
         &self,
+        _py: Python<'_>,
         ids: Vec<EntryId>,
-        responses: &Bound<'_, PyList>,
-        metadata: &Bound<'_, PyList>,
+        responses: Vec<Bound<'_, PyAny>>,
+        metadata: Vec<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         if responses.len() != ids.len() || metadata.len() != ids.len() {
             return Err(PyValueError::new_err(format!(
@@ -160,53 +178,34 @@ impl Payloads {
                 metadata.len()
             )));
         }
-        for (i, &id) in ids.iter().enumerate() {
-            if id == VACANT {
-                return Err(PyValueError::new_err(format!("{id} is not an entry id")));
-            }
-            let slot = self.slot_or_new(id)?;
-            let meta = metadata.get_item(i)?;
+        if let Some(id) = ids.iter().find(|&&id| id == VACANT) {
+            return Err(PyValueError::new_err(format!("{id} is not an entry id")));
+        }
+        for ((id, response), meta) in ids.into_iter().zip(responses).zip(metadata) {
             let meta = if meta.is_none() {
                 ptr::null_mut()
             } else {
                 meta.into_ptr()
             };
-            let old = [
-                slot.response
-                    .swap(responses.get_item(i)?.into_ptr(), Relaxed),
-                slot.metadata.swap(meta, Relaxed),
-            ];
-            slot.id.store(id, Relaxed);
-            for p in old {
-                // SAFETY: the slot owned these references (GIL held).
-                unsafe { ffi::Py_XDECREF(p) };
-            }
+            self.slot_or_new(id)?.replace(id, response.into_ptr(), meta);
         }
         Ok(())
     }
 
     /// Forgets the payloads of removed entries (ids whose slot holds something else are skipped).
-    fn forget(&self, py: Python<'_>, ids: Vec<EntryId>) {
+    fn forget(&self, _py: Python<'_>, ids: Vec<EntryId>) {
         for id in ids {
-            self.vacate(py, id);
+            if let Some(slot) = self.slot(id).filter(|s| s.id.load(Relaxed) == id) {
+                slot.vacate();
+            }
         }
     }
 
     /// Forgets every payload.
-    fn clear(&self, py: Python<'_>) {
-        for chunk in &self.chunks {
-            let chunk = chunk.load(Relaxed);
-            if chunk.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null chunk pointer lives as long as `self`.
-            for slot in unsafe { &*chunk }.iter() {
-                let id = slot.id.load(Relaxed);
-                if id != VACANT {
-                    self.vacate(py, id);
-                }
-            }
-        }
+    fn clear(&self, _py: Python<'_>) {
+        self.slots()
+            .filter(|s| s.id.load(Relaxed) != VACANT)
+            .for_each(Slot::vacate);
     }
 
     /// `(response, metadata)` of `id`, or None.
@@ -232,18 +231,12 @@ impl Payloads {
 impl Drop for Payloads {
     fn drop(&mut self) {
         // A pyclass is dropped in its `tp_dealloc`, with the GIL held.
-        for chunk in &self.chunks {
+        self.slots().for_each(Slot::vacate);
+        for chunk in self.chunks.iter() {
             let chunk = chunk.swap(ptr::null_mut(), Relaxed);
-            if chunk.is_null() {
-                continue;
-            }
-            // SAFETY: the pointer came from `Box::into_raw` and is taken out of the store here, once.
-            let chunk = unsafe { Box::from_raw(chunk) };
-            for slot in chunk.iter() {
-                for p in [&slot.response, &slot.metadata] {
-                    // SAFETY: the slot owned this reference; the GIL is held (see above).
-                    unsafe { ffi::Py_XDECREF(p.load(Relaxed)) };
-                }
+            if !chunk.is_null() {
+                // SAFETY: the pointer came from `Box::into_raw` and is taken out of the store here, once.
+                drop(unsafe { Box::from_raw(chunk) });
             }
         }
     }

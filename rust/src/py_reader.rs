@@ -8,7 +8,6 @@
 
 use std::os::raw::c_int;
 
-use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -16,7 +15,7 @@ use pyo3::types::{PyString, PyType};
 
 use crate::error::Result;
 use crate::index::{Candidate, EntryId, Lookup};
-use crate::py_arrays::Floats;
+use crate::py_arrays::{one_vector, Floats};
 use crate::py_encoder::BinaryEncoder;
 use crate::py_index::{embedding_shape, HammingIndex};
 use crate::py_payloads::Payloads;
@@ -107,27 +106,6 @@ impl HitType {
         }
         Ok(hit)
     }
-}
-
-/// A C-contiguous float32 or float64 array of shape `(dim,)`, copied out as float32 (while the GIL is
-/// held, so no Python code writes to it meanwhile); None for anything else. Copying 1.5 KB costs less
-/// than registering a borrow of the array with NumPy's borrow checker, whose table is cold memory
-/// after a large scan.
-fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize) -> Option<Vec<f32>> {
-    if let Ok(a) = embedding.cast::<PyArray1<f32>>() {
-        if a.len() == dim && a.is_c_contiguous() {
-            // SAFETY: the GIL is held and nothing in this crate holds a mutable borrow of a caller's
-            // array; the values are copied before it is released.
-            return unsafe { a.as_slice() }.ok().map(<[f32]>::to_vec);
-        }
-    } else if let Ok(a) = embedding.cast::<PyArray1<f64>>() {
-        if a.len() == dim && a.is_c_contiguous() {
-            // SAFETY: as above.
-            let values = unsafe { a.as_slice() }.ok()?;
-            return Some(values.iter().map(|&v| v as f32).collect());
-        }
-    }
-    None
 }
 
 #[pyclass(frozen, module = "bsc._native")]
