@@ -62,23 +62,31 @@ impl<'py> Floats<'py> {
     }
 }
 
-/// A C-contiguous float32 or float64 array of shape `(dim,)`, copied out as float32 (while the GIL is
-/// held, so no Python code writes to it meanwhile); None for anything else. Copying 1.5 KB costs less
-/// than registering a borrow of the array with NumPy's borrow checker, whose table is cold memory
-/// after a large scan.
-pub fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize) -> Option<Vec<f32>> {
+/// Copies a C-contiguous float32 or float64 array of shape `(dim,)` into `out` as float32 (while the
+/// GIL is held, so no Python code writes to it meanwhile) and returns true; false, with `out` left
+/// alone, for anything else. Copying 1.5 KB costs less than registering a borrow of the array with
+/// NumPy's borrow checker, whose table is cold memory after a large scan; `out` is the caller's so that
+/// a buffer kept between lookups spares the allocation too.
+pub fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize, out: &mut Vec<f32>) -> bool {
     if let Ok(a) = embedding.cast::<PyArray1<f32>>() {
         if a.len() == dim && a.is_c_contiguous() {
             // SAFETY: the GIL is held and nothing in this crate holds a mutable borrow of a caller's
             // array; the values are copied before it is released.
-            return unsafe { a.as_slice() }.ok().map(<[f32]>::to_vec);
+            if let Ok(values) = unsafe { a.as_slice() } {
+                out.clear();
+                out.extend_from_slice(values);
+                return true;
+            }
         }
     } else if let Ok(a) = embedding.cast::<PyArray1<f64>>() {
         if a.len() == dim && a.is_c_contiguous() {
             // SAFETY: as above.
-            let values = unsafe { a.as_slice() }.ok()?;
-            return Some(values.iter().map(|&v| v as f32).collect());
+            if let Ok(values) = unsafe { a.as_slice() } {
+                out.clear();
+                out.extend(values.iter().map(|&v| v as f32));
+                return true;
+            }
         }
     }
-    None
+    false
 }

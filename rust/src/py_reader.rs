@@ -6,6 +6,7 @@
 //! nanoseconds each, and they add up to microseconds beside a 30 µs scan. So `get` is one call here
 //! with two arguments, and the hit is built without looking up its fields by name.
 
+use std::cell::Cell;
 use std::os::raw::c_int;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -27,6 +28,14 @@ pyo3::create_exception!(
     pyo3::exceptions::PyException,
     "Raised by `CacheReader.get` when the caller's general path must take over; its one argument is\nthe list of expired ids to purge first (empty for an input to check there)."
 );
+
+thread_local! {
+    /// The query `get` copies out of the caller's array, kept per thread between lookups: a 1.5 KB
+    /// allocation is too large for glibc's per-thread cache, and each one also made it consolidate
+    /// its freed chunks. A lookup nested in another on this thread (from the clock) finds it taken and
+    /// uses a new one.
+    static QUERY: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 /// The fields of `bsc.Hit`, in declaration order.
 const HIT_FIELDS: [&str; 6] = [
@@ -263,16 +272,20 @@ impl CacheReader {
     ) -> PyResult<Bound<'py, PyAny>> {
         let general = |expired: Vec<EntryId>| Err(GeneralPath::new_err(expired));
         let dim = self.encoder.get().encoder().dim();
-        let (Some(x), Ok(namespace)) = (
-            one_vector(embedding, dim),
-            namespace.cast_exact::<PyString>(),
-        ) else {
+        let Ok(namespace) = namespace.cast_exact::<PyString>() else {
             return general(Vec::new());
         };
         if namespace.to_str().is_err() {
             return general(Vec::new());
         }
-        let (mut hits, expired) = self.run(py, &x, namespace, 1, Use::Get)?;
+        let mut x = QUERY.take();
+        let found =
+            one_vector(embedding, dim, &mut x).then(|| self.run(py, &x, namespace, 1, Use::Get));
+        QUERY.set(x);
+        let Some(found) = found else {
+            return general(Vec::new());
+        };
+        let (mut hits, expired) = found?;
         if !expired.is_empty() {
             return general(expired);
         }
