@@ -164,11 +164,11 @@ impl CacheReader {
         let index = self.index.get();
         let payloads = self.payloads.get();
         let (found, expired) = py.detach(|| -> Result<_> {
-            let (code, unit) = rows::encode_query(encoder, x, self.rerank)?;
+            let query = rows::encode_query(encoder, x, self.rerank)?;
             let answer = index.read().lookup(&Lookup {
                 namespace: name,
-                code: &code,
-                unit: self.rerank.then_some(unit.as_slice()),
+                code: query.code(),
+                unit: self.rerank.then_some(query.unit.as_slice()),
                 k: k.max(self.shortlist),
                 max_distance: self.max_distance,
                 now,

@@ -3,7 +3,7 @@
 //! `bsc.oracle` computes (`unit_rows`, `quantize`), bit for bit, so a cache filled here ranks exactly
 //! as one filled in NumPy would.
 
-use crate::encoder::{all_finite, Encoder};
+use crate::encoder::{all_finite, Encoder, MAX_WORDS};
 use crate::error::{BscError, Result};
 
 /// Which array an error message names ("embedding" for one, "embeddings" for a batch).
@@ -232,17 +232,36 @@ pub fn encode(encoder: &Encoder, xs: &[f32], shape: Shape, with_rows: bool) -> R
     Ok(out)
 }
 
+/// One query's code, held inline (a lookup allocates nothing for it: `calloc` bypasses glibc's
+/// per-thread cache and takes the arena's lock), and for a rerank its unit vector.
+pub struct QueryCode {
+    words: usize,
+    code: [u64; MAX_WORDS],
+    pub unit: Vec<f32>,
+}
+
+impl QueryCode {
+    pub fn code(&self) -> &[u64] {
+        &self.code[..self.words]
+    }
+}
+
 /// Checks and encodes one query embedding; with `with_unit`, also its unit vector (for a rerank).
-pub fn encode_query(encoder: &Encoder, x: &[f32], with_unit: bool) -> Result<(Vec<u64>, Vec<f32>)> {
+pub fn encode_query(encoder: &Encoder, x: &[f32], with_unit: bool) -> Result<QueryCode> {
     check_rows(x, encoder.dim(), Shape::One)?;
-    let mut code = vec![0u64; encoder.words()];
-    encoder.encode_into(x, &mut code)?;
+    let words = encoder.words();
+    let mut code = [0u64; MAX_WORDS];
+    encoder.encode_into(x, &mut code[..words])?;
     let mut u = Vec::new();
     if with_unit {
         u.resize(x.len(), 0.0);
         unit(x, &mut u);
     }
-    Ok((code, u))
+    Ok(QueryCode {
+        words,
+        code,
+        unit: u,
+    })
 }
 
 #[cfg(test)]
