@@ -644,6 +644,46 @@ def test_get_takes_any_float_sequence_and_names_an_odd_namespace() -> None:
     assert (cache.stats().hits, cache.stats().misses) == (5, 0)
 
 
+def test_put_takes_any_float_sequence_and_checks_namespace_and_response_like_its_general_path() -> None:
+    # `put` stores a float32/float64 array with a str namespace, a str/bytes response and no metadata in
+    # one Rust call; anything else takes the general path, which converts or refuses it as before.
+    rng = np.random.default_rng(24)
+    cache = BinarySemanticCache(DIM, max_entries=8)
+
+    class Name(str):
+        pass
+
+    class Text(str):
+        pass
+
+    x = unit(rng)
+    strided = np.stack([x, -x], axis=1)[:, 0]
+    ids = []
+    for embedding, response, namespace in (
+        (x.tolist(), "list", "ns"),
+        (x.astype(np.float16), "half", "ns"),
+        (strided, "strided", "ns"),
+        (x.astype(np.float64), b"bytes", "ns"),
+        (x, Text("a str subclass"), Name("ns")),
+    ):
+        ids.append(cache.put(embedding, response, namespace=namespace))  # type: ignore[arg-type]
+        entry, hit = cache.entry(ids[-1]), cache.get(x, namespace="ns")
+        assert entry is not None and entry.response == response and entry.namespace == "ns"
+        assert hit is not None and hit.similarity > 0.99
+    for bad, error, message in (
+        ({"namespace": 3}, TypeError, "namespace must be a str"),
+        ({"namespace": "\ud800"}, ValueError, "lone surrogates"),
+        ({"response": 3}, TypeError, "response 0 must be str or bytes"),
+    ):
+        with pytest.raises(error, match=message):
+            cache.put(x, **{"response": "r", **bad})  # type: ignore[arg-type]
+    assert len(cache) == 5
+    for _ in range(5):  # two past the capacity: each evicts one of the first five
+        cache.put(unit(rng), "new")
+    assert len(cache) == 8 and cache.stats().evictions == 2
+    assert sum(cache.entry(i) is None for i in ids) == 2
+
+
 def test_ids_from_before_clear_do_not_name_later_entries() -> None:
     rng = np.random.default_rng(21)
     cache = BinarySemanticCache(DIM)

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension (checked against the compiled module by mypy.stubtest in the tests)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, final
 
 import numpy as np
@@ -11,6 +11,7 @@ __all__ = [
     "BinaryEncoder",
     "CacheFormatError",
     "CacheReader",
+    "CacheWriter",
     "GeneralPath",
     "HammingIndex",
     "Payloads",
@@ -213,3 +214,15 @@ class CacheReader(Generic[_HitT]):
     def lookup(
         self, embedding: Any, namespace: str, k: int, touch_and_count: bool
     ) -> tuple[list[_HitT], list[int]]: ...
+
+@final
+class CacheWriter:
+    def __new__(cls, index: HammingIndex, encoder: BinaryEncoder, payloads: Payloads) -> CacheWriter: ...
+    def put(
+        self,
+        embedding: Any,
+        response: Any,
+        namespace: Any,
+        metadata: Mapping[str, Any] | None,
+        expires_at: float,
+    ) -> int: ...

@@ -18,7 +18,15 @@ import numpy.typing as npt
 
 from bsc import _fork, persistence
 from bsc._input import as_embeddings, as_float, as_int
-from bsc._native import BinaryEncoder, CacheFormatError, CacheReader, GeneralPath, HammingIndex, Payloads
+from bsc._native import (
+    BinaryEncoder,
+    CacheFormatError,
+    CacheReader,
+    CacheWriter,
+    GeneralPath,
+    HammingIndex,
+    Payloads,
+)
 from bsc.frozen import MAX_METADATA_DEPTH, FrozenDict, FrozenList, freeze, metadata_depth
 from bsc.snapshot import EVICTION_POLICIES, CacheSnapshot
 from bsc.thresholds import radius_for, shortlist_radius
@@ -219,6 +227,7 @@ class BinarySemanticCache:
         # is being added or was just removed.
         self._payloads = Payloads()
         self._reader = self._new_reader()
+        self._writer = CacheWriter(self._index, self._encoder, self._payloads)
         self._write_lock = threading.Lock()
         self._last_sweep = -math.inf
         _fork.track(self, _fork.BINARY_LEVEL)
@@ -262,10 +271,22 @@ class BinarySemanticCache:
             TypeError: non-float embedding, a response that is not str/bytes, a non-str namespace.
             ValueError: wrong shape, NaN/inf, or an all-zero embedding. Nothing is stored on error.
         """
-        x = self._embedding(embedding)
+        # One Rust call (see CacheWriter) for what it takes as it is: after a model call everything here
+        # is out of the CPU's caches, and each Python step around the insert costs microseconds.
+        if metadata is None and self.ttl is None:
+            try:
+                with self._write_lock:
+                    return self._writer.put(embedding, response, namespace, None, math.inf)
+            except GeneralPath:
+                pass  # checked below, with their messages; nothing was stored
+        x = np.ascontiguousarray(self._embedding(embedding))
         _check_namespace(namespace)
         frozen = _checked_payload(0, response, metadata)
-        return self._put_rows(x, [response], namespace, [frozen])[0]
+        expires = self._expiry()
+        with self._write_lock:
+            if self.ttl is not None:
+                self._make_room_from_expired(1)
+            return self._writer.put(x, response, namespace, frozen, expires)
 
     def put_many(
         self,
@@ -553,6 +574,7 @@ class BinarySemanticCache:
         cache._index = index
         cache._payloads.publish(s.ids.tolist(), s.responses, s.metadata)
         cache._reader = cache._new_reader()
+        cache._writer = CacheWriter(index, cache._encoder, cache._payloads)
         index.set_counters(s.counters)
         return cache
 

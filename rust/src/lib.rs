@@ -33,6 +33,8 @@ mod py_payloads;
 mod py_reader;
 #[cfg(feature = "python")]
 mod py_scan;
+#[cfg(feature = "python")]
+mod py_writer;
 
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
@@ -53,4 +55,6 @@ mod _native {
     use crate::py_reader::{CacheReader, GeneralPath};
     #[pymodule_export]
     use crate::py_scan::{cpu_features, hamming_search, thread_count};
+    #[pymodule_export]
+    use crate::py_writer::CacheWriter;
 }

@@ -16,6 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::counters::{CounterValues, Counters};
+use crate::encoder::Encoder;
 use crate::error::{BscError, Result};
 use crate::eviction::Policy;
 use crate::index::{EntryId, Index, IndexPartsRef};
@@ -27,7 +28,7 @@ use crate::touches::Touches;
 /// `([(id, distance)], expired_ids)`.
 type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
 /// `(ids, evicted_ids)`.
-type Inserted = (Vec<EntryId>, Vec<EntryId>);
+pub(crate) type Inserted = (Vec<EntryId>, Vec<EntryId>);
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {
@@ -76,6 +77,34 @@ impl HammingIndex {
         if !self.touches.record(id) {
             self.write().touch(id);
         }
+    }
+
+    /// `put`: encodes `data` (one embedding or a batch, `shape` says which, for error messages) with
+    /// `encoder` and stores it in `namespace`, with the GIL released for both.
+    pub(crate) fn encode_and_insert(
+        &self,
+        py: Python<'_>,
+        encoder: &Encoder,
+        namespace: &str,
+        data: &[f32],
+        shape: Shape,
+        expires_at: f64,
+    ) -> PyResult<Inserted> {
+        let with_rows = self.read().row_dim() > 0;
+        Ok(py.detach(|| {
+            let encoded = rows::encode(encoder, data, shape, with_rows)?;
+            let mut ix = self.write();
+            if ix.words() != encoder.words() || (with_rows && ix.row_dim() != encoder.dim()) {
+                return Err(BscError::Shape(format!(
+                    "an encoder of {} bits and dim {} does not fit this index ({} words, rows of {})",
+                    encoder.code_bits(),
+                    encoder.dim(),
+                    ix.words(),
+                    ix.row_dim()
+                )));
+            }
+            ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
+        })?)
     }
 }
 
@@ -255,22 +284,7 @@ impl HammingIndex {
         let encoder = encoder.get().encoder();
         let floats = Floats::extract(embeddings)?;
         let shape = embedding_shape(floats.shape(), encoder.dim())?;
-        let data = floats.as_f32();
-        let with_rows = self.read().row_dim() > 0;
-        Ok(py.detach(|| {
-            let encoded = rows::encode(encoder, &data, shape, with_rows)?;
-            let mut ix = self.write();
-            if ix.words() != encoder.words() || (with_rows && ix.row_dim() != encoder.dim()) {
-                return Err(BscError::Shape(format!(
-                    "an encoder of {} bits and dim {} does not fit this index ({} words, rows of {})",
-                    encoder.code_bits(),
-                    encoder.dim(),
-                    ix.words(),
-                    ix.row_dim()
-                )));
-            }
-            ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
-        })?)
+        self.encode_and_insert(py, encoder, namespace, &floats.as_f32(), shape, expires_at)
     }
 
     /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as

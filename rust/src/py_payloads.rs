@@ -137,6 +137,33 @@ impl Payloads {
         ))
     }
 
+    /// Records the payload of `id` (an id the index just handed out, not `VACANT`), replacing whatever
+    /// its slot held; metadata None is kept as no metadata. The GIL is held (the `Bound`s prove it).
+    pub(crate) fn publish_one(
+        &self,
+        id: EntryId,
+        response: Bound<'_, PyAny>,
+        metadata: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let metadata = if metadata.is_none() {
+            ptr::null_mut()
+        } else {
+            metadata.into_ptr()
+        };
+        self.slot_or_new(id)?
+            .replace(id, response.into_ptr(), metadata);
+        Ok(())
+    }
+
+    /// Forgets the payloads of `ids`, skipping those whose slot holds another id. With the GIL held.
+    pub(crate) fn forget_ids(&self, ids: &[EntryId]) {
+        for &id in ids {
+            if let Some(slot) = self.slot(id).filter(|s| s.id.load(Relaxed) == id) {
+                slot.vacate();
+            }
+        }
+    }
+
     /// The slots of the chunks allocated so far.
     fn slots(&self) -> impl Iterator<Item = &Slot> {
         self.chunks.iter().flat_map(|chunk| {
@@ -182,23 +209,14 @@ impl Payloads {
             return Err(PyValueError::new_err(format!("{id} is not an entry id")));
         }
         for ((id, response), meta) in ids.into_iter().zip(responses).zip(metadata) {
-            let meta = if meta.is_none() {
-                ptr::null_mut()
-            } else {
-                meta.into_ptr()
-            };
-            self.slot_or_new(id)?.replace(id, response.into_ptr(), meta);
+            self.publish_one(id, response, meta)?;
         }
         Ok(())
     }
 
     /// Forgets the payloads of removed entries (ids whose slot holds something else are skipped).
     fn forget(&self, _py: Python<'_>, ids: Vec<EntryId>) {
-        for id in ids {
-            if let Some(slot) = self.slot(id).filter(|s| s.id.load(Relaxed) == id) {
-                slot.vacate();
-            }
-        }
+        self.forget_ids(&ids);
     }
 
     /// Forgets every payload.
