@@ -28,7 +28,7 @@ use crate::touches::Touches;
 /// `([(id, distance)], expired_ids)`.
 type SearchResult = (Vec<(EntryId, u32)>, Vec<EntryId>);
 /// `(ids, evicted_ids)`.
-pub(crate) type Inserted = (Vec<EntryId>, Vec<EntryId>);
+type Inserted = (Vec<EntryId>, Vec<EntryId>);
 
 #[pyclass(frozen, module = "bsc._native")]
 pub struct HammingIndex {

@@ -42,8 +42,8 @@ impl CacheWriter {
     ///
     /// Raises `GeneralPath`, with nothing stored, for what the caller's checks must see first: an
     /// embedding that is not a C-contiguous float32/float64 array of shape `(dim,)`, a namespace that
-    /// is not a `str` of valid Unicode, a response that is not a `str` or `bytes`. NaN, infinity and all-zero
-    /// embeddings are refused here (`ValueError`, nothing stored), as by `HammingIndex.put`.
+    /// is not a `str` of valid Unicode, a response that is not a `str` or `bytes`. NaN, infinity and
+    /// all-zero embeddings are refused here (`ValueError`, nothing stored), as by `HammingIndex.put`.
     fn put(
         &self,
         py: Python<'_>,
