@@ -772,6 +772,7 @@ def test_encode_rows_then_insert_encoded_stores_what_put_stores() -> None:
     assert sorted(ids) == sorted(staged.to_snapshot().ids.tolist())
     with pytest.raises(ValueError, match="3 rows, 2 responses"):
         staged.insert_encoded("default", rows, ["a", "b"], [None, None])
+    assert len(staged) == 3  # nothing of the refused rows was stored
 
 
 def test_a_snapshot_round_trips_into_an_equal_cache() -> None:

@@ -104,9 +104,6 @@ class HammingIndex:
     def insert_many(
         self, namespace: str, codes: npt.NDArray[np.uint64], expires_at: float
     ) -> tuple[list[int], list[int]]: ...
-    def insert_encoded(
-        self, namespace: str, codes: npt.NDArray[np.uint64], rows: npt.NDArray[np.int8], expires_at: float
-    ) -> tuple[list[int], list[int]]: ...
     def put(
         self, encoder: BinaryEncoder, namespace: str, embeddings: Any, expires_at: float
     ) -> tuple[list[int], list[int]]: ...
@@ -226,3 +223,20 @@ class CacheWriter:
         metadata: Mapping[str, Any] | None,
         expires_at: float,
     ) -> int: ...
+    def put_many(
+        self,
+        embeddings: Any,
+        responses: Sequence[str | bytes],
+        namespace: str,
+        metadata: Sequence[Mapping[str, Any] | None],
+        expires_at: float,
+    ) -> list[int]: ...
+    def insert_encoded(
+        self,
+        namespace: str,
+        codes: npt.NDArray[np.uint64],
+        rows: npt.NDArray[np.int8],
+        expires_at: float,
+        responses: Sequence[str | bytes],
+        metadata: Sequence[Mapping[str, Any] | None],
+    ) -> list[int]: ...

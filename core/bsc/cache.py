@@ -299,7 +299,12 @@ class BinarySemanticCache:
         """Stores one response per row of ``embeddings`` (shape ``(n, dim)``); returns their ids in order."""
         x = as_embeddings(embeddings, self.dim, ndim=2, what="embeddings")
         frozen = checked_payloads(namespace, responses, metadata, rows=len(x))
-        return self._put_rows(x, list(responses), namespace, frozen)
+        expires = self._expiry()
+        with self._write_lock:
+            if self.ttl is not None:
+                self._make_room_from_expired(len(x))
+            # Encodes, quantises, stores and publishes in one call; an invalid row stores nothing.
+            return self._writer.put_many(x, list(responses), namespace, frozen, expires)
 
     def _embedding(self, embedding: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
         """One embedding as the Rust side reads it. A float32/float64 array of shape ``(dim,)`` goes as it
@@ -313,37 +318,8 @@ class BinarySemanticCache:
                 return embedding
         return as_embeddings(embedding, self.dim, ndim=1)
 
-    def _put_rows(
-        self,
-        x: npt.NDArray[np.floating[Any]],
-        responses: list[Response],
-        namespace: str,
-        frozen: list[Mapping[str, Any] | None],
-    ) -> list[int]:
-        expires = self._expiry()
-        with self._write_lock:
-            if self.ttl is not None:
-                self._make_room_from_expired(len(responses))
-            # Encodes, quantises and stores in one call; an invalid row stores nothing.
-            ids, evicted = self._index.put(self._encoder, namespace, x, expires)
-            self._publish(ids, evicted, responses, frozen)
-        return ids
-
     def _expiry(self) -> float:
         return self._clock() + self.ttl if self.ttl is not None else math.inf
-
-    def _publish(
-        self,
-        ids: list[int],
-        evicted: list[int],
-        responses: Sequence[Response],
-        frozen: Sequence[Mapping[str, Any] | None],
-    ) -> None:
-        """Records the payloads of ids just inserted and forgets the evicted (caller holds the write lock)."""
-        self._payloads.publish(ids, responses, frozen)
-        self._payloads.forget(evicted)
-        if evicted:
-            self._index.record_removals(len(evicted), 0)
 
     # ---------------------------------------------------------------- the seam for stores
     def encode_rows(self, embeddings: npt.ArrayLike) -> EncodedRows:
@@ -373,16 +349,12 @@ class BinarySemanticCache:
         Raises:
             ValueError: the rows do not fit this cache (code width, vector length, counts).
         """
-        if not len(rows.codes) == len(responses) == len(metadata):
-            raise ValueError(
-                f"{len(rows.codes)} rows, {len(responses)} responses and {len(metadata)} metadata items"
-            )
         with self._write_lock:
             if self.ttl is not None:
                 self._make_room_from_expired(len(responses))
-            ids, evicted = self._index.insert_encoded(namespace, rows.codes, rows.vectors, expires)
-            self._publish(ids, evicted, responses, metadata)
-        return ids
+            return self._writer.insert_encoded(
+                namespace, rows.codes, rows.vectors, expires, list(responses), list(metadata)
+            )
 
     def _make_room_from_expired(self, incoming: int) -> None:
         """With a TTL, a full cache drops expired entries before the LRU evicts live ones (caller holds

@@ -106,6 +106,36 @@ impl HammingIndex {
             ix.insert_rows(namespace, &encoded.codes, &encoded.rows, expires_at)
         })?)
     }
+
+    /// Stores rows that were encoded elsewhere (`BinaryEncoder.encode_rows`, or decoded from a shared
+    /// store): codes `(n, words)` and int8 rerank rows `(n, dim)`, which an index without rerank rows
+    /// ignores; both checked against the index, with the GIL released.
+    pub(crate) fn insert_encoded_rows(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        codes: &PyReadonlyArray2<'_, u64>,
+        rows: &PyReadonlyArray2<'_, i8>,
+        expires_at: f64,
+    ) -> PyResult<Inserted> {
+        let (n, words) = (codes.shape()[0], codes.shape()[1]);
+        let width = rows.shape()[1];
+        let (codes, rows) = (row_major(codes), row_major(rows));
+        Ok(py.detach(|| {
+            let mut ix = self.write();
+            ix.check_width(words)?;
+            // An index without rerank rows ignores the ones given (a store's peers may rerank).
+            let keep: &[i8] = if ix.row_dim() == 0 { &[] } else { &rows };
+            if ix.row_dim() > 0 && (width != ix.row_dim() || rows.len() != n * width) {
+                return Err(BscError::Shape(format!(
+                    "expected {n} rerank rows of {} values, got shape ({}, {width})",
+                    ix.row_dim(),
+                    rows.len() / width.max(1)
+                )));
+            }
+            ix.insert_rows(namespace, &codes, keep, expires_at)
+        })?)
+    }
 }
 
 /// `to_parts` as NumPy arrays: `(names, counts, codes, ids, lru, expires, free)`.
@@ -236,36 +266,6 @@ impl HammingIndex {
             let mut ix = self.write();
             ix.check_width(words)?;
             ix.insert_rows(namespace, &flat, &[], expires_at)
-        })?)
-    }
-
-    /// Stores rows that were encoded elsewhere (`BinaryEncoder.encode_rows`, or decoded from a shared
-    /// store): codes `(n, words)` and int8 rerank rows `(n, dim)`, which an index without rerank rows
-    /// ignores. Returns `(ids, evicted_ids)`.
-    fn insert_encoded(
-        &self,
-        py: Python<'_>,
-        namespace: &str,
-        codes: PyReadonlyArray2<'_, u64>,
-        rows: PyReadonlyArray2<'_, i8>,
-        expires_at: f64,
-    ) -> PyResult<Inserted> {
-        let (n, words) = (codes.shape()[0], codes.shape()[1]);
-        let width = rows.shape()[1];
-        let (codes, rows) = (row_major(&codes), row_major(&rows));
-        Ok(py.detach(|| {
-            let mut ix = self.write();
-            ix.check_width(words)?;
-            // An index without rerank rows ignores the ones given (a store's peers may rerank).
-            let keep: &[i8] = if ix.row_dim() == 0 { &[] } else { &rows };
-            if ix.row_dim() > 0 && (width != ix.row_dim() || rows.len() != n * width) {
-                return Err(BscError::Shape(format!(
-                    "expected {n} rerank rows of {} values, got shape ({}, {width})",
-                    ix.row_dim(),
-                    rows.len() / width.max(1)
-                )));
-            }
-            ix.insert_rows(namespace, &codes, keep, expires_at)
         })?)
     }
 
