@@ -8,8 +8,9 @@ configured index) into `benchmarks/results/.original/` and loaded from there.
 Rows:
 1. encode one 384-d vector into 256 bits (µs/vector), hot and with the L2 evicted (8 MiB read before each
    call, as a 100k scan does before a lookup's encode);
-2. encode a batch of 10k x 384 (vectors/s), plus bsc and NumPy with their default thread counts, measured
-   in a child process (rayon's pool size is fixed when the pool starts);
+2. encode a few vectors at a time (8, 24 and 64 rows: µs/batch) and a batch of 10k x 384 (vectors/s),
+   plus bsc and NumPy with their default thread counts, measured in a child process (rayon's pool size is
+   fixed when the pool starts);
 3. exhaustive scan, k=1, over N 256-bit codes: bsc `hamming_search`, faiss, NumPy (best of two variants),
    the original's `RustCacheStorage.search` (threshold 0, so it scans everything);
 4. `get` (a hit and a miss) and `put` through Python at N entries: `BinarySemanticCache` with codes only
@@ -78,6 +79,7 @@ BITS = 256
 WORDS = BITS // 64
 THRESHOLD = bsc.DEFAULT_THRESHOLD
 BATCH = 10_000
+SMALL_BATCHES = (8, 24, 64)
 QUERIES = 64
 # Noise of norm 0.25 on a unit vector: cosine ≈ 0.97 to the stored one, a clear hit at threshold 0.90.
 HIT_NOISE = 0.25
@@ -259,6 +261,13 @@ def encode_rows(orig: ModuleType | None, rounds: int, scale: float) -> list[dict
         "bsc": Method(lambda i: enc.encode(batch), max(1, int(4 * scale))),
         "numpy": Method(lambda i: numpy_encode(batch, pt), max(1, int(4 * scale))),
     }
+    # A few rows at a time (a chain's batch of generations, a store's catch-up): the size at which a
+    # pass over the whole f32 matrix starts to pay for itself.
+    small = {
+        f"{peer}|{n}": Method(lambda i, f=f, n=n: f(batch[(i % 64) * n : (i % 64 + 1) * n]), int(100 * scale))
+        for n in SMALL_BATCHES
+        for peer, f in (("bsc", enc.encode), ("numpy", lambda x: numpy_encode(x, pt)))
+    }
     if orig is not None:
         # Same matrix as bsc, so the codes can be compared (it sets a bit on >= 0, bsc on > 0).
         oenc = orig.RustBinaryEncoder(DIM, BITS, p)
@@ -270,6 +279,9 @@ def encode_rows(orig: ModuleType | None, rounds: int, scale: float) -> list[dict
     rows = []
     for peer, s in measure(single, rounds).items():
         rows.append({"section": "encode_one", "peer": peer, "threads": 1, **s})
+    for key, s in measure(small, rounds).items():
+        peer, n = key.split("|")
+        rows.append({"section": "encode_small", "peer": peer, "threads": 1, "batch": int(n), **s})
     for peer, s in measure(many, rounds, warmup=1).items():
         rows.append(
             {
@@ -680,6 +692,14 @@ def print_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             f"| {r['peer']} | {thr} | {r['vectors_per_s']:,.0f} | {r['median_us'] / 1e3:.1f} "
             f"| {ratio} | {tgt} |"
         )
+
+    small = {(r["batch"], r["peer"]): r for r in rows if r["section"] == "encode_small"}
+    print(f"\n### Encode a few {DIM}-d vectors, 1 thread\n")
+    print("| rows | peer | µs/batch | µs/vector | time / bsc |")
+    print("|---:|---|---:|---:|---:|")
+    for (n, peer), r in small.items():
+        ratio = r["median_us"] / small[(n, "bsc")]["median_us"]
+        print(f"| {n} | {peer} | {r['median_us']:.1f} | {r['median_us'] / n:.2f} | {ratio:.2f}x |")
 
     scans = [r for r in rows if r["section"] == "scan"]
     print(f"\n### Scan, k=1, {BITS}-bit codes, 1 thread\n")
