@@ -264,7 +264,9 @@ def encode_rows(orig: ModuleType | None, rounds: int, scale: float) -> list[dict
     # A few rows at a time (a chain's batch of generations, a store's catch-up): the size at which a
     # pass over the whole f32 matrix starts to pay for itself.
     small = {
-        f"{peer}|{n}": Method(lambda i, f=f, n=n: f(batch[(i % 64) * n : (i % 64 + 1) * n]), int(100 * scale))
+        f"{peer}|{n}": Method(
+            lambda i, f=f, n=n: f(batch[(i % 64) * n : (i % 64 + 1) * n]), max(2, int(100 * scale))
+        )
         for n in SMALL_BATCHES
         for peer, f in (("bsc", enc.encode), ("numpy", lambda x: numpy_encode(x, pt)))
     }

@@ -580,6 +580,22 @@ def test_with_a_ttl_a_full_cache_evicts_expired_entries_before_live_ones() -> No
     assert cache.stats().evictions == 0 and cache.stats().expirations == 1
 
 
+def test_refused_writes_leave_a_full_cache_with_expired_entries_as_it_was() -> None:
+    # Counts are checked before anything is touched: not even the expired entries a write sweeps to
+    # make room go.
+    rng = np.random.default_rng(19)
+    clock = FakeClock()
+    cache = BinarySemanticCache(DIM, max_entries=2, ttl=10.0, clock=clock)
+    cache.put_many(unit(rng, 2), ["a", "b"])
+    clock.now += 11  # both expired, still held
+    rows = cache.encode_rows(unit(rng, 2))
+    with pytest.raises(ValueError, match="2 rows, 1 responses"):
+        cache.insert_encoded("default", rows, ["c"], [None])
+    with pytest.raises(ValueError):
+        cache.put_many(unit(rng, 2), ["c"])
+    assert len(cache) == 2 and cache.stats().expirations == 0
+
+
 def test_threshold_one_hits_only_the_identical_embedding_in_both_modes() -> None:
     rng = np.random.default_rng(18)
     x = unit(rng)

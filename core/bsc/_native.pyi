@@ -104,9 +104,6 @@ class HammingIndex:
     def insert_many(
         self, namespace: str, codes: npt.NDArray[np.uint64], expires_at: float
     ) -> tuple[list[int], list[int]]: ...
-    def put(
-        self, encoder: BinaryEncoder, namespace: str, embeddings: Any, expires_at: float
-    ) -> tuple[list[int], list[int]]: ...
     def search(
         self,
         namespace: str,

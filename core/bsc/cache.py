@@ -349,6 +349,12 @@ class BinarySemanticCache:
         Raises:
             ValueError: the rows do not fit this cache (code width, vector length, counts).
         """
+        # Before the sweep for room, so that a refused call leaves the cache as it was.
+        if not len(rows.codes) == len(responses) == len(metadata):
+            raise ValueError(
+                f"{len(rows.codes)} rows, {len(responses)} responses and {len(metadata)} metadata items: "
+                "expected one of each per row"
+            )
         with self._write_lock:
             if self.ttl is not None:
                 self._make_room_from_expired(len(responses))

@@ -8,8 +8,10 @@ use numpy::{
     Element, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::rows::Shape;
 
 /// The array's values in row-major order: borrowed when C-contiguous (`as_slice` alone would also accept
 /// Fortran order, whose memory order is not the row order), copied otherwise.
@@ -89,4 +91,15 @@ pub fn one_vector(embedding: &Bound<'_, PyAny>, dim: usize, out: &mut Vec<f32>) 
         }
     }
     false
+}
+
+/// Whether `shape` is one embedding `(dim,)` or a non-empty batch `(n, dim)`.
+pub(crate) fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
+    match shape {
+        [d] if *d == dim => Ok(Shape::One),
+        [n, d] if *d == dim && *n > 0 => Ok(Shape::Batch),
+        _ => Err(PyValueError::new_err(format!(
+            "expected an embedding of shape ({dim},) or embeddings of shape (n, {dim}), got {shape:?}"
+        ))),
+    }
 }

@@ -12,7 +12,6 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::counters::{CounterValues, Counters};
@@ -20,8 +19,7 @@ use crate::encoder::Encoder;
 use crate::error::{BscError, Result};
 use crate::eviction::Policy;
 use crate::index::{EntryId, Index, IndexPartsRef};
-use crate::py_arrays::{row_major, Floats};
-use crate::py_encoder::BinaryEncoder;
+use crate::py_arrays::row_major;
 use crate::rows::{self, Shape};
 use crate::touches::Touches;
 
@@ -269,24 +267,6 @@ impl HammingIndex {
         })?)
     }
 
-    /// Encodes embeddings (shape `(dim,)` or `(n, dim)`, float32/float64) with `encoder`, quantises
-    /// them when the index keeps rerank rows, and stores them, in one call with the GIL released.
-    /// Nothing is stored when a value is NaN/inf or a row is all zero (`ValueError`). Returns
-    /// `(ids, evicted_ids)`.
-    fn put(
-        &self,
-        py: Python<'_>,
-        encoder: &Bound<'_, BinaryEncoder>,
-        namespace: &str,
-        embeddings: &Bound<'_, PyAny>,
-        expires_at: f64,
-    ) -> PyResult<Inserted> {
-        let encoder = encoder.get().encoder();
-        let floats = Floats::extract(embeddings)?;
-        let shape = embedding_shape(floats.shape(), encoder.dim())?;
-        self.encode_and_insert(py, encoder, namespace, &floats.as_f32(), shape, expires_at)
-    }
-
     /// Up to `k` nearest live entries of `namespace` within `max_distance`, nearest first, as
     /// `[(id, distance)]`, plus the ids of expired candidates for the caller to delete.
     #[pyo3(signature = (namespace, query, k, max_distance, now = 0.0))]
@@ -484,16 +464,5 @@ impl HammingIndex {
             counters: Counters::default(),
             touches: Touches::default(),
         })
-    }
-}
-
-/// Whether `shape` is one embedding `(dim,)` or a non-empty batch `(n, dim)`.
-pub(crate) fn embedding_shape(shape: &[usize], dim: usize) -> PyResult<Shape> {
-    match shape {
-        [d] if *d == dim => Ok(Shape::One),
-        [n, d] if *d == dim && *n > 0 => Ok(Shape::Batch),
-        _ => Err(PyValueError::new_err(format!(
-            "expected an embedding of shape ({dim},) or embeddings of shape (n, {dim}), got {shape:?}"
-        ))),
     }
 }

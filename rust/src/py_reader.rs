@@ -16,9 +16,9 @@ use pyo3::types::{PyString, PyType};
 
 use crate::error::Result;
 use crate::index::{Candidate, EntryId, Lookup};
-use crate::py_arrays::{one_vector, Floats};
+use crate::py_arrays::{embedding_shape, one_vector, Floats};
 use crate::py_encoder::BinaryEncoder;
-use crate::py_index::{embedding_shape, HammingIndex};
+use crate::py_index::HammingIndex;
 use crate::py_payloads::Payloads;
 use crate::rows::{self, Shape};
 

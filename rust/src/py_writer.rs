@@ -13,9 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::index::EntryId;
-use crate::py_arrays::{one_vector, Floats};
+use crate::py_arrays::{embedding_shape, one_vector, Floats};
 use crate::py_encoder::BinaryEncoder;
-use crate::py_index::{embedding_shape, HammingIndex};
+use crate::py_index::HammingIndex;
 use crate::py_payloads::Payloads;
 use crate::py_reader::GeneralPath;
 use crate::rows::Shape;
@@ -39,9 +39,7 @@ impl CacheWriter {
         payloads: impl IntoIterator<Item = Payload<'py>>,
     ) -> PyResult<Vec<EntryId>> {
         let store = self.payloads.get();
-        for (&id, (response, metadata)) in ids.iter().zip(payloads) {
-            store.publish_one(id, response, metadata)?;
-        }
+        // The evicted first: an allocation failure below must not leave their payloads behind.
         store.forget_ids(&evicted);
         if !evicted.is_empty() {
             self.index
@@ -49,6 +47,16 @@ impl CacheWriter {
                 .counters
                 .record_removals(evicted.len() as u64, 0);
         }
+        let mut published = 0;
+        for (&id, (response, metadata)) in ids.iter().zip(payloads) {
+            store.publish_one(id, response, metadata)?;
+            published += 1;
+        }
+        debug_assert_eq!(
+            published,
+            ids.len(),
+            "one payload per id (the callers check the counts)"
+        );
         Ok(ids)
     }
 }
@@ -86,7 +94,7 @@ impl CacheWriter {
     /// Raises `GeneralPath`, with nothing stored, for what the caller's checks must see first: an
     /// embedding that is not a C-contiguous float32/float64 array of shape `(dim,)`, a namespace that
     /// is not a `str` of valid Unicode, a response that is not a `str` or `bytes`. NaN, infinity and
-    /// all-zero embeddings are refused here (`ValueError`, nothing stored), as by `HammingIndex.put`.
+    /// all-zero embeddings are refused here (`ValueError`, nothing stored), as by `put_many`.
     fn put(
         &self,
         py: Python<'_>,
