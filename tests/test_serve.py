@@ -194,6 +194,32 @@ def test_a_streamed_miss_serves_a_streamed_and_a_plain_hit_with_the_same_text(
     assert fake.calls["chat"] == 1
 
 
+def test_a_stream_with_keep_alive_comments_is_relayed_and_stored(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.keepalive = True  # an SSE comment before every event, as some providers send
+    client = proxy.client()
+    missed, _, outcome = stream_text(client, FRANCE)
+    assert (outcome, missed) == ("miss", fake.answer(FRANCE, "gpt-4o-mini", "sk-alice"))
+    replayed, _, outcome = stream_text(client, FRANCE_PARAPHRASE)
+    assert (outcome, replayed) == ("hit", missed)
+    assert fake.calls["chat"] == 1
+    assert proxy.metrics().get(("bsc_stream_interruptions_total", ()), 0) == 0
+
+
+def test_a_stream_event_the_recorder_cannot_read_is_relayed_and_nothing_is_stored(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
+    odd = b'data: {"object": "chat.completion.chunk", "choices": [null]}\n\n'
+    fake.odd_event = odd
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": FRANCE}], "stream": True}
+    headers = {"authorization": "Bearer sk-alice"}
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions", json=body, headers=headers) as response:
+        received = b"".join(response.iter_bytes())
+    assert response.status_code == 200
+    assert odd in received and received.rstrip().endswith(b"data: [DONE]")  # relayed whole, to the end
+    assert chat(proxy.client(), FRANCE).headers["x-bsc-cache"] == "miss"  # nothing was stored
+    assert fake.calls["chat"] == 2
+
+
 def test_a_streamed_miss_reaches_the_client_while_upstream_is_still_streaming(
     proxy: Proxy, fake: FakeUpstream
 ) -> None:
@@ -346,6 +372,21 @@ def test_responses_api_streams_miss_and_hit_with_the_same_text(proxy: Proxy, fak
     assert fake.calls["responses"] == 1
 
 
+def test_a_responses_request_from_a_stored_prompt_without_input_is_forwarded(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
+    # `input` is optional: a stored prompt and its variables hold the question, so there is nothing to embed.
+    client = proxy.client()
+    for _ in range(2):
+        raw = client.responses.with_raw_response.create(
+            model="gpt-4o-mini", prompt={"id": "pmpt_1", "variables": {"city": "Paris"}}
+        )
+        assert raw.headers["x-bsc-cache"] == "bypass"
+        assert raw.parse().output_text
+    assert fake.calls["responses"] == 2
+    assert proxy.metrics()[("bsc_bypass_total", (("reason", "no input"),))] == 2
+
+
 def test_embeddings_and_models_pass_through(proxy: Proxy, fake: FakeUpstream) -> None:
     client = proxy.client()
     embedded = client.embeddings.create(model="text-embedding-3-small", input=["abc", "de"])
@@ -388,8 +429,9 @@ def test_a_path_outside_the_api_prefix_is_an_openai_style_404(proxy: Proxy) -> N
         ({"n": 2}, "n>1"),
         ({"logprobs": True}, "logprobs"),
         ({"extra_headers": {"x-bsc-cache": "bypass"}}, "client"),
+        ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
     ],
-    ids=["n", "logprobs", "header"],
+    ids=["n", "logprobs", "header", "legacy functions"],
 )
 def test_requests_that_must_not_be_cached_pass_through_and_are_counted(
     proxy: Proxy, fake: FakeUpstream, kwargs: dict[str, Any], reason: str
@@ -544,6 +586,8 @@ def test_an_unreachable_upstream_is_an_openai_style_502(start_proxy: Any) -> Non
         (b'{"model": "m", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
         (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
         (b'{"model": "m", "messages": [], "temperature": NaN}', None),
+        (b'{"model": "m", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "best_of": "2"}', "best_of"),
     ],
 )
 def test_a_malformed_request_is_an_openai_style_400(
@@ -558,6 +602,32 @@ def test_a_malformed_request_is_an_openai_style_400(
     assert error["param"] == param
     assert error["message"]
     assert fake.calls["chat"] == 0
+
+
+def test_a_lone_surrogate_in_a_request_is_keyed_and_cached_not_a_500(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
+    # A string cut through an emoji (a lone UTF-16 surrogate, valid JSON) in the system prompt.
+    body = (
+        b'{"model": "m", "messages": [{"role": "system", "content": "Be brief \\ud83d"},'
+        b' {"role": "user", "content": "What is the capital of France?"}]}'
+    )
+    outcomes, answers = [], []
+    for stream in (False, False, True):
+        streamed = body[:-1] + b', "stream": true}' if stream else body
+        response = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            content=streamed,
+            headers={"content-type": "application/json", "authorization": "Bearer sk-alice"},
+        )
+        assert response.status_code == 200, response.text
+        outcomes.append(response.headers["x-bsc-cache"])
+        if not stream:
+            answers.append(response.json()["choices"][0]["message"]["content"])
+    assert outcomes == ["miss", "hit", "hit"]
+    assert answers[0] == answers[1] and answers[0].endswith("\ud83d)")  # the fake echoes the system prompt
+    assert b"\\ud83d" in response.content  # the streamed hit carries it as its JSON escape
+    assert fake.calls["chat"] == 1
 
 
 def test_the_openai_client_sees_a_400_as_bad_request(proxy: Proxy) -> None:

@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
 from bsc import SemanticCache  # noqa: E402
 from bsc.cli import main  # noqa: E402
 from bsc.serve import ServeConfig, create_app  # noqa: E402
@@ -108,6 +109,23 @@ def test_the_request_log_has_a_line_per_request_no_key_and_replays_to_the_proxys
     converted = tmp_path / "requests.jsonl"
     write_log(requests, converted)
     assert read_log(converted) == requests
+
+
+def test_a_lone_surrogate_is_logged_as_its_json_escape_and_served(
+    fake: Any, upstream_url: str, single_thread_default_embedder: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "proxy-requests.jsonl"
+    config = ServeConfig(upstream=upstream_url, request_log=str(log))
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "Capital of France? \\ud83d"}]}'
+    with running(create_app(config, embedder=single_thread_default_embedder)) as url:
+        response = httpx.post(
+            url + "/v1/chat/completions",
+            content=body,
+            headers={"content-type": "application/json", "authorization": "Bearer " + ALICE},
+        )
+    assert response.status_code == 200, response.text
+    (row,) = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert row["messages"][0]["content"] == "Capital of France? \ud83d" and row["cache"] == "miss"
 
 
 def test_bsc_replay_reads_a_proxy_log_and_refuses_a_bad_one(

@@ -217,9 +217,7 @@ class _Proxy:
                 shared=self.config.shared_cache,
                 namespace_header=self.config.namespace_header,
             )
-            key = cache_key(
-                endpoint, body, route=route, tenant=tenant, cache_tool_results=self.config.cache_tool_results
-            )
+            key = self._key(endpoint, body, route, tenant)
         except BadRequest as exc:
             self.metrics.count(endpoint, "error")
             return error_response(400, str(exc), "invalid_request_error", "invalid_request", exc.param)
@@ -250,6 +248,19 @@ class _Proxy:
         if log is not None:
             log.write(endpoint, body, key, "miss", tenant=tenant)
         return await self._forward(request, route, endpoint, raw, body, stream, key, control, None)
+
+    def _key(self, endpoint: Endpoint, body: dict[str, Any], route: str, tenant: str) -> CacheKey | str:
+        """`cache_key`, failing open: a request it cannot key for a reason other than a bad field (a
+        shape it does not expect) is forwarded uncached, not refused."""
+        try:
+            return cache_key(
+                endpoint, body, route=route, tenant=tenant, cache_tool_results=self.config.cache_tool_results
+            )
+        except BadRequest:
+            raise
+        except Exception as exc:  # a cache failure never fails the user's call
+            logger.warning("cannot derive a cache key (%s: %s); forwarding uncached", type(exc).__name__, exc)
+            return "unkeyable"
 
     def _too_large(self) -> Response:
         limit = self.config.max_body_bytes
@@ -295,7 +306,9 @@ class _Proxy:
         self.metrics.hit_latency.labels(endpoint).observe(elapsed)
         self.metrics.count(endpoint, "hit")
         if not stream:
-            return Response(json.dumps(answer, ensure_ascii=False), media_type=_JSON, headers=headers)
+            # backslashreplace: a lone surrogate the answer carried (valid JSON) goes out as its JSON escape.
+            body = json.dumps(answer, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            return Response(body, media_type=_JSON, headers=headers)
         options = request_body.get("stream_options") or {}
         events = replay(
             endpoint,
@@ -445,17 +458,21 @@ class _Proxy:
         event is forwarded, so a client that has seen the end of a miss finds it cached."""
         decoder = SSEDecoder()
         stored = False
+        recording = recorder is not None
         try:
             async for chunk in upstream.aiter_bytes():
                 if recorder is None:
                     yield chunk
                     continue
                 for event in decoder.feed(chunk):
+                    if event.data is None:  # a comment (a keep-alive) or a data-less event: no answer in it
+                        yield event.raw
+                        continue
                     data = _event_data(event.data)
-                    recorder.add(data)
+                    recording = recording and self._record(recorder, data)
                     if drop_usage and recorder.is_usage_only(data):
                         continue
-                    if recorder.finished and not stored and key is not None:
+                    if recording and recorder.finished and not stored and key is not None:
                         stored = True
                         await self._store_recorded(recorder, key, endpoint, control)
                     yield event.raw
@@ -469,10 +486,25 @@ class _Proxy:
             return
         finally:
             await upstream.aclose()
-        if recorder is not None and not stored and key is not None:
+        if recorder is not None and recording and not stored and key is not None:
             if decoder.pending.strip():  # a last event without its blank line
-                recorder.add(_event_data(decoder.feed(b"\n\n")[0].data))
+                last = decoder.feed(b"\n\n")[0].data
+                if last is not None and not self._record(recorder, _event_data(last)):
+                    return
             await self._store_recorded(recorder, key, endpoint, control)
+
+    @staticmethod
+    def _record(recorder: StreamRecorder, data: Any) -> bool:
+        """Feeds one event to the recorder; False, after a warning, when the recorder fails on it (an
+        answer shape it does not know): the stream is still relayed, and nothing of it is stored."""
+        try:
+            recorder.add(data)
+        except Exception as exc:  # a cache failure never fails the user's call
+            logger.warning(
+                "cannot record an upstream stream event (%s: %s); nothing stored", type(exc).__name__, exc
+            )
+            return False
+        return True
 
     async def _store_recorded(
         self, recorder: StreamRecorder, key: CacheKey, endpoint: Endpoint, control: _Control
@@ -530,7 +562,11 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
         value = json.loads(data)
     except ValueError:
         return None
-    return value if isinstance(value, dict) and "error" not in value else None
+    # A Responses API object always has "error" (null when it succeeded) and a status; a chat or
+    # completions object has neither.
+    if not isinstance(value, dict) or value.get("error") is not None:
+        return None
+    return value if value.get("status", "completed") == "completed" else None
 
 
 def _int(value: Any) -> int:

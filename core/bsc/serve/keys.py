@@ -70,6 +70,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, got a JSON {type(body).__name__}")
     return body
@@ -143,7 +145,8 @@ def cache_key(
     partition = json.dumps(
         [endpoint, route, exact], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    digest = hashlib.blake2b(partition.encode(), digest_size=16).hexdigest()
+    # surrogatepass: JSON may carry a lone surrogate (a string cut through an emoji), as the cache does.
+    digest = hashlib.blake2b(partition.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return CacheKey(text, f"serve:{tenant}:{digest}")
 
 
@@ -155,9 +158,10 @@ def _check_common(body: dict[str, Any]) -> None:
         if not isinstance(options, dict):
             raise BadRequest("stream_options must be an object", "stream_options")
         _expect(options, "include_usage", bool, required=False, param="stream_options.include_usage")
-    n = body.get("n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
-        raise BadRequest(f"n must be an integer, got {_json_type(n)}", "n")
+    for name in ("n", "best_of"):
+        count = body.get(name)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise BadRequest(f"{name} must be an integer, got {_json_type(count)}", name)
 
 
 def _chat(body: dict[str, Any], cache_tool_results: bool) -> tuple[str, dict[str, Any]] | str:
@@ -171,6 +175,8 @@ def _chat(body: dict[str, Any], cache_tool_results: bool) -> tuple[str, dict[str
         return "n>1"
     if body.get("logprobs") or body.get("top_logprobs") is not None:
         return "logprobs"
+    if body.get("functions") is not None or body.get("function_call") is not None:
+        return "functions"  # the legacy function calling: its answers are not recorded or replayed
     if not cache_tool_results and any(m["role"] in ("tool", "function") for m in messages):
         return "tool results"
     last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
@@ -213,6 +219,8 @@ def _responses(body: dict[str, Any], cache_tool_results: bool) -> tuple[str, dic
     if body.get("top_logprobs") or (isinstance(include, list) and "message.output_text.logprobs" in include):
         return "logprobs"
     data = body.get("input")
+    if data is None:
+        return "no input"  # e.g. a stored prompt template with its variables: nothing to embed
     if isinstance(data, str):
         return data, {**body, "input": _QUESTION}
     if not isinstance(data, list):

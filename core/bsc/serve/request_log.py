@@ -94,7 +94,9 @@ class RequestLog:
             row["partition"], row["text"] = key.namespace, key.text
         if output_tokens:
             row["output_tokens"] = output_tokens
-        line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        # backslashreplace: a lone surrogate (valid in JSON, not in UTF-8) is written as its JSON escape.
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = text.encode("utf-8", "backslashreplace")
         try:
             with self._lock:
                 os.write(self._fd, line)

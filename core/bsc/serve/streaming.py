@@ -276,7 +276,8 @@ def _sse(payload: Any, event: str | None = None) -> bytes:
         else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     )
     head = f"event: {event}\n" if event else ""
-    return f"{head}data: {data}\n\n".encode()
+    # backslashreplace: a lone surrogate the answer carried (valid JSON) goes out as its JSON escape.
+    return f"{head}data: {data}\n\n".encode("utf-8", "backslashreplace")
 
 
 def replay(endpoint: Endpoint, body: dict[str, Any], *, include_usage: bool, size: int) -> Iterator[bytes]:

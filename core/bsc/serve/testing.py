@@ -50,6 +50,10 @@ class FakeUpstream:
         gate: if set, the next stream waits halfway until the event is set (up to 30 s), so a test can
             check that the first half reached the client while upstream was still streaming.
         gate_timed_out: whether the last gated stream gave up waiting.
+        keepalive: precede every event of the streams with an SSE comment, the keep-alive some
+            providers send while the model works.
+        odd_event: an event to send halfway through the next stream (e.g. a chunk of a shape the
+            proxy does not know).
     """
 
     latency: float = 0.0
@@ -61,6 +65,8 @@ class FakeUpstream:
     piece_words: int = 2
     gate: threading.Event | None = None
     gate_timed_out: bool = False
+    keepalive: bool = False
+    odd_event: bytes | None = None
 
     def answer(self, question: str, model: str, key: str) -> str:
         """The answer this upstream gives (the same for the same question, model and key)."""
@@ -102,6 +108,7 @@ class FakeUpstream:
         drop, self.drop_midstream = self.drop_midstream, False
         stall, self.stall_midstream = self.stall_midstream, 0.0
         gate, self.gate = self.gate, None
+        odd, self.odd_event = self.odd_event, None
 
         async def body() -> AsyncIterator[bytes]:
             half = len(events) // 2
@@ -117,6 +124,10 @@ class FakeUpstream:
                     )  # uvicorn cuts the connection
                 if i == half and stall:
                     await asyncio.sleep(stall)
+                if i == half and odd is not None:
+                    yield odd
+                if self.keepalive:
+                    yield b": keep-alive\n\n"
                 yield event
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"x-fake": "stream"})
@@ -217,7 +228,9 @@ class FakeUpstream:
         if isinstance(begun, Response):
             return begun
         body, key = begun
-        data = body["input"]
+        data = body.get("input")
+        if data is None:  # a stored prompt template: its id and variables stand in for the question
+            data = json.dumps(body.get("prompt"), sort_keys=True)
         question = (
             data
             if isinstance(data, str)
@@ -241,6 +254,8 @@ class FakeUpstream:
             "object": "response",
             "created_at": int(time.time()),
             "status": "completed",
+            "error": None,  # as the real API: present, null when the response succeeded
+            "incomplete_details": None,
             "model": body["model"],
             "output": [message],
             "parallel_tool_calls": True,
