@@ -338,6 +338,61 @@ def test_a_corrupted_entry_in_redis_is_skipped_not_executed(
     assert "skipping entry" in caplog.text
 
 
+def test_an_event_of_only_corrupt_entries_is_skipped_and_every_replica_moves_on(
+    redis_server: Any, replicas: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = replicas(), replicas()
+    x = pool()
+    a.put(x[0], "good0")
+    b.sync()
+    # A put whose one entry is not bsc's (a foreign or broken writer), through the store's own script.
+    a.store.put("e" * 16, a._cfg, "default", a.max_entries, [(0.0, False, b"garbage")])
+    with caplog.at_level(logging.WARNING, logger="bsc.store"):
+        assert a.put(x[1], "good1") >= 0  # the writer applies the bad event on its way: no error
+        b.sync()
+        assert b.get(x[1]).response == "good1"  # the other replica went past it too
+        c = replicas()  # and a new one loads around it
+    assert {len(a), len(b), len(c)} == {2}
+    assert "skipping entry" in caplog.text
+
+
+def test_redis_out_of_memory_is_an_outage_for_fail_open_writes(redis_server: Any, replicas: Any) -> None:
+    cache = replicas(fail_open=True)
+    x = pool()
+    cache.put(x[0], "stored")
+    client = redis_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # every write now refused with OOM
+    cache.put(x[1], "kept locally")  # never raises
+    assert cache.get(x[1]).response == "kept locally"
+    assert cache.replication().lost_writes == 1 and not cache.replication().connected
+    client.config_set("maxmemory", 0)
+    eventually(lambda: cache.replication().connected)  # reloaded from Redis: the local-only write is gone
+    assert cache.get(x[0]).response == "stored" and cache.get(x[1]) is None
+
+
+def test_an_unexpected_follower_error_is_logged_once_per_streak(
+    replicas: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = replicas()
+    follow = cache._follow_once
+    calls = []
+
+    def broken(interval: float) -> None:
+        calls.append(interval)
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.ERROR, logger="bsc.store"):
+        monkeypatch.setattr(cache, "_follow_once", broken)
+        eventually(lambda: len(calls) >= 3)  # retried every second...
+        monkeypatch.setattr(cache, "_follow_once", follow)
+        time.sleep(1.5)  # ...recovers...
+        monkeypatch.setattr(cache, "_follow_once", broken)
+        eventually(lambda: len(calls) >= 5)  # ...and fails again
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("a bug" in (r.exc_text or "") for r in errors)
+
+
 # ---------------------------------------------------------------- configuration
 def test_urls_are_checked_and_passwords_never_shown() -> None:
     assert redact_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"

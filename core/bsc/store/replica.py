@@ -474,6 +474,8 @@ class ReplicatedCache(BinarySemanticCache):
         if not batch:
             return
         uids, rows = self._decoded(batch)
+        if not uids:
+            return  # every entry was corrupt (each skipped with a warning): nothing to add
         for uid in [u for u in uids if u in self._by_uid]:  # seen twice (a scan during writes)
             self._drop_uid(uid)
         now_wall, now = time.time(), self._clock()
@@ -598,6 +600,7 @@ def _follow(ref: weakref.ReferenceType[ReplicatedCache], stop: threading.Event, 
     """The follower thread: applies the stream until the replica is closed or garbage collected. It
     holds the replica only for one step at a time, so an abandoned replica is collected."""
     delay = 0.05
+    failing = False  # an unexpected error is logged with its traceback once, not once a second
     while not stop.is_set():
         cache = ref()
         if cache is None:
@@ -605,13 +608,19 @@ def _follow(ref: weakref.ReferenceType[ReplicatedCache], stop: threading.Event, 
         try:
             cache._follow_once(interval)
             delay = 0.05
+            failing = False
         except StoreUnavailableError as exc:
             cache._went_down(exc)
             cache = None
             stop.wait(delay)
             delay = min(2 * delay, 2.0)  # retry soon after a blip, every 2 s in a long outage
         except Exception:  # a bug must not end the thread silently: the replica would go stale
-            logger.exception("shared cache replica: unexpected error while following the stream")
+            if not failing:
+                logger.exception(
+                    "shared cache replica: unexpected error while following the stream; retrying every "
+                    "second, and logging again only after it recovers"
+                )
+            failing = True
             cache = None
             stop.wait(1.0)
         cache = None
