@@ -484,6 +484,38 @@ async def test_async_update_and_lookup_on_a_shared_cache(
     b.cache.close()
 
 
+def test_a_fork_while_the_replica_applies_a_peers_put_does_not_deadlock(redis_server: Any) -> None:
+    # The follower holds the replica's applier lock while it applies and calls the text cache's
+    # listener (which takes the text cache's lock); the fork hooks must take the locks in that order.
+    script = f"""
+import faulthandler, os, time
+faulthandler.dump_traceback_later(60, exit=True)  # a deadlock ends the script with every thread's stack
+from bsc import SemanticCache
+from bsc.embedders import default_embedder
+embedder = default_embedder()
+here = SemanticCache(embedder, redis_url={redis_server.url!r})
+peer = SemanticCache(embedder, redis_url={redis_server.url!r})
+fetch = here.cache.store.fetch
+def slow_fetch(uids):  # a slow round trip while applying: the follower holds its lock meanwhile
+    time.sleep(1.0)
+    return fetch(uids)
+here.cache.store.fetch = slow_fetch
+peer.update("What is the boiling point of water?", "100 °C")
+time.sleep(0.3)  # here's follower is applying the peer's put
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+here.cache.sync()
+print("forked", here.lookup("What is the boiling point of water?").response)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "forked 100 °C"
+
+
 def test_importing_the_store_does_not_import_the_redis_client() -> None:
     code = "import sys, bsc, bsc.store, langchain_bsc; print('redis' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

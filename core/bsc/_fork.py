@@ -20,12 +20,17 @@ import os
 import weakref
 from typing import Protocol
 
-__all__ = ["BINARY_LEVEL", "TEXT_LEVEL", "track"]
+__all__ = ["APPLIER_LEVEL", "BINARY_LEVEL", "TEXT_LEVEL", "track"]
 
-#: Text-level caches take their own lock before calling into their binary cache, so theirs come first.
-TEXT_LEVEL = 0
+# The order every thread takes these locks in, so the fork hooks take them in it too: a shared cache's
+# applier holds its lock while it calls its listeners (which take a text-level lock), and a text-level
+# cache reads its binary cache (whose locks come last) while holding its own.
+#: A shared cache's replica applying changes (`bsc.store.replica`).
+APPLIER_LEVEL = 0
+#: Text-level caches.
+TEXT_LEVEL = 1
 #: Binary caches.
-BINARY_LEVEL = 1
+BINARY_LEVEL = 2
 
 
 class ForkSafe(Protocol):
@@ -36,7 +41,7 @@ class ForkSafe(Protocol):
     def _release_after_fork(self) -> None: ...
 
 
-_tracked: tuple[weakref.WeakSet[ForkSafe], ...] = (weakref.WeakSet(), weakref.WeakSet())
+_tracked: tuple[weakref.WeakSet[ForkSafe], ...] = (weakref.WeakSet(), weakref.WeakSet(), weakref.WeakSet())
 _held: list[ForkSafe] = []
 
 

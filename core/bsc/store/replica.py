@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bsc import _fork
 from bsc._input import as_embeddings
 from bsc.cache import BinarySemanticCache, EncodedRows, Hit, Response, _check_namespace, checked_payloads
 from bsc.persistence import CacheFormatError
@@ -146,7 +147,8 @@ class ReplicatedCache(BinarySemanticCache):
         )
         # Held while applying changes (by the follower thread or a writer catching up): one applier at
         # a time, in stream order. Reentrant because applying may rebuild.
-        self._sync = threading.RLock()
+        self._applier = _Applier()
+        self._sync = self._applier.lock
         self._by_uid: dict[str, int] = {}
         self._uid_of: dict[int, str] = {}
         self._recent: OrderedDict[str, int] = OrderedDict()  # uid -> id of recent puts, for writers
@@ -180,15 +182,13 @@ class ReplicatedCache(BinarySemanticCache):
         self._thread.start()
 
     def _hold_for_fork(self) -> None:
-        # Applying holds _sync before the write lock, so it comes first here too (see bsc._fork).
-        self._sync.acquire()
+        # _sync is held already, at its own level (see _Applier).
         self._uses_lock.acquire()
         super()._hold_for_fork()
 
     def _release_after_fork(self) -> None:
         super()._release_after_fork()
         self._uses_lock.release()
-        self._sync.release()
         if os.getpid() != self._pid:
             # A forked child (gunicorn --preload, Celery prefork) has no follower thread: start its own.
             # redis-py opens new connections in a child by itself.
@@ -586,6 +586,22 @@ class ReplicatedCache(BinarySemanticCache):
             f"ReplicatedCache(store={self.store!r}, dim={self.dim}, entries={len(self)}, "
             f"max_entries={self.max_entries})"
         )
+
+
+class _Applier:
+    """A replica's applier lock (its ``_sync``) as a fork participant of its own, at
+    `bsc._fork.APPLIER_LEVEL`: the applier calls the replica's listeners, which take a text-level cache's
+    lock, so the fork hooks must take this lock before that one (and the replica's other locks after it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        _fork.track(self, _fork.APPLIER_LEVEL)
+
+    def _hold_for_fork(self) -> None:
+        self.lock.acquire()
+
+    def _release_after_fork(self) -> None:
+        self.lock.release()
 
 
 def _same_values(values: npt.NDArray[np.float64]) -> list[npt.NDArray[np.intp]]:
