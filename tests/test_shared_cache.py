@@ -257,6 +257,46 @@ def test_a_restart_empty_or_flushall_makes_replicas_converge_to_empty(
     assert a.get(x[0]) is None
 
 
+def test_redis_back_at_an_earlier_state_makes_replicas_reload(
+    redis_server: Any, replicas: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = replicas(), replicas()
+    x = pool()
+    a.put(x[0], "kept")
+    b.sync()
+    client = redis_server.client()
+    saved = {key: client.dump(key) for key in client.scan_iter("bsc:*")}
+    a.put_many(x[1:4], ["lost"] * 3)
+    b.sync()
+    assert len(a) == len(b) == 4
+
+    def roll_back() -> None:  # as a restart from an older snapshot, or a failover to a lagging replica
+        with client.pipeline(transaction=True) as pipe:
+            for key in client.scan_iter("bsc:*"):
+                pipe.delete(key)
+            for key, value in saved.items():
+                pipe.restore(key, 0, value)
+            pipe.execute()
+
+    with caplog.at_level(logging.WARNING, logger="bsc.store"):
+        roll_back()
+        eventually(lambda: len(a) == len(b) == 1)  # noticed without any write
+        assert "went back from change 2 to 1" in caplog.text
+        for lost, later in ((x[1:4], [x[5], x[6]]), (x[7:9], [x[9]])):
+            a.put_many(lost, ["lost again"] * len(lost))  # change 2
+            b.sync()
+            b.close()  # stops following: it learns of the next changes only when it syncs
+            roll_back()
+            for i, v in enumerate(later):  # change 2 again, now another change (and then change 3),
+                a.put(v, f"after {i}")  # or just change 2: as many changes as b saw, but not the same
+            b.sync()
+            assert content(b) == {("default", "kept")} | {
+                ("default", f"after {i}") for i in range(len(later))
+            }
+            assert content(a) == content(b)
+            b = replicas()
+
+
 def test_a_replica_that_fell_behind_the_trimmed_stream_rebuilds(replicas: Any) -> None:
     a = replicas(stream_len=100)
     b = replicas(stream_len=100)

@@ -250,10 +250,16 @@ class RedisStore:
             int(entries),
         )
 
-    def epoch(self) -> str | None:
+    def position(self) -> tuple[str | None, int, str]:
+        """The cache's epoch (None when Redis holds no cache), the number of its last change and that
+        change's stream id, in one round trip: for a replica with nothing to read, to check that Redis
+        did not move under it."""
         with self._calling():
-            found = self._client.hget(self._keys[0], "epoch")
-        return None if found is None else _text(found)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(self._keys[0], ["epoch", "seq"])
+            pipe.xrevrange(self._keys[5], count=1)
+            (epoch, seq), last = pipe.execute()
+        return (None if epoch is None else _text(epoch)), int(seq or 0), _text(last[0][0]) if last else "0-0"
 
     def scan(self, namespace_number: str) -> Iterator[list[tuple[str, bytes]]]:
         """The entries of one namespace in batches of (uid, packed entry); HSCAN semantics: an entry

@@ -255,7 +255,7 @@ class ReplicatedCache(BinarySemanticCache):
                 raise
             return self._local_only(namespace, rows, responses, frozen, expires)
         if target is not None:
-            self._catch_up(*target, written)
+            self._catch_up(*target, written, uids)
         return [self._by_uid.get(u, self._recent.get(u, _NO_ID)) for u in uids]
 
     def _has_neighbours(self, namespace: str, codes: npt.NDArray[np.uint64]) -> list[bool]:
@@ -361,9 +361,7 @@ class ReplicatedCache(BinarySemanticCache):
         state = self.store.state()
         while True:
             with self._sync:
-                if not self._connected:
-                    self._rebuild()
-                if state.epoch != self._epoch:
+                if not self._connected or self._moved(state.epoch, state.seq, state.last_id):
                     self._rebuild()
                     state = self.store.state()
                 if self._epoch == state.epoch and self._seq >= state.seq:
@@ -376,13 +374,19 @@ class ReplicatedCache(BinarySemanticCache):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replica did not catch up with Redis within {timeout} s")
 
-    def _catch_up(self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING) -> None:
-        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write, whose
-        packed entries are ``known``)."""
+    def _catch_up(
+        self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING, uids: Sequence[str] = ()
+    ) -> None:
+        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write of
+        ``uids``, whose packed entries are ``known``)."""
         try:
             with self._sync:
                 for _ in range(3):
-                    if self._epoch == epoch and self._seq >= seq:
+                    # Its own entries applied too (the last written stands for all): Redis may have gone
+                    # back (see _moved), so that this replica is past ``seq`` without having seen them.
+                    last = uids[-1] if uids else None
+                    mine = last is None or last in self._by_uid or last in self._recent
+                    if self._epoch == epoch and self._seq >= seq and mine:
                         return
                     events = self.store.read(self._last_id)
                     if events:
@@ -401,7 +405,7 @@ class ReplicatedCache(BinarySemanticCache):
         with self._sync:
             if events:
                 self._apply(events)
-            elif self.store.epoch() != self._epoch:  # flushed or restarted empty, and nobody wrote since
+            elif self._moved(*self.store.position()):
                 self._rebuild()
         self._flush_uses()
 
@@ -434,8 +438,12 @@ class ReplicatedCache(BinarySemanticCache):
             if epoch != self._epoch:
                 self._rebuild()
                 return
-            if seq <= self._seq:  # applied already (by the other applier, or in the snapshot)
-                continue
+            if seq <= self._seq:
+                if _stream_order(stream_id) > _stream_order(self._last_id):  # a number come again
+                    self._went_back(seq - 1)
+                    self._rebuild()
+                    return
+                continue  # applied already (by the other applier, or in the snapshot)
             if seq != self._seq + 1:  # events were trimmed before this replica read them
                 self._rebuild()
                 return
@@ -450,6 +458,31 @@ class ReplicatedCache(BinarySemanticCache):
                 self._clear_local(None)
             self._seq, self._last_id = seq, stream_id
             self._events_applied += 1
+
+    def _moved(self, epoch: str | None, seq: int, last_id: str) -> bool:
+        """Whether Redis, at change ``seq`` of ``epoch`` (stream id ``last_id``), is no longer at or ahead
+        of this replica: flushed or restarted empty (another epoch, or none), or back at an earlier state
+        of the same epoch (see `_went_back`): fewer changes, or as many but another last one."""
+        if epoch != self._epoch:
+            return True
+        if seq < self._seq or (seq == self._seq and seq and last_id != self._last_id):
+            self._went_back(min(seq, self._seq - 1))
+            return True
+        return False
+
+    def _went_back(self, seq: int) -> None:
+        """Logs that Redis is back at change ``seq``, before this replica's (restored from an older
+        snapshot, or failed over to a replica that lagged): the numbers after it come again for other
+        changes, so the replica must reload, and the changes it had after ``seq`` are lost."""
+        logger.warning(
+            "shared cache %r: Redis at %s went back from change %d to %d (an older snapshot, or a "
+            "failover to a replica that lagged); reloading: the changes after %d are lost",
+            self.store.name,
+            self.store.url,
+            self._seq,
+            seq,
+            seq,
+        )
 
     def _rebuild(self) -> None:
         """Reloads the replica from Redis (caller holds ``_sync``)."""
@@ -586,6 +619,12 @@ class ReplicatedCache(BinarySemanticCache):
             f"ReplicatedCache(store={self.store!r}, dim={self.dim}, entries={len(self)}, "
             f"max_entries={self.max_entries})"
         )
+
+
+def _stream_order(stream_id: str) -> tuple[int, int]:
+    """A Redis stream id (``"ms-seq"``) as a key that sorts as Redis orders them."""
+    ms, _, n = stream_id.partition("-")
+    return int(ms), int(n or 0)
 
 
 class _Applier:
