@@ -255,7 +255,7 @@ class ReplicatedCache(BinarySemanticCache):
                 raise
             return self._local_only(namespace, rows, responses, frozen, expires)
         if target is not None:
-            self._catch_up(*target, written, uids)
+            self._catch_up(*target, written)
         return [self._by_uid.get(u, self._recent.get(u, _NO_ID)) for u in uids]
 
     def _has_neighbours(self, namespace: str, codes: npt.NDArray[np.uint64]) -> list[bool]:
@@ -374,19 +374,13 @@ class ReplicatedCache(BinarySemanticCache):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replica did not catch up with Redis within {timeout} s")
 
-    def _catch_up(
-        self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING, uids: Sequence[str] = ()
-    ) -> None:
-        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write of
-        ``uids``, whose packed entries are ``known``)."""
+    def _catch_up(self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING) -> None:
+        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write, whose
+        packed entries are ``known``)."""
         try:
             with self._sync:
                 for _ in range(3):
-                    # Its own entries applied too (the last written stands for all): Redis may have gone
-                    # back (see _moved), so that this replica is past ``seq`` without having seen them.
-                    last = uids[-1] if uids else None
-                    mine = last is None or last in self._by_uid or last in self._recent
-                    if self._epoch == epoch and self._seq >= seq and mine:
+                    if self._epoch == epoch and self._seq >= seq:
                         return
                     events = self.store.read(self._last_id)
                     if events:
