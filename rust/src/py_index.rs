@@ -77,7 +77,7 @@ impl HammingIndex {
         }
     }
 
-    /// `put`: encodes `data` (one embedding or a batch, `shape` says which, for error messages) with
+    /// `CacheWriter`'s puts: encodes `data` (one embedding or a batch, `shape` says which, for messages) with
     /// `encoder` and stores it in `namespace`, with the GIL released for both.
     pub(crate) fn encode_and_insert(
         &self,

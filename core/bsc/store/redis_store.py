@@ -171,9 +171,15 @@ class RedisStore:
             # Redis up but refusing work for now: failing over, out of memory (maxmemory with noeviction),
             # busy with a script, or unable to persist. redis-py turns some codes into their own classes
             # (dropping the code from the message); the others keep it at the message's start.
-            refusing = (rex.OutOfMemoryError, rex.ReadOnlyError, rex.TryAgainError, rex.ClusterDownError)
+            refusing = (
+                rex.OutOfMemoryError,
+                rex.ReadOnlyError,
+                rex.TryAgainError,
+                rex.ClusterDownError,
+                rex.MasterDownError,
+            )
             codes = ("MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "BUSY", "MISCONF")
-            if isinstance(exc, (*refusing, rex.MasterDownError)) or message.startswith(codes):
+            if isinstance(exc, refusing) or message.startswith(codes):
                 raise StoreUnavailableError(f"Redis at {self.url} cannot serve writes now: {exc}") from None
             raise
 
