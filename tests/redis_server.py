@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -80,6 +81,16 @@ class RedisServer:
             self._process.kill()
             self._process.wait(timeout=10)
         self._process = None
+
+    def pause(self) -> None:
+        """Freezes the server (SIGSTOP): connections are still accepted, but nothing answers, as when its
+        host hangs or the network drops packets silently."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stops the server and starts an empty one on the same port."""

@@ -57,7 +57,8 @@ def replicas(redis_server: Any) -> Iterator[Callable[..., ReplicatedCache]]:
     made: list[ReplicatedCache] = []
 
     def make(**options: Any) -> ReplicatedCache:
-        store_options = {k: options.pop(k) for k in ("fail_open", "name", "stream_len") if k in options}
+        store_keys = ("fail_open", "name", "stream_len", "timeout")
+        store_options = {k: options.pop(k) for k in store_keys if k in options}
         cache = RedisStore(redis_server.url, **store_options).open(DIM, **options)
         made.append(cache)
         return cache
@@ -264,20 +265,10 @@ def test_redis_back_at_an_earlier_state_makes_replicas_reload(
     x = pool()
     a.put(x[0], "kept")
     b.sync()
-    client = redis_server.client()
-    saved = {key: client.dump(key) for key in client.scan_iter("bsc:*")}
+    roll_back = rollback_to_now(redis_server)
     a.put_many(x[1:4], ["lost"] * 3)
     b.sync()
     assert len(a) == len(b) == 4
-
-    def roll_back() -> None:  # as a restart from an older snapshot, or a failover to a lagging replica
-        with client.pipeline(transaction=True) as pipe:
-            for key in client.scan_iter("bsc:*"):
-                pipe.delete(key)
-            for key, value in saved.items():
-                pipe.restore(key, 0, value)
-            pipe.execute()
-
     with caplog.at_level(logging.WARNING, logger="bsc.store"):
         roll_back()
         eventually(lambda: len(a) == len(b) == 1)  # noticed without any write
@@ -298,6 +289,39 @@ def test_redis_back_at_an_earlier_state_makes_replicas_reload(
             }
             assert content(a) == content(b)
             b = replicas()
+
+
+def test_a_writer_that_puts_before_it_notices_a_rollback_gets_its_entries(
+    redis_server: Any, replicas: Any
+) -> None:
+    writer = replicas()
+    x = pool()
+    writer.put(x[0], "kept")
+    roll_back = rollback_to_now(redis_server)
+    writer.put_many(x[1:4], ["lost"] * 3)
+    writer.close()  # its follower stops: only the write itself can notice
+    roll_back()
+    # Redis hands out the change number after the earlier state, one this replica has applied already.
+    ids = writer.put_many(x[5:7], ["after 0", "after 1"])
+    assert [writer.entry(i).response for i in ids] == ["after 0", "after 1"]
+    assert content(writer) == {("default", r) for r in ("kept", "after 0", "after 1")}
+
+
+def rollback_to_now(redis_server: Any) -> Callable[[], None]:
+    """Saves the cache's keys in Redis; the returned function puts them back, as a restart from an older
+    snapshot, or a failover to a replica that lagged, would."""
+    client = redis_server.client()
+    saved = {key: client.dump(key) for key in client.scan_iter("bsc:*")}
+
+    def roll_back() -> None:
+        with client.pipeline(transaction=True) as pipe:
+            for key in client.scan_iter("bsc:*"):
+                pipe.delete(key)
+            for key, value in saved.items():
+                pipe.restore(key, 0, value)
+            pipe.execute()
+
+    return roll_back
 
 
 def test_a_replica_that_fell_behind_the_trimmed_stream_rebuilds(replicas: Any) -> None:
@@ -397,6 +421,42 @@ def test_an_event_of_only_corrupt_entries_is_skipped_and_every_replica_moves_on(
         c = replicas()  # and a new one loads around it
     assert {len(a), len(b), len(c)} == {2}
     assert "skipping entry" in caplog.text
+
+
+def test_a_hung_redis_stalls_one_write_and_the_rest_stay_local_at_once(
+    redis_server: Any, replicas: Any
+) -> None:
+    # A frozen host or a black-holed network: connections open, nothing answers. The first write waits
+    # for the store's timeout (a hung Redis looks like a slow one until then); after it, writes must not
+    # wait on the follower, which keeps trying Redis, each try taking a timeout.
+    cache = replicas(fail_open=True, timeout=0.5)
+    x = pool()
+    cache.put_many(x[:5], [f"r{i}" for i in range(5)])
+    redis_server.pause()
+    try:
+        cache.put(x[5], "first after the freeze")
+        assert not cache.replication().connected
+        slowest, i, until = 0.0, 6, time.monotonic() + 4.0  # spans several of the follower's tries
+        while time.monotonic() < until:
+            started = time.monotonic()
+            cache.put(x[i], f"local {i}")
+            cache.clear("another-namespace")
+            slowest = max(slowest, time.monotonic() - started)
+            assert cache.get(x[i]).response == f"local {i}"
+            assert cache.get(x[0]).response == "r0"
+            i += 1
+            time.sleep(0.05)
+        assert slowest < cache.store.timeout, f"a local write waited {slowest:.2f} s for Redis"
+    finally:
+        redis_server.resume()
+    eventually(lambda: cache.replication().connected)
+    assert cache.replication().lost_writes == i - 5 + (i - 6)  # the puts and the clears
+    cache.put(x[i], "after")
+    assert cache.get(x[i]).response == "after"
+    # The local writes are gone with the reload. The first one timed out, but Redis may run it when it
+    # wakes: a timeout cannot tell a write that never arrived from one whose answer did not.
+    held = {r for _, r in content(cache)} - {"first after the freeze"}
+    assert held == {f"r{j}" for j in range(5)} | {"after"}
 
 
 def test_redis_out_of_memory_is_an_outage_for_fail_open_writes(redis_server: Any, replicas: Any) -> None:
@@ -538,11 +598,11 @@ from bsc.embedders import default_embedder
 embedder = default_embedder()
 here = SemanticCache(embedder, redis_url={redis_server.url!r})
 peer = SemanticCache(embedder, redis_url={redis_server.url!r})
-fetch = here.cache.store.fetch
-def slow_fetch(uids):  # a slow round trip while applying: the follower holds its lock meanwhile
+insert = here.cache.insert_encoded
+def slow_insert(*args, **kwargs):  # a slow apply: the follower holds its lock meanwhile
     time.sleep(1.0)
-    return fetch(uids)
-here.cache.store.fetch = slow_fetch
+    return insert(*args, **kwargs)
+here.cache.insert_encoded = slow_insert
 peer.update("What is the boiling point of water?", "100 °C")
 time.sleep(0.3)  # here's follower is applying the peer's put
 pid = os.fork()

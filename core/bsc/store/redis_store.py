@@ -46,11 +46,17 @@ class StoreState:
     namespaces: dict[str, str]
     entries: int
 
+    @property
+    def position(self) -> tuple[str | None, int, str]:
+        """``(epoch, seq, last_id)``, as `RedisStore.position` returns it."""
+        return self.epoch, self.seq, self.last_id
+
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
     epoch: str
     seq: int
+    stream_id: str
     uids: list[str]
 
 
@@ -216,21 +222,23 @@ class RedisStore:
         with self._calling():
             reply = self._put(keys=self._keys, args=args)
         uids = _text(reply[3])
-        return PutResult(_text(reply[0]), int(reply[1]), uids.split(",") if uids else [])
+        return PutResult(_text(reply[0]), int(reply[1]), _text(reply[2]), uids.split(",") if uids else [])
 
-    def delete(self, uids: Sequence[str]) -> tuple[int, list[str]]:
-        """Deletes entries; returns the event's seq (0 if none existed) and the uids removed."""
+    def delete(self, uids: Sequence[str]) -> tuple[int, str, list[str]]:
+        """Deletes entries; returns the event's seq (0 if none existed), its stream id and the uids
+        removed."""
         with self._calling():
             reply = self._delete(keys=self._keys, args=[self._prefix, self.stream_len, *uids])
         removed = _text(reply[2])
-        return int(reply[0]), removed.split(",") if removed else []
+        return int(reply[0]), _text(reply[1]), removed.split(",") if removed else []
 
-    def clear(self, namespace: str | None) -> int:
-        """Clears one namespace or everything; returns the event's seq (0 if the cache does not exist)."""
+    def clear(self, namespace: str | None) -> tuple[int, str]:
+        """Clears one namespace or everything; returns the event's seq (0 if the cache does not exist)
+        and its stream id."""
         args = [self._prefix, self.stream_len, "all" if namespace is None else "ns", namespace or ""]
         with self._calling():
             reply = self._clear(keys=self._keys, args=args)
-        return int(reply[0])
+        return int(reply[0]), _text(reply[1])
 
     def touch(self, uses: dict[str, float], eviction: str = "lru") -> None:
         """Records uses for the global eviction policy: ``lru`` moves entries up the order (only ever

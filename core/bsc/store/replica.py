@@ -145,8 +145,9 @@ class ReplicatedCache(BinarySemanticCache):
             # Only a policy other than the default shows, so caches made before policies still match.
             + ("" if self.eviction == "lru" else f" eviction={self.eviction}")
         )
-        # Held while applying changes (by the follower thread or a writer catching up): one applier at
-        # a time, in stream order. Reentrant because applying may rebuild.
+        # Held while applying changes (by the follower thread, a writer catching up, sync): one applier at
+        # a time, in stream order. No round trip to Redis is made under it but a reload's scan (see
+        # `_reload`): while Redis hangs, each takes a store timeout, and local writes would wait on it.
         self._applier = _Applier()
         self._sync = self._applier.lock
         self._by_uid: dict[str, int] = {}
@@ -163,8 +164,7 @@ class ReplicatedCache(BinarySemanticCache):
         self._events_applied = self._rebuilds = self._lost = 0
         self._pid = os.getpid()
         try:
-            with self._sync:
-                self._rebuild()
+            self._reload()
         except StoreUnavailableError as exc:
             if not self.fail_open:
                 raise
@@ -233,7 +233,7 @@ class ReplicatedCache(BinarySemanticCache):
         if not self._connected and self.fail_open:
             return self._local_only(namespace, rows, responses, frozen, expires)
         uids: list[str] = []
-        target: tuple[str, int] | None = None
+        target: tuple[str, int, str] | None = None
         written: dict[str, bytes] = {}
         chunk = min(_PUT_CHUNK, self.max_entries)
         try:
@@ -248,7 +248,7 @@ class ReplicatedCache(BinarySemanticCache):
                 )
                 written.update(zip(result.uids, blobs[start : start + chunk], strict=True))
                 uids += result.uids
-                target = (result.epoch, result.seq)
+                target = (result.epoch, result.seq, result.stream_id)
         except StoreUnavailableError as exc:
             self._went_down(exc)
             if not self.fail_open:
@@ -293,7 +293,7 @@ class ReplicatedCache(BinarySemanticCache):
             self._lost += 1
             return self._drop_local(id)
         try:
-            seq, removed = self.store.delete([uid])
+            seq, stream_id, removed = self.store.delete([uid])
         except StoreUnavailableError as exc:
             self._went_down(exc)
             if not self.fail_open:
@@ -301,7 +301,7 @@ class ReplicatedCache(BinarySemanticCache):
             self._lost += 1
             return self._drop_local(id)
         if seq:
-            self._catch_up(self._epoch, seq)
+            self._catch_up(self._epoch, seq, stream_id)
         return bool(removed)
 
     def clear(self, namespace: str | None = None) -> None:
@@ -312,7 +312,7 @@ class ReplicatedCache(BinarySemanticCache):
             self._lost += 1
             return self._clear_local(namespace)
         try:
-            seq = self.store.clear(namespace)
+            seq, stream_id = self.store.clear(namespace)
         except StoreUnavailableError as exc:
             self._went_down(exc)
             if not self.fail_open:
@@ -320,7 +320,7 @@ class ReplicatedCache(BinarySemanticCache):
             self._lost += 1
             return self._clear_local(namespace)
         if seq:
-            self._catch_up(self._epoch, seq)
+            self._catch_up(self._epoch, seq, stream_id)
         else:
             self._clear_local(namespace)
 
@@ -358,64 +358,84 @@ class ReplicatedCache(BinarySemanticCache):
             TimeoutError: not caught up within ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
+        before = self._last_id
         state = self.store.state()
         while True:
             with self._sync:
-                if not self._connected or self._moved(state.epoch, state.seq, state.last_id):
-                    self._rebuild()
-                    state = self.store.state()
-                if self._epoch == state.epoch and self._seq >= state.seq:
+                # Compared only if no other applier moved the replica since Redis was asked: one ahead of
+                # ``state`` would look like a Redis gone back.
+                unmoved = self._last_id == before
+                reload = not self._connected or (unmoved and self._moved(*state.position))
+                if not reload and self._epoch == state.epoch and self._seq >= state.seq:
                     return
-                events = self.store.read(self._last_id)
-                if events:
-                    self._apply(events)
-                else:  # behind, and the events are gone from the stream: reload
-                    self._rebuild()
+            if reload:
+                self._reload()
+                before = self._last_id
+                state = self.store.state()
+            elif not self._step():  # behind, and the events are gone from the stream: reload
+                self._reload()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replica did not catch up with Redis within {timeout} s")
 
-    def _catch_up(self, epoch: str | None, seq: int, known: Mapping[str, bytes] = _NOTHING) -> None:
-        """Applies the stream until event ``seq`` of ``epoch`` (a writer reading its own write, whose
-        packed entries are ``known``)."""
+    def _catch_up(
+        self, epoch: str | None, seq: int, stream_id: str, known: Mapping[str, bytes] = _NOTHING
+    ) -> None:
+        """Applies the stream until event ``seq`` of ``epoch``, at ``stream_id`` (a writer reading its
+        own write, whose packed entries are ``known``). Both are compared: after Redis went back to an
+        earlier state, its numbers come again, and only the stream id tells the write from the change
+        this replica applied under the same number (it then reloads, see `_apply`)."""
         try:
-            with self._sync:
-                for _ in range(3):
-                    if self._epoch == epoch and self._seq >= seq:
+            for _ in range(3):
+                with self._sync:
+                    applied = _stream_order(self._last_id) >= _stream_order(stream_id)
+                    if self._epoch == epoch and self._seq >= seq and applied:
                         return
-                    events = self.store.read(self._last_id)
-                    if events:
-                        self._apply(events, known)
-                    else:  # the event is gone from the stream already: reload
-                        self._rebuild()
+                if not self._step(known):  # the event is gone from the stream already: reload
+                    self._reload()
         except StoreUnavailableError as exc:
             self._went_down(exc)  # the write is in Redis; the follower applies it on reconnection
 
     def _follow_once(self, interval: float) -> None:
         if not self._connected:
-            with self._sync:
-                self._rebuild()
+            self._reload()
             return
-        events = self.store.read(self._last_id, block=min(1.0, interval))
-        with self._sync:
-            if events:
-                self._apply(events)
-            elif self._moved(*self.store.position()):
-                self._rebuild()
+        before = self._last_id
+        if not self._step(block=min(1.0, interval)):
+            position = self.store.position()
+            with self._sync:  # compared only if no writer moved the replica meanwhile (see `sync`)
+                moved = self._last_id == before and self._moved(*position)
+            if moved:
+                self._reload()
         self._flush_uses()
 
-    def _apply(
-        self, events: list[tuple[str, dict[bytes, bytes]]], known: Mapping[str, bytes] = _NOTHING
-    ) -> None:
-        """Applies events in stream order (caller holds ``_sync``); ``known`` holds packed entries the
-        caller has already (a writer's own), the others are read from Redis in one round trip."""
+    def _step(self, known: Mapping[str, bytes] = _NOTHING, *, block: float | None = None) -> bool:
+        """Reads the events after the replica's last one and the entries they add, then applies them
+        under ``_sync`` unless another applier moved the replica meanwhile (it then has them, or will
+        read them again). ``known`` holds packed entries the caller has already (a writer's own).
+        Returns False if the stream holds nothing after the replica's last event and no one moved it."""
+        after = self._last_id
+        events = self.store.read(after, block=block)
+        if not events:
+            return self._last_id != after
+        seq = self._seq  # a stale (lower) number only makes the fetch read more
         wanted = [
             uid
             for _, f in events
-            if f.get(b"o") == b"p" and f.get(b"u") and int(f.get(b"s", 0)) > self._seq
+            if f.get(b"o") == b"p" and f.get(b"u") and int(f.get(b"s", 0)) > seq
             for uid in f[b"u"].decode().split(",")
             if uid not in known
         ]
         blobs = {**known, **self.store.fetch(wanted)} if wanted else known
+        with self._sync:
+            followed = self._last_id != after or self._apply(events, blobs)
+        if not followed:
+            self._reload()
+        return True
+
+    def _apply(self, events: list[tuple[str, dict[bytes, bytes]]], blobs: Mapping[str, bytes]) -> bool:
+        """Applies events in stream order (caller holds ``_sync``), the entries they add taken from
+        ``blobs`` (an entry not there is gone from Redis already). Returns False, having applied those
+        before it, at an event the replica cannot follow from: it must reload."""
         for stream_id, fields in events:
             try:
                 seq, epoch, op = int(fields[b"s"]), fields[b"e"].decode(), fields[b"o"]
@@ -427,20 +447,16 @@ class ReplicatedCache(BinarySemanticCache):
                     stream_id,
                     exc,
                 )
-                self._rebuild()
-                return
+                return False
             if epoch != self._epoch:
-                self._rebuild()
-                return
+                return False
             if seq <= self._seq:
                 if _stream_order(stream_id) > _stream_order(self._last_id):  # a number come again
                     self._went_back(seq - 1)
-                    self._rebuild()
-                    return
-                continue  # applied already (by the other applier, or in the snapshot)
+                    return False
+                continue  # applied already (in the snapshot)
             if seq != self._seq + 1:  # events were trimmed before this replica read them
-                self._rebuild()
-                return
+                return False
             for uid in removed.split(",") if removed else ():
                 self._drop_uid(uid)
             if op == b"p":
@@ -452,6 +468,7 @@ class ReplicatedCache(BinarySemanticCache):
                 self._clear_local(None)
             self._seq, self._last_id = seq, stream_id
             self._events_applied += 1
+        return True
 
     def _moved(self, epoch: str | None, seq: int, last_id: str) -> bool:
         """Whether Redis, at change ``seq`` of ``epoch`` (stream id ``last_id``), is no longer at or ahead
@@ -478,17 +495,24 @@ class ReplicatedCache(BinarySemanticCache):
             seq,
         )
 
-    def _rebuild(self) -> None:
-        """Reloads the replica from Redis (caller holds ``_sync``)."""
+    def _reload(self) -> None:
+        """Reloads the replica from Redis. Its first round trips, the ones a hung Redis makes take a
+        store timeout each, are made before taking ``_sync``, so local writes do not wait on them; the
+        scan is made under it, streaming the entries into the replica (a reload holds no second copy).
+        If another applier reloads meanwhile, this one has nothing left to do."""
+        reloads = self._rebuilds
         self.store.init(secrets.token_hex(8), self._cfg)
         state = self.store.state()
-        self._clear_local(None)
-        for number, namespace in state.namespaces.items():
-            for batch in self.store.scan(number):
-                self._insert_packed(namespace, batch, recent=False)
-        self._epoch, self._seq, self._last_id = state.epoch, state.seq, state.last_id
-        self._rebuilds += 1
-        self._connected = True
+        with self._sync:
+            if self._rebuilds != reloads:
+                return
+            self._clear_local(None)
+            for number, namespace in state.namespaces.items():
+                for batch in self.store.scan(number):
+                    self._insert_packed(namespace, batch, recent=False)
+            self._epoch, self._seq, self._last_id = state.position
+            self._rebuilds += 1
+            self._connected = True
         if self._outage_logged:
             self._outage_logged = False
             logger.warning(
