@@ -576,6 +576,80 @@ def test_an_unreachable_upstream_is_an_openai_style_502(start_proxy: Any) -> Non
     assert httpx.get(proxy.url + "/health").json() == {"status": "ok"}
 
 
+class HangingUpUpstream:
+    """A raw HTTP upstream that, for each connection in turn, hangs up without answering after reading
+    the request (after a number of seconds), or answers (``None``): what a proxy meets when a pooled
+    connection was closed as idle, or when the upstream drops a call it was working on."""
+
+    ANSWER = json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "answered"}, "finish_reason": "stop"}
+            ],
+        }
+    ).encode()
+
+    def __init__(self, hang_ups: list[float | None]) -> None:
+        import socket
+        import threading
+
+        self.hang_ups = hang_ups
+        self.requests = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import time
+
+        for after in self.hang_ups:
+            connection, _ = self._server.accept()
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                while len(body) < length:
+                    body += connection.recv(65536)
+                self.requests += 1
+                if after is not None:
+                    time.sleep(after)
+                    continue
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                    + f"content-length: {len(self.ANSWER)}\r\n\r\n".encode()
+                    + self.ANSWER
+                )
+
+
+def test_a_connection_closed_before_any_answer_is_tried_once_more(start_proxy: Any) -> None:
+    # A pooled connection the upstream closed as idle just as the proxy reused it fails at once.
+    upstream = HangingUpUpstream([0.0, None])
+    proxy = start_proxy(upstream=upstream.url)
+    assert chat(proxy.client(), FRANCE).parse().choices[0].message.content == "answered"
+    assert upstream.requests == 2
+
+
+def test_a_call_the_upstream_drops_midway_is_not_sent_twice(start_proxy: Any) -> None:
+    # The upstream worked on it for a second: it may have run (and billed) the call, so it is not resent.
+    upstream = HangingUpUpstream([1.0, None])
+    proxy = start_proxy(upstream=upstream.url)
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(proxy.client(), FRANCE)
+    assert caught.value.status_code == 502
+    assert caught.value.body["code"] == "upstream_unreachable"
+    assert upstream.requests == 1
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

@@ -53,6 +53,10 @@ _SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
     ("/responses", "responses"),
 )
 _JSON = "application/json"
+#: How soon after sending a request a failed read means a stale pooled connection (the upstream had
+#: closed it as idle; that failure comes within a round trip, at most a few hundred ms across the
+#: world) rather than a call the upstream dropped while working on it, which must not be resent.
+_STALE_CONNECTION_SECONDS = 0.5
 
 
 class _TooLarge(Exception):
@@ -366,8 +370,11 @@ class _Proxy:
                     stream=True,
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError):
-                # A pooled connection the upstream closed as idle just as it was reused: the request never
-                # got an answer, so it is sent once more on a fresh connection (as the OpenAI SDKs retry).
+                # A pooled connection the upstream closed as idle just as it was reused fails at once: the
+                # request never reached it, so it is sent once more on a fresh connection. A call dropped
+                # later may have run (and been billed): it is not sent twice.
+                if time.perf_counter() - started > _STALE_CONNECTION_SECONDS:
+                    raise
                 upstream = await self.client.send(
                     build(request.method, url, headers=self._upstream_headers(request), content=content),
                     stream=True,
